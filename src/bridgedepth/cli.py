@@ -1,0 +1,102 @@
+"""`bridge` — the command-line tool. Thin: parse, load config, call one function per stage.
+
+Each subcommand lives in ``bridgedepth.commands.<module>`` and exposes ``HELP`` (one line),
+``add_arguments(parser)`` and ``run(args) -> int``. Modules are imported only when their subcommand
+runs, so ``bridge --help`` stays fast (no torch import).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from . import __version__
+from .config import ConfigError
+from .errors import BridgeError
+
+# name -> (module, one-line purpose). The purpose is repeated here so that --help needs no imports.
+SUBCOMMANDS: dict[str, tuple[str, str]] = {
+    "demo": ("demo", "run the whole BRIDGE pipeline end to end on the embedded default and write a report"),
+    "config": ("config", "show presets and the fully resolved configuration"),
+    "inspect": ("inspect", "describe a depth file (shape, valid fraction, metre range) or an image"),
+    "shards": ("shards", "verify shard sets (manifest, checksums, completeness)"),
+    "scenes": ("scenes", "render procedural RGB-D scenes into shards, or a contact sheet of them"),
+    "sources": ("sources", "list source-dataset adapters and convert a dataset to shards"),
+    "d2i": ("d2i", "depth-to-image model: pretrain the tiny backend, reward fine-tune with LoRA"),
+    "generate": ("generate", "generate RGB images from source depth shards with a D2I model"),
+    "mask": ("mask", "similarity mask for one (generated, original) image pair, with JSON statistics"),
+    "label": ("label", "pseudo-label generated shards with a teacher and add similarity masks"),
+    "train": ("train", "train a depth model stage (teacher, students, metric, scale head)"),
+    "predict": ("predict", "predict depth for images, folders, globs or lists"),
+    "convert-checkpoint": ("convert_checkpoint", "convert an original Depth-Anything-V2 checkpoint"),
+    "eval": ("eval", "evaluate predictions or a model on a benchmark with the standard protocol"),
+}
+
+
+def add_config_args(p: argparse.ArgumentParser, default_preset: str = "tiny") -> None:
+    """The shared config options: ``--preset NAME|FILE`` and repeated ``--set key.path=value``."""
+    p.add_argument("--preset", "-c", default=default_preset, help="preset name in configs/ or a YAML file")
+    p.add_argument(
+        "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+        help="dotted override, e.g. --set train.lr=1e-5 (repeatable)",
+    )
+
+
+def config_from_args(args: argparse.Namespace):
+    from .config import load_config
+
+    return load_config(args.preset, args.overrides)
+
+
+def _available_module(modname: str):
+    try:
+        return importlib.import_module(f"bridgedepth.commands.{modname}")
+    except ModuleNotFoundError as e:
+        if e.name == f"bridgedepth.commands.{modname}":
+            return None
+        raise
+
+
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="bridge",
+        description="BRIDGE: reward-tuned depth-to-image data generation and monocular depth estimation.",
+    )
+    parser.add_argument("--version", action="version", version=f"bridgedepth {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", title="commands")
+    for name, (modname, purpose) in SUBCOMMANDS.items():
+        sp = sub.add_parser(name, help=purpose, description=purpose)
+        if name == only:
+            mod = _available_module(modname)
+            if mod is None:
+                sp.set_defaults(_missing=name)
+            else:
+                mod.add_arguments(sp)
+                sp.set_defaults(_run=mod.run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    command = next((a for a in argv if not a.startswith("-")), None)
+    parser = build_parser(only=command if command in SUBCOMMANDS else None)
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 0
+    if getattr(args, "_missing", None):
+        print(f"bridge {args._missing}: not built yet in this version of bridgedepth.", file=sys.stderr)
+        return 3
+    try:
+        return int(args._run(args) or 0)
+    except (BridgeError, ConfigError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted; rerun the same command to resume", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,386 @@
+"""Typed configuration: YAML presets plus dotted overrides, validated into dataclasses.
+
+A preset is a YAML mapping whose keys mirror :class:`Config`. A preset may name another one under
+``base:`` and then only lists what differs. Overrides use dotted paths, ``train.lr=1e-5``; values are
+parsed as YAML scalars/lists. Unknown keys and wrong types raise :class:`ConfigError` naming the key
+and listing the valid ones.
+
+This module imports nothing else of bridgedepth, so every stage can depend on it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Optional, Union
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A configuration key or value is invalid."""
+
+
+# --------------------------------------------------------------------------------------------
+# Schema. Each stage owns one section; add fields to your own section only.
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class ScenesConfig:
+    """Procedural source scenes (`bridge scenes`)."""
+
+    kind: Literal["indoor", "outdoor", "object", "mixed"] = "mixed"
+    size: list[int] = field(default_factory=lambda: [256, 256])  # [H, W]
+    train_count: int = 2000
+    val_count: int = 64
+    test_count: int = 64
+    seed: int = 0
+    samples_per_shard: int = 256
+
+
+@dataclass
+class SourceConfig:
+    """One real source dataset read through an adapter (`bridge sources convert`)."""
+
+    name: str = "folder"
+    root: str = ""
+    encoding: Optional[str] = None
+    count: Optional[int] = None  # paper count, informative
+    weight: float = 1.0
+
+
+@dataclass
+class DataConfig:
+    """Where shards live and how they are written/read."""
+
+    root: str = "runs/data"
+    samples_per_shard: int = 256
+    num_workers: int = 0
+    sources: list[SourceConfig] = field(default_factory=list)
+
+
+@dataclass
+class ModelConfig:
+    """Depth model (teacher / student): a named architecture from the registry."""
+
+    name: str = "tiny"  # tiny | micro | vits | vitb | vitl | vitg
+    input_size: int = 518
+    max_depth: float = 20.0  # metric head: sigmoid * max_depth
+    encoder_init: Optional[str] = None  # local DINOv2 checkpoint dir (Hugging Face format)
+    init_from: Optional[str] = None  # start from a bridgedepth checkpoint dir
+
+
+@dataclass
+class LossConfig:
+    ssi_weight: float = 1.0
+    gm_weight: float = 4.0
+    gm_scales: int = 4
+    trim: float = 0.1
+    ssi_residual: Literal["absolute", "squared"] = "absolute"
+    silog_lambda: float = 0.5
+
+
+@dataclass
+class TrainConfig:
+    """One training stage (`bridge train`)."""
+
+    stage: Literal["teacher", "student-pseudo", "student-hybrid", "metric", "scale-head"] = "teacher"
+    steps: int = 1000
+    batch_size: int = 8
+    lr: float = 5e-6
+    decoder_lr_mult: float = 10.0
+    weight_decay: float = 0.01
+    warmup_steps: int = 0
+    poly_power: float = 0.9
+    grad_accum: int = 1
+    grad_clip: Optional[float] = None
+    mixed_precision: Literal["no", "fp16", "bf16"] = "no"
+    gradient_checkpointing: bool = False
+    crop_size: int = 518
+    hflip: bool = True
+    color_jitter: float = 0.0
+    val_every: int = 0
+    save_every: int = 0
+    seed: int = 0
+    loss: LossConfig = field(default_factory=LossConfig)
+
+
+@dataclass
+class D2IConfig:
+    """Depth-to-image generator backend."""
+
+    backend: Literal["tiny", "flux-depth", "sd-controlnet"] = "tiny"
+    path: Optional[str] = None  # local diffusers-format directory for real backends
+    resolution: int = 64
+    num_steps: int = 20
+    guidance_scale: float = 1.0
+
+
+@dataclass
+class RewardConfig:
+    depth_weight: float = 0.9
+    aesthetic_weight: float = 0.1
+    depth_mean_centre: bool = True
+    aesthetic_head: Optional[str] = None  # LAION head .pth / .safetensors
+    clip_path: Optional[str] = None  # local CLIP ViT-L/14 dir; None turns the aesthetic term off
+
+
+@dataclass
+class FinetuneConfig:
+    """Reward-gradient fine-tuning (`bridge d2i finetune`)."""
+
+    steps: int = 200
+    batch_size: int = 2
+    lr: float = 1e-5
+    lora_rank: int = 8
+    lora_alpha: int = 8
+    lora_targets: list[str] = field(default_factory=lambda: ["to_q", "to_k", "to_v", "to_out.0"])
+    grad_steps: int = 1  # K: backprop through the last K sampler steps
+    random_cutoff: bool = False
+    grad_clip: float = 1.0
+    checkpointing: bool = True
+    seed: int = 0
+    reward: RewardConfig = field(default_factory=RewardConfig)
+
+
+@dataclass
+class GenerateConfig:
+    images_per_depth: int = 4
+    seed: int = 0
+    batch_size: int = 8
+    steps: Optional[int] = None
+
+
+@dataclass
+class LabelConfig:
+    ssim_threshold: float = 0.85
+    min_matches: int = 10
+    orb_features: int = 500
+    ransac_threshold: float = 3.0
+    morph_kernel: int = 3
+    erode_kernel: int = 3
+    accept_fraction: float = 0.5
+    crop_size: int = 518
+    workers: int = 0
+
+
+@dataclass
+class EvalConfig:
+    alignment: Literal["disparity", "depth", "median", "none"] = "disparity"
+    disparity_floor: float = 1e-3
+    min_valid_pixels: int = 10
+
+
+@dataclass
+class Config:
+    """The whole run. Every run writes the resolved version of this next to its outputs."""
+
+    name: str = "tiny"
+    description: str = ""
+    seed: int = 0
+    out: str = "runs/demo"
+    device: str = "auto"
+    scenes: ScenesConfig = field(default_factory=ScenesConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    d2i: D2IConfig = field(default_factory=D2IConfig)
+    finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
+    generate: GenerateConfig = field(default_factory=GenerateConfig)
+    label: LabelConfig = field(default_factory=LabelConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    stages: dict[str, dict[str, Any]] = field(default_factory=dict)  # per-stage raw overrides
+
+
+# --------------------------------------------------------------------------------------------
+# Machinery
+# --------------------------------------------------------------------------------------------
+
+PRESET_DIR = Path(__file__).resolve().parent / "configs"
+
+
+def preset_names() -> list[str]:
+    """Names of the shipped presets (``configs/*.yaml``)."""
+    return sorted(p.stem for p in PRESET_DIR.glob("*.yaml"))
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def _coerce(value: Any, tp: Any, key: str) -> Any:
+    """Check ``value`` against the annotation ``tp`` and return it (ints widen to floats)."""
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if tp is Any:
+        return value
+    if origin in (Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        for a in args:
+            if a is type(None):
+                continue
+            try:
+                return _coerce(value, a, key)
+            except ConfigError:
+                pass
+        raise ConfigError(f"{key}: expected {_type_name(tp)}, got {value!r}")
+    if origin is Literal:
+        if value not in args:
+            raise ConfigError(f"{key}: {value!r} is not one of {list(args)}")
+        return value
+    if dataclasses.is_dataclass(tp):
+        if isinstance(value, tp):
+            return value
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: expected a mapping for {tp.__name__}, got {value!r}")
+        return from_dict(tp, value, prefix=key + ".")
+    if origin in (list, tuple):
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{key}: expected a list, got {value!r}")
+        inner = args[0] if args else Any
+        return [_coerce(v, inner, f"{key}[{i}]") for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: expected a mapping, got {value!r}")
+        vt = args[1] if len(args) == 2 else Any
+        return {str(k): _coerce(v, vt, f"{key}.{k}") for k, v in value.items()}
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{key}: expected true/false, got {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{key}: expected an integer, got {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{key}: expected a number, got {value!r}")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{key}: expected a string, got {value!r}")
+        return value
+    raise ConfigError(f"{key}: unsupported annotation {tp!r}")
+
+
+def from_dict(cls: type, data: dict, prefix: str = "") -> Any:
+    """Build dataclass ``cls`` from a mapping, rejecting unknown keys and wrong types."""
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    kwargs = {}
+    for k, v in data.items():
+        if k not in hints:
+            raise ConfigError(
+                f"unknown key '{prefix}{k}'; valid keys{' under ' + prefix.rstrip('.') if prefix else ''}: "
+                + ", ".join(names)
+            )
+        kwargs[k] = _coerce(v, hints[k], prefix + k)
+    return cls(**kwargs)
+
+
+def to_dict(cfg: Any) -> dict:
+    """Plain-data view of a config (for YAML/JSON output)."""
+    return dataclasses.asdict(cfg)
+
+
+def _deep_merge(base: dict, over: dict) -> dict:
+    out = dict(base)
+    for k, v in over.items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k] = _deep_merge(out[k], v)
+        else:
+            out[k] = v
+    return out
+
+
+def _resolve_preset_path(preset: str | os.PathLike) -> Path:
+    p = Path(preset)
+    if p.suffix in (".yaml", ".yml") or p.exists():
+        if not p.exists():
+            raise ConfigError(f"config file not found: {p}")
+        return p
+    cand = PRESET_DIR / f"{preset}.yaml"
+    if not cand.exists():
+        raise ConfigError(f"unknown preset '{preset}'; available presets: {', '.join(preset_names())}")
+    return cand
+
+
+def load_raw(preset: str | os.PathLike, _seen: tuple = ()) -> dict:
+    """Read a preset (name or path) into a plain mapping, following ``base:`` chains."""
+    path = _resolve_preset_path(preset)
+    if path.resolve() in _seen:
+        raise ConfigError(f"{path}: circular 'base' chain")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML: {e}") from e
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: a config file must be a mapping at the top level")
+    base = data.pop("base", None)
+    if base is not None:
+        base_path = base if str(base) in preset_names() else path.parent / str(base)
+        data = _deep_merge(load_raw(base_path, _seen + (path.resolve(),)), data)
+    return data
+
+
+def parse_override(item: str) -> tuple[list[str], Any]:
+    """``'train.lr=1e-5'`` -> (['train', 'lr'], 1e-05)."""
+    if "=" not in item:
+        raise ConfigError(f"override '{item}' must look like key.path=value")
+    key, raw = item.split("=", 1)
+    key = key.strip()
+    if not key:
+        raise ConfigError(f"override '{item}' has an empty key")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw
+    # YAML reads 1e-5 as a string (no dot); accept it as a float.
+    if isinstance(value, str):
+        try:
+            value = float(value) if any(c in value.lower() for c in ".e") and value.strip() else value
+        except ValueError:
+            pass
+    return key.split("."), value
+
+
+def apply_overrides(data: dict, overrides: list[str] | None) -> dict:
+    data = _deep_merge({}, data)
+    for item in overrides or []:
+        path, value = parse_override(item)
+        node = data
+        for part in path[:-1]:
+            nxt = node.get(part)
+            if not isinstance(nxt, dict):
+                nxt = {}
+                node[part] = nxt
+            node = nxt
+        node[path[-1]] = value
+    return data
+
+
+def load_config(preset: str | os.PathLike = "tiny", overrides: list[str] | None = None) -> Config:
+    """Load a preset (name or YAML path), apply dotted overrides, validate."""
+    data = apply_overrides(load_raw(preset), overrides)
+    return from_dict(Config, data)
+
+
+def dump_yaml(cfg: Any) -> str:
+    return yaml.safe_dump(to_dict(cfg), sort_keys=False)
+
+
+def save_resolved(cfg: Any, out_dir: str | os.PathLike, name: str = "config.yaml") -> Path:
+    """Write the resolved configuration next to a run's outputs (atomically)."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    target = out / name
+    tmp = target.with_name(target.name + ".tmp")
+    tmp.write_text(dump_yaml(cfg))
+    os.replace(tmp, target)
+    return target

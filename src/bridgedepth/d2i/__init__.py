@@ -1,0 +1,1 @@
+"""Depth-to-image: generator backends, differentiable sampler, rewards, reward fine-tuning (imports mde)."""

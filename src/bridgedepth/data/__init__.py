@@ -1,0 +1,1 @@
+"""Source data: procedural scenes, real source-dataset adapters, benchmarks, the shard store (imports io)."""

@@ -1,0 +1,1 @@
+"""Evaluation: alignment, metrics, benchmark loaders and runner, tables (imports io, data, mde)."""

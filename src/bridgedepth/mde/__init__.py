@@ -1,0 +1,1 @@
+"""Depth model: DINOv2 + DPT, scale head, losses, trainer, predictor (imports io, data)."""

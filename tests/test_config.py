@@ -1,0 +1,61 @@
+import pytest
+
+from bridgedepth.config import Config, ConfigError, load_config, preset_names, save_resolved, from_dict
+import yaml
+
+
+def test_every_preset_loads_and_validates():
+    names = preset_names()
+    assert "tiny" in names and "paper" in names
+    for name in names:
+        cfg = load_config(name)
+        assert isinstance(cfg, Config)
+        assert cfg.name
+
+
+def test_dotted_overrides_are_typed():
+    cfg = load_config("tiny", ["train.lr=1e-5", "train.steps=7", "scenes.size=[64, 96]", "d2i.backend=sd-controlnet"])
+    assert cfg.train.lr == pytest.approx(1e-5) and isinstance(cfg.train.lr, float)
+    assert cfg.train.steps == 7
+    assert cfg.scenes.size == [64, 96]
+    assert cfg.d2i.backend == "sd-controlnet"
+
+
+def test_unknown_key_names_key_and_lists_valid_ones():
+    with pytest.raises(ConfigError) as e:
+        load_config("tiny", ["train.learning_rate=1e-5"])
+    msg = str(e.value)
+    assert "train.learning_rate" in msg and "lr" in msg and "batch_size" in msg
+
+
+def test_wrong_type_is_rejected_with_key():
+    with pytest.raises(ConfigError, match=r"train\.steps"):
+        load_config("tiny", ["train.steps=many"])
+    with pytest.raises(ConfigError, match=r"train\.hflip"):
+        load_config("tiny", ["train.hflip=3"])
+    with pytest.raises(ConfigError, match=r"d2i\.backend"):
+        load_config("tiny", ["d2i.backend=dalle"])
+
+
+def test_unknown_preset_lists_available():
+    with pytest.raises(ConfigError, match="tiny"):
+        load_config("no-such-preset")
+
+
+def test_base_chain_and_resolved_roundtrip(tmp_path):
+    child = tmp_path / "child.yaml"
+    child.write_text("base: tiny\ntrain:\n  steps: 3\n")
+    cfg = load_config(child)
+    assert cfg.train.steps == 3 and cfg.name == "tiny"
+    path = save_resolved(cfg, tmp_path / "run")
+    again = from_dict(Config, yaml.safe_load(path.read_text()))
+    assert again == cfg
+
+
+def test_cli_config_show(run_cli):
+    r = run_cli("config", "show", "paper", "--set", "train.steps=5")
+    assert r.code == 0, r
+    data = yaml.safe_load(r.out)
+    assert data["train"]["steps"] == 5 and data["d2i"]["backend"] == "flux-depth"
+    bad = run_cli("config", "show", "tiny", "--set", "nope=1")
+    assert bad.code == 2 and "unknown key 'nope'" in bad.err

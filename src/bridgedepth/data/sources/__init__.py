@@ -1,0 +1,1 @@
+"""Adapters that read real source datasets from their native on-disk layouts."""

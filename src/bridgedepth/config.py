@@ -86,6 +86,15 @@ class LossConfig:
 
 
 @dataclass
+class TrainDataConfig:
+    """One source of a training mixture: a shard folder, what to supervise with, its weight."""
+
+    path: str = ""
+    target: Literal["gt", "pseudo", "hybrid", "metric"] = "gt"
+    weight: float = 1.0
+
+
+@dataclass
 class TrainConfig:
     """One training stage (`bridge train`)."""
 
@@ -107,6 +116,9 @@ class TrainConfig:
     val_every: int = 0
     save_every: int = 0
     seed: int = 0
+    data: list[TrainDataConfig] = field(default_factory=list)
+    val: Optional[str] = None  # held-out shard folder for validation (AbsRel after alignment)
+    val_limit: int = 64
     loss: LossConfig = field(default_factory=LossConfig)
 
 

@@ -63,6 +63,7 @@ __all__ = [
     "map_dataset",
     "iter_samples",
     "iter_shard",
+    "iter_shard_members",
     "load_manifest",
     "rebuild_manifest",
     "verify_dataset",
@@ -797,6 +798,12 @@ def iter_shard(
     wanted = None if fields is None else list(fields)
     for members in _iter_tar_groups(p):
         yield decode_sample(members, fields=wanted, where=str(p))
+
+
+def iter_shard_members(path: str | os.PathLike) -> Iterator[dict[str, bytes]]:
+    """The raw members of each sample of one shard (``{"key.field.ext": bytes}``), undecoded, with
+    the same safety checks as :func:`iter_shard` (no checksum check)."""
+    yield from _iter_tar_groups(Path(path))
 
 
 def iter_samples(

@@ -301,3 +301,19 @@ def test_not_a_dataset(tmp_path):
         list(S.iter_samples(tmp_path))
     with pytest.raises(InputError, match="not a directory"):
         S.load_manifest(tmp_path / "nope")
+
+
+def test_leftover_status_and_manifest_temps_cleaned(tmp_path):
+    S.write_dataset(tmp_path, 4, make_sample, samples_per_shard=2, progress=False)
+    (tmp_path / "shard-000001.tar.json").unlink()
+    (tmp_path / "shard-000001.tar.json.tmp-abc").write_text("{")
+    (tmp_path / "manifest.json.tmp-abc").write_text("{")
+    assert len(S.temp_files(tmp_path)) == 2
+    S.write_dataset(tmp_path, 4, make_sample, samples_per_shard=2, progress=False)
+    assert S.temp_files(tmp_path) == [] and S.verify_dataset(tmp_path).ok
+
+
+def test_empty_dataset(tmp_path):
+    m = S.write_dataset(tmp_path, 0, make_sample, progress=False)
+    assert m.complete and m.num_shards == 0 and list(S.iter_samples(tmp_path)) == []
+    assert S.verify_dataset(tmp_path).ok

@@ -465,6 +465,9 @@ def rebuild_manifest(
     """
     d = Path(out_dir)
     with _dir_lock(d):
+        for p in d.glob(f"{MANIFEST}{TMP_MARK}*"):  # left by a killed rebuild (rebuilds hold the lock)
+            with contextlib.suppress(FileNotFoundError):
+                p.unlink()
         prev = _read_manifest_json(d)
         if shard_names is None:
             names = set(s["name"] for s in prev.get("shards", [])) | set(_status_files(d))
@@ -556,7 +559,7 @@ def _shard_is_complete(d: Path, name: str, check: Callable[[ShardInfo], bool] = 
 
 
 def _remove_temps(d: Path, name: str) -> None:
-    for p in d.glob(f"{name}{TMP_MARK}*"):
+    for p in [*d.glob(f"{name}{TMP_MARK}*"), *d.glob(f"{name}.json{TMP_MARK}*")]:
         with contextlib.suppress(FileNotFoundError):
             p.unlink()
 

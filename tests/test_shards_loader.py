@@ -171,3 +171,34 @@ def test_map_dataset_fan_out_skip_and_resume(tmp_path, dataset):
     for r in range(3):
         m2 = S.map_dataset(dataset, out2, fn, rank=r, world_size=3, progress=False)
     assert m2.complete and [s["__key__"] for s in S.iter_samples(out2)] == keys
+
+
+def _rank_job(args):
+    d, rank, world = args
+    S.write_dataset(d, 40, tiny, samples_per_shard=2, rank=rank, world_size=world, progress=False)
+    return rank
+
+
+def test_concurrent_rank_processes_never_clobber(tmp_path):
+    import multiprocessing as mp
+
+    world = 4
+    with mp.get_context("fork").Pool(world) as pool:
+        assert sorted(pool.map(_rank_job, [(tmp_path, r, world) for r in range(world)])) == list(range(world))
+    import json
+
+    man = json.loads((tmp_path / "manifest.json").read_text())
+    assert man["complete"] is True and man["num_shards"] == 20 and man["num_samples"] == 40
+    assert [s["__key__"] for s in S.iter_samples(tmp_path, fields=[])] == [f"k{i:03d}" for i in range(40)]
+    assert S.verify_dataset(tmp_path).ok
+
+
+def test_shards_module_stays_torch_free_and_reexports_dataset():
+    import subprocess
+    import sys
+
+    code = "import sys, bridgedepth.data.shards as S; print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+    assert out.stdout.strip() == "False"
+    assert S.ShardDataset is ShardDataset

@@ -280,8 +280,9 @@ def _stereo_params(path, params: dict, encoding: str, allow_calib: bool) -> tupl
         if params.get("focal") is None or params.get("baseline") is None:
             hint = ""
             if allow_calib and path is not None and (Path(path).parent / "calib.txt").exists():
-                hint = f"; a calib.txt sits beside this file: pass calib={Path(path).parent / 'calib.txt'}"
-            need = "calib=PATH (Middlebury calib.txt) or focal= and baseline=" if allow_calib else "focal= and baseline="
+                hint = f"; a calib.txt sits beside this file: --calib {Path(path).parent / 'calib.txt'}"
+            need = ("calib (--calib FILE, a Middlebury calib.txt) or focal and baseline (--focal PX --baseline M)"
+                    if allow_calib else "focal and baseline (--focal PX --baseline M)")
             raise InputError(f"{path}: encoding {encoding} converts disparity to depth and needs {need}{hint}")
         focal = _float_param(params, "focal", encoding)
         baseline = _float_param(params, "baseline", encoding)
@@ -348,7 +349,7 @@ def _eth3d_decode(path, data, params):
     if params.get("shape") is None:
         n = len(data) // 4
         hint = " (4032x6048 for ETH3D's full-resolution depth)" if n == 4032 * 6048 else ""
-        raise InputError(f"{path}: encoding eth3d-raw is headerless and needs shape=HxW{hint}")
+        raise InputError(f"{path}: encoding eth3d-raw is headerless and needs shape (--shape HxW){hint}")
     return _metres_from_float(path, C.decode_raw_f32(path, data, parse_shape(params["shape"])))
 
 
@@ -539,14 +540,18 @@ def detect_encoding(path) -> str | None:
 
 def _undetected_error(path) -> FormatError:
     with open(path, "rb") as f:
-        head = f.read(16)
+        head = f.read(32)
+    if head.startswith(C.PNG_MAGIC) and len(head) >= 26 and (head[24], head[25]) != (16, 0):
+        return FormatError(path, f"a {head[24]}-bit PNG of colour type {head[25]} is an image, not a depth map "
+                                 "(depth PNGs are single-channel 16-bit)")
     if head.startswith(C.PNG_MAGIC):
-        return FormatError(path, "a 16-bit PNG does not say its depth units; pass an encoding, one of: "
+        return FormatError(path, "a 16-bit PNG does not say its depth units; pass an encoding (--encoding NAME), one of: "
                                  f"{_choices(_PNG_CHOICES)} (all encodings: {_choices(ENCODINGS)})")
     if head[:2] == b"P5":
-        return FormatError(path, f"a PGM does not say its depth units; pass an encoding, one of: {_choices(_PGM_CHOICES)}")
+        return FormatError(path, f"a PGM does not say its depth units; pass an encoding (--encoding NAME), one of: "
+                                 f"{_choices(_PGM_CHOICES)}")
     return FormatError(path, f"cannot tell the depth encoding from the file's first bytes ({head[:8]!r}); pass an "
-                             f"encoding, one of: {_choices(ENCODINGS)}")
+                             f"encoding (--encoding NAME), one of: {_choices(ENCODINGS)}")
 
 
 def get_codec(encoding: str) -> Codec:

@@ -39,6 +39,7 @@ from ..config import Config, save_resolved, to_dict
 from ..data.augment import color_jitter, random_crop_flip
 from ..data.targets import TargetKind, sample_target
 from ..errors import InputError
+from .model import apply_scale, forward_with_features
 
 IMAGENET_MEAN = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
 IMAGENET_STD = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
@@ -92,6 +93,8 @@ class _SourceStream:
                                     rank=rank, world_size=world_size)
         self.epoch, self.consumed = epoch, consumed
         self._it: Iterator[dict] | None = None
+        # BRIDGE_TRACE_KEYS=1 records "epoch key" of every sample used (tests, debugging data order)
+        self.trace: list[str] | None = [] if os.environ.get("BRIDGE_TRACE_KEYS") else None
 
     def _start_epoch(self) -> None:
         self.dataset.set_epoch(self.epoch)
@@ -112,6 +115,8 @@ class _SourceStream:
                 self.epoch, self.consumed = self.epoch + 1, 0
                 self._start_epoch()
         self.consumed += 1
+        if self.trace is not None:
+            self.trace.append(f"{self.epoch} {sample.get('__key__')}")
         t = self.cfg.train
         rng = np.random.default_rng(_key_seed(t.seed, self.index, self.epoch, sample.get("__key__")))
         target, valid, _source = sample_target(sample, self.data.target)
@@ -176,19 +181,18 @@ def _build_stage_model(cfg: Config, init_from: str | None):
 
     head = "metric" if cfg.train.stage == "metric" else "relative"
     src = init_from or cfg.model.init_from
-    if src:
-        model = load_model(src)
-        if head == "metric" and model.config.depth_estimation_type != "metric":
-            # Same parameters, other activation: rebuild with a metric head and copy the weights.
-            metric = build_model(cfg.model.name, head="metric", max_depth=cfg.model.max_depth,
-                                 config=model.config)
-            missing, unexpected = metric.load_state_dict(model.state_dict(), strict=False)
-            if unexpected:
-                raise InputError(f"{src}: checkpoint does not fit a metric head: {unexpected[:5]}")
-            model = metric
-        return model
-    return build_model(cfg.model.name, head=head, max_depth=cfg.model.max_depth,
-                       encoder_init=cfg.model.encoder_init)
+    if not src:
+        return build_model(cfg.model.name, head=head, max_depth=cfg.model.max_depth,
+                           encoder_init=cfg.model.encoder_init, seed=cfg.train.seed)
+    model = load_model(src)
+    model.train()
+    if head == "metric" and model.config.depth_estimation_type != "metric":
+        # Same parameters, another output activation: rebuild with a metric head, copy the weights.
+        arch = model.bridge_arch or cfg.model.name
+        metric = build_model(arch, head="metric", max_depth=cfg.model.max_depth)
+        metric.load_state_dict(model.state_dict())
+        model = metric
+    return model
 
 
 def _param_groups(model, lr: float, decoder_mult: float, weight_decay: float):
@@ -223,11 +227,7 @@ def _save_checkpoint(out: Path, name: str, model, optimizer, scheduler, state: d
     tmp = out / f".{name}.tmp"
     if tmp.exists():
         shutil.rmtree(tmp)
-    save_model_fn(model, tmp, extra=extra)
-    if scale_head is not None:
-        from .scale_head import save_scale_head
-
-        save_scale_head(scale_head, tmp)
+    save_model_fn(model, tmp, extra=extra, scale_head=scale_head)
     if optimizer is not None:
         torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()},
                    tmp / "optimizer.pt")
@@ -257,15 +257,12 @@ def _load_resume(out: Path) -> tuple[Path, dict] | None:
 
 
 def _stage_loss(cfg: Config):
-    from .losses import silog_loss, ssi_gm_loss
+    from .losses import DepthLoss
 
-    lc = cfg.train.loss
+    loss = DepthLoss(cfg.train.loss)
     if cfg.train.stage in ("metric", "scale-head"):
-        return lambda pred, target, valid: silog_loss(pred, target, valid, lam=lc.silog_lambda)
-    return lambda pred, target, valid: ssi_gm_loss(
-        pred, target, valid, ssi_weight=lc.ssi_weight, gm_weight=lc.gm_weight, scales=lc.gm_scales,
-        trim=lc.trim, residual=lc.ssi_residual,
-    )
+        return loss.metric
+    return lambda pred, target, valid: loss(pred, target, valid).total
 
 
 def train(
@@ -318,13 +315,14 @@ def train(
     model = _build_stage_model(cfg, init_from)
     scale_head = None
     if t.stage == "scale-head":
-        from .scale_head import ScaleHead, load_scale_head
+        from .model import ScaleHead, load_scale_head
 
         for p in model.parameters():
             p.requires_grad_(False)
         model.eval()
-        scale_head = load_scale_head(resume[0]) if resume and (resume[0] / "scale_head.safetensors").exists() \
-            else ScaleHead(model.config.backbone_config.hidden_size)
+        scale_head = (load_scale_head(resume[0]) if resume else None) or ScaleHead(
+            model.config.backbone_config.hidden_size)
+        scale_head.train()
         params = [{"params": list(scale_head.parameters()), "lr": t.lr * t.decoder_lr_mult, "weight_decay": t.weight_decay}]
     else:
         if t.gradient_checkpointing and hasattr(model, "gradient_checkpointing_enable"):
@@ -363,7 +361,7 @@ def train(
         nonlocal best
         if validate is None or not accelerator.is_main_process:
             return {}
-        m = accelerator.unwrap_model(model) if scale_head is None else _ScaledModel(model, accelerator.unwrap_model(scale_head))
+        m = accelerator.unwrap_model(model) if scale_head is None else _ScaledModel(model, accelerator.unwrap_model(scale_head), cfg.model.max_depth)
         was_training = m.training
         m.eval()
         with torch.no_grad():
@@ -399,8 +397,8 @@ def train(
                     valid = batch["valid"].to(accelerator.device)
                     if scale_head is not None:
                         with torch.no_grad():
-                            feats, disp = _features_and_disparity(model, image)
-                        pred = scale_head(feats, disp)
+                            disp, feats = forward_with_features(model, image)
+                        pred = apply_scale(disp, *scale_head(feats[-1]), max_depth=cfg.model.max_depth)
                     else:
                         pred = model(pixel_values=image).predicted_depth
                     loss = loss_fn(pred, target, valid)
@@ -438,6 +436,10 @@ def train(
         bar.close()
         if log_f is not None:
             log_f.close()
+        for i, src in enumerate(loader.sources):
+            if src.trace is not None:
+                with open(out / f"trace_rank{accelerator.process_index}_source{i}.txt", "a") as f:
+                    f.write("".join(line + "\n" for line in src.trace))
     if accelerator.is_main_process and end == t.steps:
         plot_curves(log_path, out / "curves.png")
     return TrainResult(out, end, last_loss, best, log_path, resumed_from=start_step)
@@ -448,29 +450,18 @@ def train(
 # ------------------------------------------------------------------------------------------------
 
 
-def _features_and_disparity(model, image):
-    """Encoder features (CLS token of the last layer) and the relative disparity, one forward."""
-    out = model(pixel_values=image, output_hidden_states=True)
-    feats = out.hidden_states[-1][:, 0]
-    return feats, out.predicted_depth
-
-
 class _ScaledModel(torch.nn.Module):
-    """A frozen relative model plus a scale head, behaving like a metric model (depth in metres)."""
+    """A frozen relative model plus a scale head, called like a metric model (depth in metres)."""
 
-    def __init__(self, model, head):
+    def __init__(self, model, head, max_depth: float):
         super().__init__()
-        self.model, self.head = model, head
+        self.model, self.head, self.max_depth = model, head, max_depth
 
     def forward(self, pixel_values):
-        feats, disp = _features_and_disparity(self.model, pixel_values)
+        from types import SimpleNamespace
 
-        class _Out:
-            pass
-
-        o = _Out()
-        o.predicted_depth = self.head(feats, disp)
-        return o
+        disp, feats = forward_with_features(self.model, pixel_values)
+        return SimpleNamespace(predicted_depth=apply_scale(disp, *self.head(feats[-1]), max_depth=self.max_depth))
 
 
 # ------------------------------------------------------------------------------------------------

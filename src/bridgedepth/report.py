@@ -1,0 +1,100 @@
+"""Self-contained HTML reports: figures embedded as base64 PNG, tables from plain dicts."""
+
+from __future__ import annotations
+
+import base64
+import html
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+@dataclass
+class Table:
+    title: str
+    columns: list[str]
+    rows: list[list]
+    note: str = ""
+    lower_is_better: set[str] = field(default_factory=set)
+    higher_is_better: set[str] = field(default_factory=set)
+
+    def best_index(self, col: int) -> int | None:
+        name = self.columns[col]
+        vals = [(i, r[col]) for i, r in enumerate(self.rows) if isinstance(r[col], (int, float))]
+        if len(vals) < 2:
+            return None
+        if name in self.lower_is_better:
+            return min(vals, key=lambda t: t[1])[0]
+        if name in self.higher_is_better:
+            return max(vals, key=lambda t: t[1])[0]
+        return None
+
+    def to_markdown(self) -> str:
+        best = {c: self.best_index(c) for c in range(len(self.columns))}
+        lines = ["| " + " | ".join(self.columns) + " |", "|" + "---|" * len(self.columns)]
+        for i, r in enumerate(self.rows):
+            cells = []
+            for c, v in enumerate(r):
+                s = _fmt(v)
+                cells.append(f"**{s}**" if best[c] == i else s)
+            lines.append("| " + " | ".join(cells) + " |")
+        return "\n".join(lines)
+
+    def to_html(self) -> str:
+        best = {c: self.best_index(c) for c in range(len(self.columns))}
+        head = "".join(f"<th>{html.escape(c)}</th>" for c in self.columns)
+        body = []
+        for i, r in enumerate(self.rows):
+            tds = []
+            for c, v in enumerate(r):
+                s = html.escape(_fmt(v))
+                tds.append(f"<td class='best'>{s}</td>" if best[c] == i else f"<td>{s}</td>")
+            body.append("<tr>" + "".join(tds) + "</tr>")
+        note = f"<p class='note'>{html.escape(self.note)}</p>" if self.note else ""
+        return (f"<h3>{html.escape(self.title)}</h3><table><thead><tr>{head}</tr></thead>"
+                f"<tbody>{''.join(body)}</tbody></table>{note}")
+
+
+def _fmt(v) -> str:
+    if isinstance(v, float):
+        if v != v:
+            return "n/a"
+        return f"{v:.3f}" if abs(v) < 100 else f"{v:.1f}"
+    return "" if v is None else str(v)
+
+
+def img_tag(path: str | os.PathLike, caption: str = "", width: str = "100%") -> str:
+    p = Path(path)
+    if not p.exists():
+        return f"<p class='missing'>(figure missing: {html.escape(p.name)})</p>"
+    data = base64.b64encode(p.read_bytes()).decode()
+    cap = f"<figcaption>{html.escape(caption)}</figcaption>" if caption else ""
+    return f"<figure><img style='max-width:{width}' src='data:image/png;base64,{data}'/>{cap}</figure>"
+
+
+CSS = """
+body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;max-width:1100px;margin:2em auto;
+padding:0 1em;color:#222;line-height:1.45}
+h1{margin-bottom:.2em}h2{border-bottom:1px solid #ddd;padding-bottom:.2em;margin-top:2em}
+table{border-collapse:collapse;margin:.5em 0}td,th{border:1px solid #ccc;padding:.25em .6em;text-align:right}
+th{background:#f3f3f3}td:first-child,th:first-child{text-align:left}td.best{font-weight:bold;background:#eef8ee}
+figure{margin:1em 0}figcaption{color:#555;font-size:.9em}img{border:1px solid #ddd}
+.note{color:#555;font-size:.9em}.banner{background:#fff6dd;border:1px solid #e8d38a;padding:.7em 1em;border-radius:4px}
+.missing{color:#a00}
+"""
+
+
+def write_html(path: str | os.PathLike, title: str, sections: list[tuple[str, str]]) -> Path:
+    """Write ``sections`` [(heading, html body)] as one self-contained page (atomically)."""
+    parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>",
+             f"<style>{CSS}</style></head><body><h1>{html.escape(title)}</h1>"]
+    for heading, body in sections:
+        parts.append(f"<h2>{html.escape(heading)}</h2>" if heading else "")
+        parts.append(body)
+    parts.append("</body></html>")
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.name + ".tmp")
+    tmp.write_text("".join(parts))
+    os.replace(tmp, out)
+    return out

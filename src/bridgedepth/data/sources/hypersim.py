@@ -1,7 +1,8 @@
 """Hypersim (Roberts et al. 2021, apple/ml-hypersim): photorealistic indoor renders.
 
 Depth: ``frame.IIII.depth_meters.hdf5`` (HDF5 dataset ``"dataset"``) holds the Euclidean *distance*
-from the camera centre in metres, NaN where no geometry was hit. We convert it to planar z-depth
+from the camera centre in metres, NaN where no geometry was hit. ``bridgedepth.io``'s ``hypersim-hdf5``
+encoding converts it to planar z-depth
 with the pinhole the dataset renders with: 60 degree horizontal field of view, so
 fx = fy = (W / 2) / tan(30 deg) = 886.81 px at 1024x768, principal point at the image centre
 ((W - 1) / 2, (H - 1) / 2 in pixel-index coordinates):
@@ -21,18 +22,16 @@ override the focal length for a scene whose field of view differs).
 
 from __future__ import annotations
 
-import math
 import re
 from pathlib import Path
 
 import numpy as np
 
 from .base import SampleError, SampleRef, SourceAdapter, check_same_size, finalize_depth, intrinsics_array, make_key
-from .readers import read_hdf5_array, read_rgb
+from .readers import read_depth_file, read_hdf5_array, read_rgb
 from .registry import register
 
 HYPERSIM_FOCAL_1024 = 886.81  # (1024 / 2) / tan(60deg / 2)
-HYPERSIM_HFOV_DEG = 60.0
 
 _FRAME = re.compile(r"^frame\.(\d+)\.")
 _CAM = re.compile(r"^scene_cam_(\w+?)_(final_hdf5|geometry_hdf5|final_preview)$")
@@ -53,14 +52,6 @@ def hypersim_tonemap(rgb_hdr: np.ndarray, valid: np.ndarray | None = None) -> np
         scale = 0.0 if current < 1e-4 else target ** (1.0 / gamma) / current
     out = np.clip(np.power(np.maximum(scale * x, 0.0), gamma), 0.0, 1.0)
     return np.round(out * 255.0).astype(np.uint8)
-
-
-def distance_to_planar(distance: np.ndarray, f: float, cx: float, cy: float) -> np.ndarray:
-    h, w = distance.shape
-    u = np.arange(w, dtype=np.float64) - cx
-    v = np.arange(h, dtype=np.float64) - cy
-    norm = np.sqrt(u[None, :] ** 2 + v[:, None] ** 2 + f * f)
-    return (distance.astype(np.float64) * (f / norm)).astype(np.float32)
 
 
 @register
@@ -147,19 +138,14 @@ pinhole: 60 deg horizontal FOV (fx = fy = 886.81 px at 1024x768), centred princi
         dpath = ref.files["depth"]
         if not dpath.is_file():
             raise SampleError(dpath, "missing depth file (depth_meters.hdf5)")
-        dist = read_hdf5_array(dpath, "dataset")
-        if dist.ndim == 3 and dist.shape[2] == 1:
-            dist = dist[..., 0]
-        if dist.ndim != 2:
-            raise SampleError(dpath, f"expected an (H, W) distance array, got {dist.shape}")
-        h, w = dist.shape
-        f = self.opt("focal", None, float)
-        if f is None:
-            f = (w / 2.0) / math.tan(math.radians(HYPERSIM_HFOV_DEG / 2.0))
+        focal = self.opt("focal", None, float)
+        params = {} if focal is None else {"focal": focal}
+        depth, valid = read_depth_file(dpath, self.encoding, **params)  # io: distance -> planar z
+        h, w = depth.shape
+        f = focal if focal is not None else HYPERSIM_FOCAL_1024 * w / 1024.0
         cx, cy = (w - 1) / 2.0, (h - 1) / 2.0
-        finite = np.isfinite(dist) & (dist > 0)
-        planar = distance_to_planar(np.where(finite, dist, 0.0), f, cx, cy)
-        depth, valid = finalize_depth(planar, finite, self.opt("max_depth", None, float))
+        finite = valid.copy()
+        depth, valid = finalize_depth(depth, valid, self.opt("max_depth", None, float))
         rgb, rgb_path = self._rgb(ref, finite)
         check_same_size(rgb, depth, rgb_path, dpath)
         return {

@@ -6,7 +6,7 @@ import json
 import os
 from pathlib import Path
 
-from .base import SourceAdapter, SourceReport
+from .base import SampleError, SourceAdapter, SourceReport
 
 REPORT_NAME = "sources_report.json"
 
@@ -31,9 +31,10 @@ def convert_source(
 ):
     """Write the adapter's samples as shards (``bridgedepth.data.shards.write_dataset``).
 
-    Bad frames are skipped (``make_sample`` returns None, which the manifest counts) and recorded
-    with their path and reason in ``OUT/sources_report.json``; a rerun skips complete shards and
-    keeps the earlier records for the frames it did not read again. Returns (manifest, report).
+    Bad frames are skipped (``make_sample`` raises :class:`SampleError`, which the manifest counts
+    with its reason) and recorded with their path and reason in ``OUT/sources_report.json``; a
+    rerun skips complete shards and keeps the earlier records for the frames it did not read again.
+    Returns (manifest, report).
     """
     from ..shards import write_dataset
 
@@ -48,7 +49,12 @@ def convert_source(
 
     def make_sample(i: int):
         touched.add(i)
-        return adapter.try_load(refs[i], report)
+        sample = adapter.try_load(refs[i], report)
+        if sample is None:
+            # write_dataset records an InputError's message as the skip reason in the manifest
+            last = report.skipped[-1]
+            raise SampleError(last.path, last.reason)
+        return sample
 
     meta = {
         "source": adapter.name,

@@ -405,3 +405,23 @@ def test_folder_detects_encoding_from_magic_and_refuses_png_without_one(tmp_path
     write_png16(tmp_path / "depth" / "b.png", np.full((4, 5), 7))
     samples, report = collect(get_adapter("folder", tmp_path))
     assert list(samples) == ["a"] and "encoding" in report.skipped[0].reason
+
+
+def test_pair_files_report_lists_what_did_not_pair(tmp_path):
+    from bridgedepth.data.sources import pair_files, pair_files_report
+
+    for name in ("rgb/rgb_00001.jpg", "rgb/rgb_00002.jpg", "depth/sync_depth_00001.png", "depth/sync_depth_00009.png"):
+        (tmp_path / name).parent.mkdir(exist_ok=True)
+        (tmp_path / name).write_bytes(b"x")
+    res = pair_files_report(tmp_path / "rgb", tmp_path / "depth")
+    assert [(r.name, d.name) for r, d in res.pairs] == [("rgb_00001.jpg", "sync_depth_00001.png")]
+    assert [p.name for p in res.unpaired_rgb] == ["rgb_00002.jpg"]
+    assert [p.name for p in res.unpaired_depth] == ["sync_depth_00009.png"]
+    assert res.pairs == pair_files(tmp_path / "rgb", tmp_path / "depth")  # the strict API is unchanged
+
+    lst = tmp_path / "list.txt"
+    lst.write_text("rgb_00001.jpg sync_depth_00001.png\nrgb_00003.jpg sync_depth_00009.png\n")
+    res = pair_files_report(tmp_path / "rgb", tmp_path / "depth", lst)
+    assert len(res.pairs) == 1 and [(line.split(":")[-1], p.name) for line, p in res.missing] == [("2", "rgb_00003.jpg")]
+    with pytest.raises(InputError, match="does not exist"):
+        pair_files(tmp_path / "rgb", tmp_path / "depth", lst)

@@ -425,3 +425,16 @@ def test_pair_files_report_lists_what_did_not_pair(tmp_path):
     assert len(res.pairs) == 1 and [(line.split(":")[-1], p.name) for line, p in res.missing] == [("2", "rgb_00003.jpg")]
     with pytest.raises(InputError, match="does not exist"):
         pair_files(tmp_path / "rgb", tmp_path / "depth", lst)
+
+
+def test_bad_option_values_fail_up_front(tmp_path):
+    with pytest.raises(InputError, match="rgb="):
+        get_adapter("hypersim", tmp_path, rgb="exr")
+    with pytest.raises(InputError, match="Camera_0 or Camera_1"):
+        get_adapter("vkitti2", tmp_path, camera="Camera_2")
+    with pytest.raises(InputError, match="not a valid float"):
+        get_adapter("hypersim", tmp_path, focal="wide")
+    with pytest.raises(InputError, match="must be positive"):
+        get_adapter("spring", tmp_path, baseline="-0.065")
+    with pytest.raises(InputError, match="must be positive"):
+        get_adapter("tartanair", tmp_path, max_depth="0")

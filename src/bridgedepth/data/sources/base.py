@@ -172,6 +172,15 @@ class SourceAdapter:
             )
         self.encoding = encoding or (self.encodings[0] if self.encodings else None)
         self.opts = dict(options)
+        self.validate()
+
+    def validate(self) -> None:
+        """Check option values up front (raise InputError); subclasses extend."""
+        for name in ("focal", "baseline", "max_depth"):
+            if name in self.options:
+                v = self.opt(name, None, float)
+                if v is not None and not v > 0:
+                    raise InputError(f"{self.name}: option {name}={v}: must be positive")
 
     # -- to implement -------------------------------------------------------------------------
     def index(self) -> list[SampleRef]:  # pragma: no cover - abstract

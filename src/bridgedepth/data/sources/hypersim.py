@@ -27,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ...errors import InputError
 from .base import SampleError, SampleRef, SourceAdapter, check_same_size, finalize_depth, intrinsics_array, make_key
 from .readers import read_depth_file, read_hdf5_array, read_rgb
 from .registry import register
@@ -72,6 +73,11 @@ pinhole: 60 deg horizontal FOV (fx = fy = 886.81 px at 1024x768), centred princi
         "max_depth": "depths beyond this many metres are invalid (default: none)",
     }
 
+    def validate(self) -> None:
+        super().validate()
+        if self.opt("rgb", "auto") not in ("auto", "hdf5", "preview"):
+            raise InputError(f"hypersim: option rgb={self.opt('rgb')!r}: expected auto, hdf5 or preview")
+
     def index(self) -> list[SampleRef]:
         frames: dict[tuple[Path, str, str], dict[str, Path]] = {}
         for d in sorted(self.root.rglob("scene_cam_*")):
@@ -111,8 +117,6 @@ pinhole: 60 deg horizontal FOV (fx = fy = 886.81 px at 1024x768), centred princi
 
     def _rgb(self, ref: SampleRef, valid_for_exposure: np.ndarray) -> tuple[np.ndarray, Path]:
         mode = self.opt("rgb", "auto")
-        if mode not in ("auto", "hdf5", "preview"):
-            raise SampleError(self.root, f"option rgb={mode!r}: expected auto, hdf5 or preview")
         color, preview = ref.files.get("color"), ref.files.get("preview")
         if mode == "preview" or (mode == "auto" and color is None):
             if preview is None:

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ...errors import InputError
 from .base import SampleError, SampleRef, SourceAdapter, check_same_size, finalize_depth, intrinsics_array, make_key
 from .readers import read_depth_file, read_rgb
 from .registry import register
@@ -50,10 +51,13 @@ ROOT/[vkitti_2.0.3_textgt/]SceneNN/<variation>/extrinsic.txt   frame cameraID 4x
     encodings = ("png-cm",)
     options = {"camera": "Camera_0 (left, default) or Camera_1 (right)"}
 
+    def validate(self) -> None:
+        super().validate()
+        if self.opt("camera", "Camera_0") not in ("Camera_0", "Camera_1"):
+            raise InputError(f"vkitti2: option camera={self.opt('camera')!r}: expected Camera_0 or Camera_1")
+
     def index(self) -> list[SampleRef]:
         cam = self.opt("camera", "Camera_0")
-        if cam not in ("Camera_0", "Camera_1"):
-            raise SampleError(self.root, f"option camera={cam!r}: expected Camera_0 or Camera_1")
         rgb_dirs, depth_dirs, textgt = {}, {}, {}
         for d in self.root.rglob(cam):
             if d.is_dir() and d.parent.parent.name == "frames":

@@ -105,14 +105,6 @@ def unique_keys(refs: list[SampleRef]) -> list[SampleRef]:
     return refs
 
 
-def require_file(path: Path | None, what: str, key_hint: Path | None = None) -> Path:
-    if path is None:
-        raise SampleError(key_hint or "?", f"no {what} file for this frame")
-    if not Path(path).is_file():
-        raise SampleError(path, f"missing {what} file")
-    return Path(path)
-
-
 def check_same_size(rgb: np.ndarray, depth: np.ndarray, rgb_path: Path, depth_path: Path) -> None:
     if rgb.shape[:2] != depth.shape[:2]:
         raise SampleError(

@@ -283,7 +283,7 @@ def train(
     steps in this call (used to test resumption); the schedule still spans ``train.steps``.
     """
     from accelerate import Accelerator
-    from accelerate.utils import set_seed
+    from accelerate.utils import DistributedDataParallelKwargs, set_seed
     from tqdm.auto import tqdm
 
     from . import save_model
@@ -301,6 +301,8 @@ def train(
         mixed_precision=t.mixed_precision,
         gradient_accumulation_steps=t.grad_accum,
         cpu=cfg.device == "cpu",
+        # DINOv2's mask token (and blocks after the last tapped one) get no gradient
+        kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)],
     )
     set_seed(t.seed)
     if accelerator.is_main_process:

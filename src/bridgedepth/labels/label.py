@@ -1,0 +1,192 @@
+"""`bridge label`: teacher pseudo-labels plus similarity masks for every generated sample.
+
+For each generated sample (schema in docs/architecture.md: ``rgb`` = generated image, ``source_rgb`` =
+the original synthetic render, ``depth``/``valid`` = its exact ground truth) this adds
+
+* ``pseudo``  the teacher's relative disparity at the generated image's resolution (float16);
+* ``mask``    the fusion similarity mask (bool, PNG in the shard);
+* ``meta``    ``mask`` statistics (the `bridge mask --json` object), ``accepted``, ``crop``,
+              ``teacher`` (checkpoint path and architecture), ``label_version``.
+
+It is a sharded map job (one output shard per input shard, resumable per shard): process ``rank`` of
+``world_size`` owns input shards ``j % world_size == rank``. ``workers > 1`` starts that many local
+processes, each a rank of its own (times the launcher's ranks when run under torchrun/accelerate).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ..config import Config, LabelConfig, save_resolved, to_dict
+from ..errors import InputError
+
+LABEL_VERSION = 1
+
+
+@dataclass
+class LabelSummary:
+    samples: int = 0
+    accepted: int = 0
+    skipped: int = 0
+    seconds: float = 0.0
+    fractions: list[float] = field(default_factory=list)
+    reasons: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def accepted_fraction(self) -> float:
+        return self.accepted / self.samples if self.samples else 0.0
+
+    @property
+    def throughput(self) -> float:
+        return self.samples / self.seconds if self.seconds else 0.0
+
+    def histogram(self, bins: int = 10) -> dict[str, int]:
+        counts, edges = np.histogram(np.asarray(self.fractions, float), bins=bins, range=(0.0, 1.0))
+        return {f"{edges[i]:.1f}-{edges[i + 1]:.1f}": int(c) for i, c in enumerate(counts)}
+
+    def to_json(self) -> dict:
+        return {
+            "samples": self.samples, "accepted": self.accepted, "accepted_fraction": self.accepted_fraction,
+            "skipped": self.skipped, "mean_mask_fraction": float(np.mean(self.fractions)) if self.fractions else 0.0,
+            "mask_fraction_histogram": self.histogram(), "reasons": self.reasons,
+            "seconds": self.seconds, "samples_per_s": self.throughput,
+        }
+
+
+class Labeller:
+    """Pseudo-label and mask one generated sample at a time (the map job's ``fn``)."""
+
+    def __init__(self, teacher_dir: str | os.PathLike, cfg: LabelConfig, device: str = "cpu",
+                 input_size: int | None = None):
+        import torch
+
+        from ..mde import load_model
+
+        self.torch = torch
+        self.model = load_model(teacher_dir, device=device)
+        self.device = device
+        self.cfg = cfg
+        self.input_size = input_size
+        self.teacher_id = {"path": str(Path(teacher_dir).resolve()), "arch": getattr(self.model, "bridge_arch", None)}
+
+    def pseudo_label(self, rgb: np.ndarray) -> np.ndarray:
+        from ..mde.predictor import predict_tensor
+
+        torch = self.torch
+        x = torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1)[None].float().div_(255).to(self.device)
+        with torch.inference_mode():
+            disp = predict_tensor(self.model, x, self.input_size)[0]
+        return disp.float().cpu().numpy()
+
+    def __call__(self, sample: dict) -> list[dict]:
+        from .masks import similarity_mask
+
+        key = sample.get("__key__", "?")
+        for f in ("rgb", "source_rgb"):
+            if f not in sample:
+                raise InputError(f"sample {key}: no '{f}' field (is this a `bridge generate` output?)")
+        gen, orig = sample["rgb"], sample["source_rgb"]
+        pseudo = self.pseudo_label(gen)
+        res = similarity_mask(gen, orig, self.cfg)
+        mask = res.mask
+        if mask.shape != gen.shape[:2]:
+            # the mask lives in the original's grid; labels live in the generated image's grid
+            import cv2
+
+            mask = cv2.resize(mask.astype(np.uint8), (gen.shape[1], gen.shape[0]),
+                              interpolation=cv2.INTER_NEAREST).astype(bool)
+        out = dict(sample)
+        out["pseudo"] = pseudo.astype(np.float16)
+        out["mask"] = mask
+        meta = dict(sample.get("meta") or {})
+        stats = res.stats()
+        meta.update({"mask": stats, "accepted": bool(res.accepted), "crop": stats["crop"],
+                     "teacher": self.teacher_id, "label_version": LABEL_VERSION})
+        out["meta"] = meta
+        return [out]
+
+
+def _label_rank(teacher_dir, generated_dir, out_dir, cfg: LabelConfig, device, input_size, rank, world_size,
+                progress) -> None:
+    from ..data.shards import map_dataset
+
+    labeller = Labeller(teacher_dir, cfg, device=device, input_size=input_size)
+    map_dataset(generated_dir, out_dir, labeller, desc=f"labelling (rank {rank})", rank=rank,
+                world_size=world_size, meta={"stage": "label", "teacher": labeller.teacher_id,
+                                             "label": to_dict(cfg)}, progress=progress)
+
+
+def _worker(args) -> None:
+    import torch
+
+    torch.set_num_threads(1)
+    _label_rank(*args)
+
+
+def summarize(out_dir: str | os.PathLike) -> LabelSummary:
+    """Read the labelled set's metadata (masks and stats only) into a summary."""
+    from ..data.shards import iter_samples, load_manifest
+
+    s = LabelSummary()
+    for sample in iter_samples(out_dir, fields=["meta"]):
+        meta = sample.get("meta", {})
+        s.samples += 1
+        s.accepted += int(bool(meta.get("accepted")))
+        stats = meta.get("mask", {})
+        s.fractions.append(float(stats.get("final_fraction", 0.0)))
+        reason = stats.get("reason", "ok")
+        s.reasons[reason] = s.reasons.get(reason, 0) + 1
+    man = load_manifest(out_dir)
+    s.skipped = sum(len(sh.skipped) for sh in man.shards)
+    return s
+
+
+def label(cfg: Config, teacher_dir: str | os.PathLike, generated_dir: str | os.PathLike,
+          out_dir: str | os.PathLike, *, workers: int | None = None, rank: int | None = None,
+          world_size: int | None = None, progress: bool = True) -> LabelSummary:
+    """Label every generated sample; returns (and writes ``label_summary.json``) the summary."""
+    if not Path(teacher_dir).is_dir():
+        raise InputError(f"{teacher_dir}: teacher checkpoint folder not found")
+    if not Path(generated_dir).is_dir():
+        raise InputError(f"{generated_dir}: generated shard folder not found")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    save_resolved(cfg, out)
+    rank = int(os.environ.get("RANK", 0)) if rank is None else rank
+    world_size = int(os.environ.get("WORLD_SIZE", 1)) if world_size is None else world_size
+    workers = max(1, cfg.label.workers if workers is None else workers)
+    device = "cuda" if cfg.device in ("auto", "cuda") and _cuda() else "cpu"
+    input_size = cfg.model.input_size
+    t0 = time.perf_counter()
+    if workers == 1:
+        _label_rank(teacher_dir, generated_dir, out, cfg.label, device, input_size, rank, world_size, progress)
+    else:
+        import multiprocessing as mp
+
+        jobs = [(str(teacher_dir), str(generated_dir), str(out), cfg.label, device, input_size,
+                 rank * workers + w, world_size * workers, progress and w == 0) for w in range(workers)]
+        with mp.get_context("spawn").Pool(workers) as pool:
+            pool.map(_worker, jobs)
+    seconds = time.perf_counter() - t0
+    summary = summarize(out)
+    summary.seconds = seconds
+    if rank == 0:
+        tmp = out / "label_summary.json.tmp"
+        tmp.write_text(json.dumps(summary.to_json(), indent=2))
+        os.replace(tmp, out / "label_summary.json")
+    return summary
+
+
+def _cuda() -> bool:
+    try:
+        import torch
+
+        return torch.cuda.is_available()
+    except ImportError:  # pragma: no cover
+        return False

@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import InputError
+from ..io import atomic_write, colorize, read_image, write_image
 from .model import IMAGENET_MEAN, IMAGENET_STD, apply_scale, forward_with_features, load_model, load_scale_head
 
 PATCH = 14
@@ -143,41 +144,9 @@ def predict_tensor(
 
 
 def _colorize(values: np.ndarray, valid: np.ndarray | None, kind: str, grayscale: bool) -> np.ndarray:
-    """Colour a map with one fixed colormap: near = warm (red) for both kinds, far = blue; invalid = black.
-
-    Uses :func:`bridgedepth.io.colorize` when available (same contract); grayscale: near = white.
-    """
-    if not grayscale:
-        try:
-            from ..io import colorize as io_colorize  # type: ignore[attr-defined]
-        except ImportError:
-            io_colorize = None
-        if io_colorize is not None:
-            return io_colorize(values, valid, kind=kind)
-    v = np.asarray(values, np.float32)
-    ok = np.isfinite(v) if valid is None else (valid & np.isfinite(v))
-    if kind == "depth":
-        ok &= v > 0
-    near = np.zeros_like(v)
-    if kind == "depth":
-        near[ok] = 1.0 / v[ok]
-    else:
-        near[ok] = v[ok]
-    if ok.any():
-        lo, hi = np.percentile(near[ok], [2, 98])
-        t = np.clip((near - lo) / max(hi - lo, 1e-12), 0, 1)
-    else:
-        t = np.zeros_like(near)
-    if grayscale:
-        g = (t * 255 + 0.5).astype(np.uint8)
-        out = np.repeat(g[:, :, None], 3, axis=2)
-    else:
-        import matplotlib
-
-        cmap = matplotlib.colormaps["Spectral_r"]
-        out = (cmap(t)[:, :, :3] * 255 + 0.5).astype(np.uint8)
-    out[~ok] = 0
-    return out
+    """:func:`bridgedepth.io.colorize`: Spectral_r, near = warm (red), far = blue, invalid = black, range =
+    min..max of the valid values; ``grayscale``: the ``gray`` map, near = white."""
+    return colorize(values, valid, kind=kind, cmap="gray" if grayscale else "Spectral_r")
 
 
 @dataclass
@@ -222,7 +191,7 @@ class DepthResult:
         p = Path(path)
         what = what or ("npy" if p.suffix == ".npy" else "color")
         if what == "npy":
-            with _atomic(p) as f:
+            with atomic_write(p, "wb") as f:
                 np.save(f, self.values.astype(np.float32))
         elif what == "png16":
             write_png16(p, self.values, self.kind)
@@ -236,65 +205,17 @@ class DepthResult:
 
 
 # ------------------------------------------------------------------------------------------------
-# Files (atomic); bridgedepth.io is used when present
+# Files (atomic, through bridgedepth.io)
 # ------------------------------------------------------------------------------------------------
 
 
-def _atomic(path: Path):
-    try:
-        from ..io import atomic_write  # type: ignore[attr-defined]
-
-        return atomic_write(path, "wb")
-    except ImportError:
-        return _LocalAtomic(path)
-
-
-class _LocalAtomic:
-    def __init__(self, path: Path):
-        self.path = Path(path)
-        self.tmp = self.path.with_name(f".{self.path.name}.tmp-{os.getpid()}")
-
-    def __enter__(self):
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.f = open(self.tmp, "wb")
-        return self.f
-
-    def __exit__(self, exc_type, exc, tb):
-        self.f.flush()
-        os.fsync(self.f.fileno())
-        self.f.close()
-        if exc_type is None:
-            os.replace(self.tmp, self.path)
-        else:
-            self.tmp.unlink(missing_ok=True)
-        return False
-
-
 def read_rgb(path: str | os.PathLike) -> np.ndarray:
-    try:
-        from ..io import read_image  # type: ignore[attr-defined]
-
-        return read_image(path)
-    except ImportError:
-        pass
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with Image.open(path) as im:
-            return np.asarray(im.convert("RGB"))
-    except FileNotFoundError:
-        raise InputError(f"{path}: file not found") from None
-    except (UnidentifiedImageError, OSError) as e:
-        raise InputError(f"{path}: not a readable image ({e})") from None
+    """RGB uint8 (H, W, 3) of an image file (:func:`bridgedepth.io.read_image`)."""
+    return read_image(path)
 
 
 def write_rgb(path: str | os.PathLike, rgb: np.ndarray) -> None:
-    from PIL import Image
-
-    p = Path(path)
-    fmt = {".jpg": "JPEG", ".jpeg": "JPEG"}.get(p.suffix.lower(), "PNG")
-    with _atomic(p) as f:
-        Image.fromarray(rgb).save(f, format=fmt)
+    write_image(path, rgb)
 
 
 def write_png16(path: str | os.PathLike, values: np.ndarray, kind: str) -> float:
@@ -315,7 +236,7 @@ def write_png16(path: str | os.PathLike, values: np.ndarray, kind: str) -> float
         "kind": kind, "unit": "m" if kind == "depth" else "relative", "scale": scale,
         "decode": "value = png / scale; 0 = invalid",
     }))
-    with _atomic(Path(path)) as f:
+    with atomic_write(Path(path), "wb") as f:
         Image.fromarray(q).save(f, format="PNG", pnginfo=info)
     return scale
 
@@ -324,9 +245,12 @@ def read_png16(path: str | os.PathLike) -> tuple[np.ndarray, dict]:
     """Inverse of :func:`write_png16`: (float32 values, metadata)."""
     from PIL import Image
 
-    with Image.open(path) as im:
-        meta = json.loads(im.text[PNG16_KEY]) if PNG16_KEY in getattr(im, "text", {}) else None
-        arr = np.asarray(im).astype(np.float64)
+    try:
+        with Image.open(path) as im:
+            meta = json.loads(im.text[PNG16_KEY]) if PNG16_KEY in getattr(im, "text", {}) else None
+            arr = np.asarray(im).astype(np.float64)
+    except (OSError, ValueError) as e:
+        raise InputError(f"{path}: not a readable 16-bit PNG ({e})") from None
     if meta is None:
         raise InputError(f"{path}: no '{PNG16_KEY}' metadata (not written by bridge predict)")
     return (arr / meta["scale"]).astype(np.float32), meta

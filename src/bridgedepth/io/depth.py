@@ -114,10 +114,16 @@ def _nan_filled_check(path, arr: np.ndarray) -> None:
         raise FormatError(path, "NaN-filled: every value is NaN, no depth at all")
 
 
-def _metres_from_float(path, arr: np.ndarray, what: str = "depth") -> tuple[np.ndarray, np.ndarray]:
-    """Float metres: valid = finite and > 0. NaN-filled files and negative values are errors."""
+def _metres_from_float(path, arr: np.ndarray, what: str = "depth", nan_is_invalid: bool = False
+                       ) -> tuple[np.ndarray, np.ndarray]:
+    """Float metres: valid = finite and > 0. Negative values are errors, and so is a NaN-filled file
+    unless NaN is the format's own invalid marker (``nan_is_invalid``: then it is simply all invalid)."""
     a = np.asarray(arr)
-    _nan_filled_check(path, a)
+    if nan_is_invalid:
+        if a.size == 0:
+            raise FormatError(path, "holds an empty array (no pixels)")
+    else:
+        _nan_filled_check(path, a)
     finite = np.isfinite(a)
     neg = finite & (a < 0)
     if neg.any():
@@ -150,7 +156,8 @@ def _check_writable(path, encoding: str, depth: np.ndarray, valid: np.ndarray) -
 
 
 def _to_float32_checked(path, encoding: str, depth: np.ndarray, valid: np.ndarray) -> np.ndarray:
-    d32 = depth.astype(np.float32)
+    with np.errstate(over="ignore", under="ignore"):
+        d32 = depth.astype(np.float32)
     lost = valid & ~(np.isfinite(d32) & (d32 > 0))
     if lost.any():
         raise FormatError(path, f"cannot write {encoding}: {int(lost.sum())} values overflow or underflow float32")
@@ -393,7 +400,7 @@ def _hypersim_decode(path, data, params):
     dist = C.decode_hdf5_dataset(path, data, params.get("key"))
     if dist.dtype.kind != "f":
         raise FormatError(path, f"Hypersim distance has dtype {dist.dtype}; expected floating-point metres")
-    dist, valid = _metres_from_float(path, dist.astype(np.float64), "distance")
+    dist, valid = _metres_from_float(path, dist.astype(np.float64), "distance", nan_is_invalid=True)
     h, w = dist.shape
     depth = dist / hypersim_ray_norm(h, w, _hypersim_focal(params, w))
     return np.where(valid, depth, 0).astype(np.float32), valid

@@ -188,3 +188,13 @@ def test_colorize_invalid_is_black_and_ranges():
         colorize(v, kind="inverse")
     with pytest.raises(InputError):
         colorize(np.zeros((2, 2, 2)))
+
+
+def test_inspect_sixteen_bit_tiff_is_an_image(tmp_path, run_cli):
+    import json
+
+    cv2.imwrite(str(tmp_path / "g16.tif"), np.full((3, 4), 4000, np.uint16))
+    r = run_cli("inspect", tmp_path / "g16.tif", "--json")
+    assert r.code == 0, r
+    rec = json.loads(r.out)
+    assert rec["kind"] == "image" and rec["shape"] == [3, 4] and rec["mode"].startswith("I;16")

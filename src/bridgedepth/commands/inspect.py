@@ -47,7 +47,8 @@ def describe(path: str, encoding: str | None = None, **params) -> dict:
         encoding = detect_encoding(path)
     if encoding is None and not params:
         info = image_info(path)
-        if info["mode"] in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+        if info["format"] in ("PNG", "PPM") and info["mode"] in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
+            # a 16-bit greyscale PNG/PGM is a depth map whose units the file does not say
             read_depth(path)  # raises the error that lists the encodings for this container
         read_image(path)  # decodes fully: truncated or corrupt pixel data is an error here too
         return {"path": str(path), "kind": "image", "shape": info["shape"], "mode": info["mode"]}

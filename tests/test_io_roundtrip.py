@@ -254,7 +254,13 @@ def test_exr_missing_package_gives_clear_error(tmp_path, monkeypatch):
             raise ImportError("No module named 'OpenEXR'")
         return real_import(name, *a, **k)
 
+    good = tmp_path / "good.exr"
+    write_depth(good, np.ones((2, 2)), "exr")
     monkeypatch.setattr(builtins, "__import__", fake_import)
-    with pytest.raises(FormatError, match="OpenEXR"):
+    with pytest.raises(FormatError, match="OpenEXR") as e:
         write_depth(tmp_path / "x.exr", np.ones((2, 2)), "exr")
-    assert not list(tmp_path.iterdir())
+    assert "x.exr" in str(e.value) and "pip install" in str(e.value)
+    with pytest.raises(FormatError, match="OpenEXR") as e:
+        read_depth(good)
+    assert str(good) in str(e.value)
+    assert [f.name for f in tmp_path.iterdir()] == ["good.exr"]

@@ -110,7 +110,7 @@ def parse_shape(value, encoding: str = "eth3d-raw") -> tuple[int, int]:
 def _nan_filled_check(path, arr: np.ndarray) -> None:
     if arr.size == 0:
         raise FormatError(path, "holds an empty array (no pixels)")
-    if np.isnan(arr).all():
+    if np.isnan(arr.flat[0]) and np.isnan(arr).all():  # the first value decides cheaply in the usual case
         raise FormatError(path, "NaN-filled: every value is NaN, no depth at all")
 
 
@@ -130,7 +130,9 @@ def _metres_from_float(path, arr: np.ndarray, what: str = "depth", nan_is_invali
         raise FormatError(path, f"{int(neg.sum())} negative {what} values (smallest {float(a[neg].min()):g}): "
                                 f"not a {what} map in this encoding")
     valid = finite & (a > 0)
-    return np.where(valid, a, 0).astype(np.float32), valid
+    out = a.astype(np.float32)  # a copy: callers may hold read-only buffers
+    out[~valid] = 0.0
+    return out, valid
 
 
 def _as_2d_float(path, arr: np.ndarray, what: str) -> np.ndarray:
@@ -197,11 +199,14 @@ def _write_bytes(path, data: bytes) -> None:
 
 
 # ------------------------------------------------------------------------------------------ PNG / PGM
+def _scaled(raw: np.ndarray, scale: float) -> tuple[np.ndarray, np.ndarray]:
+    """uint16 -> float32 metres (0 stays 0: invalid)."""
+    return np.divide(raw, np.float32(scale), dtype=np.float32), raw > 0
+
+
 def _png_codec(name: str, scale: float, summary: str, units: str) -> Codec:
     def decode(path, data, params):
-        raw = C.decode_png16(path, data)
-        valid = raw > 0
-        return np.where(valid, raw / scale, 0).astype(np.float32), valid
+        return _scaled(C.decode_png16(path, data), scale)
 
     def encode(path, depth, valid, params):
         _write_bytes(path, C.encode_png16(_quantize(path, name, depth, valid, scale, "m")))
@@ -210,9 +215,7 @@ def _png_codec(name: str, scale: float, summary: str, units: str) -> Codec:
 
 
 def _sun3d_decode(path, data, params):
-    mm = _rotate_right3(C.decode_png16(path, data))
-    valid = mm > 0
-    return np.where(valid, mm / 1000.0, 0).astype(np.float32), valid
+    return _scaled(_rotate_right3(C.decode_png16(path, data)), 1000.0)
 
 
 def _sun3d_encode(path, depth, valid, params):
@@ -225,8 +228,7 @@ def _pgm_mm_decode(path, data, params):
     if raw.max() > maxval:
         raise FormatError(path, f"samples up to {int(raw.max())} exceed the header's maxval {maxval}: "
                                 "not a big-endian PGM in millimetres (raw NYUv2 Kinect frames are pgm-nyu-raw)")
-    valid = raw > 0
-    return np.where(valid, raw / 1000.0, 0).astype(np.float32), valid
+    return _scaled(raw, 1000.0)
 
 
 def _pgm_mm_encode(path, depth, valid, params):
@@ -235,11 +237,10 @@ def _pgm_mm_encode(path, depth, valid, params):
 
 def _nyu_raw_decode(path, data, params):
     raw, _ = C.decode_pgm16(path, data, byteorder="<")
-    r = raw.astype(np.float64)
-    valid = r < NYU_RAW_B
-    depth = np.zeros(r.shape, dtype=np.float64)
-    depth[valid] = NYU_RAW_A / (NYU_RAW_B - r[valid])
-    return depth.astype(np.float32), valid
+    valid = raw < NYU_RAW_B
+    depth = np.zeros(raw.shape, dtype=np.float32)
+    np.divide(np.float32(NYU_RAW_A), np.float32(NYU_RAW_B) - raw.astype(np.float32), out=depth, where=valid)
+    return depth, valid
 
 
 # ------------------------------------------------------------------------------------------ floats
@@ -300,16 +301,17 @@ def _stereo_params(path, params: dict, encoding: str, allow_calib: bool) -> tupl
 
 
 def _disparity_to_depth(path, disp: np.ndarray, focal: float, baseline: float, doffs: float):
-    d = disp.astype(np.float64)
+    d = np.asarray(disp, dtype=np.float32)
     _nan_filled_check(path, d)
     finite = np.isfinite(d)
     neg = finite & (d < 0)
     if neg.any():
         raise FormatError(path, f"{int(neg.sum())} negative disparities (smallest {float(d[neg].min()):g})")
-    valid = finite & (d > 0) & (d + doffs > 0)
-    depth = np.zeros(d.shape)
-    depth[valid] = focal * baseline / (d[valid] + doffs)
-    return depth.astype(np.float32), valid
+    shifted = d + np.float32(doffs)
+    valid = finite & (d > 0) & (shifted > 0)
+    depth = np.zeros(d.shape, dtype=np.float32)
+    np.divide(np.float32(focal * baseline), shifted, out=depth, where=valid)
+    return depth, valid
 
 
 def _pfm_disp_decode(path, data, params):
@@ -374,7 +376,7 @@ def _exr_decode(path, data, params):
 def _exr_encode(path, depth, valid, params):
     d32 = _to_float32_checked(path, "exr", depth, valid)
     arr = np.where(valid, d32, np.float32(0))
-    C._openexr()  # clear error before creating any temporary file
+    C._openexr(path)  # clear error before creating any temporary file
     with atomic_path(path) as tmp:
         C.write_exr_file(tmp, arr, params.get("channel") or "Z")
 
@@ -411,7 +413,7 @@ def _hypersim_encode(path, depth, valid, params):
     dist = np.full(depth.shape, np.nan, dtype=np.float64)
     dist[valid] = (depth * hypersim_ray_norm(h, w, _hypersim_focal(params, w)))[valid]
     d32 = _to_float32_checked(path, "hypersim-hdf5", np.nan_to_num(dist, nan=1.0), valid)
-    C._h5py()
+    C._h5py(path)
     with atomic_path(path) as tmp:
         C.write_hdf5_file(tmp, np.where(valid, d32, np.float32(np.nan)), params.get("key") or "dataset")
 

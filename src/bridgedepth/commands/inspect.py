@@ -66,6 +66,9 @@ def describe(path: str, encoding: str | None = None, **params) -> dict:
 def run(args) -> int:
     params = {k: getattr(args, k, None) for k in _PARAM_FLAGS}
     rec = describe(args.path, args.encoding, **params)
+    how = "" if args.encoding else " (detected from the file's magic bytes)"
+    if how and rec.get("encoding") == "pfm":
+        how += "; values read as metres: for a disparity PFM pass --encoding pfm-disparity"
     if args.json:
         print(json.dumps(rec))
         return 0
@@ -78,7 +81,7 @@ def run(args) -> int:
     h, w = rec["shape"]
     print(f"path      {rec['path']}")
     print("kind      depth")
-    print(f"encoding  {rec['encoding']}")
+    print(f"encoding  {rec['encoding']}{how}")
     print(f"shape     {h} x {w} (H x W)")
     print(f"valid     {rec['valid_fraction']:.4f} ({100 * rec['valid_fraction']:.1f} % of pixels)")
     print(f"min m     {_fmt_m(rec['min_m'])}")

@@ -67,7 +67,6 @@ class Codec:
     decode: Callable[[Any, bytes, dict], tuple[np.ndarray, np.ndarray]]
     encode: Callable[[Any, np.ndarray, np.ndarray, dict], None] | None = None
     params: tuple[str, ...] = ()
-    required: tuple[str, ...] = ()
     detected: bool = False  # recognised from the file's magic bytes
     notes: str = ""
 
@@ -486,13 +485,13 @@ ENCODINGS: dict[str, Codec] = _reg(
                 "baseline= metres, doffs= px (default 0)"),
     Codec("png-disparity-kitti", "uint16 PNG disparity, px x 256 (KITTI 2012/2015 stereo)",
           "m = focal * baseline / (v / 256)", "0", (".png",), _kitti_disp_decode, _kitti_disp_encode,
-          params=("focal", "baseline"), required=("focal", "baseline"),
+          params=("focal", "baseline"),
           notes="focal= px, baseline= metres (KITTI: about 721 px and 0.54 m)"),
     Codec("dpt", "MPI-Sintel .dpt: float32 tag 202021.25, int32 width, int32 height, float32 depth (LE)",
           "metres", "inf, NaN or <= 0 (written as 0)", (".dpt",), _dpt_decode, _dpt_encode, detected=True),
     Codec("eth3d-raw", "headerless little-endian float32 (ETH3D), shape given explicitly", "metres",
-          "inf, NaN or <= 0 (written as inf)", ("",), _eth3d_decode, _eth3d_encode, params=("shape",),
-          required=("shape",), notes="shape=HxW (ETH3D full resolution: 4032x6048)"),
+          "inf, NaN or <= 0 (written as inf)", (), _eth3d_decode, _eth3d_encode, params=("shape",),
+          notes="shape=HxW (ETH3D full resolution: 4032x6048)"),
     Codec("exr", "OpenEXR, one float channel (Z, depth, Y or R, else the only channel)", "metres",
           "inf, NaN or <= 0 (written as 0)", (".exr",), _exr_decode, _exr_encode, params=("channel",),
           detected=True, notes="channel= picks a channel; needs the OpenEXR package"),

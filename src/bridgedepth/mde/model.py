@@ -34,8 +34,8 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 HEADS = ("relative", "metric")
 
 
-def make_config(name: str = "tiny", head: str = "relative", max_depth: float = 20.0):
-    """The ``DepthAnythingConfig`` of a registry architecture.
+def make_config(name: str | ArchSpec = "tiny", head: str = "relative", max_depth: float = 20.0):
+    """The ``DepthAnythingConfig`` of a registry architecture (a name, or an :class:`ArchSpec`).
 
     ``head="relative"`` ends in ReLU (non-negative disparity, scale 1); ``head="metric"`` ends in
     ``sigmoid * max_depth`` (metres). transformers multiplies by ``max_depth`` in both cases, so the relative
@@ -50,7 +50,7 @@ def make_config(name: str = "tiny", head: str = "relative", max_depth: float = 2
     if head == "metric" and float(max_depth) != int(max_depth):
         # transformers' DepthAnythingConfig types max_depth as an int (20 indoor, 80 outdoor)
         raise InputError(f"max_depth must be a whole number of metres for transformers' config, got {max_depth}")
-    a: ArchSpec = get_arch(name)
+    a: ArchSpec = get_arch(name) if isinstance(name, str) else name
     backbone = Dinov2Config(
         hidden_size=a.hidden_size,
         num_hidden_layers=a.num_layers,
@@ -78,7 +78,7 @@ def make_config(name: str = "tiny", head: str = "relative", max_depth: float = 2
 
 
 def build_model(
-    name: str = "tiny",
+    name: str | ArchSpec = "tiny",
     head: str = "relative",
     max_depth: float = 20.0,
     *,
@@ -91,7 +91,7 @@ def build_model(
     ``encoder_init`` names a local DINOv2 checkpoint in Hugging Face format (``Dinov2Model.save_pretrained``
     output, e.g. a downloaded ``facebook/dinov2-small``); its weights replace the random encoder.
     ``seed`` makes the random initialisation reproducible. The registry name is kept on the model as
-    ``model.bridge_arch``.
+    ``model.bridge_arch`` (None for an ad-hoc :class:`ArchSpec`).
     """
     from transformers import DepthAnythingForDepthEstimation
 
@@ -103,7 +103,7 @@ def build_model(
     else:
         model = DepthAnythingForDepthEstimation(cfg)
     set_attention(model, attn_implementation)
-    model.bridge_arch = name
+    model.bridge_arch = name if isinstance(name, str) else None
     if encoder_init is not None:
         init_encoder(model, encoder_init)
     return model

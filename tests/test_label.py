@@ -1,0 +1,91 @@
+"""`bridge label`: pseudo-labels + similarity masks on generated shards; the hybrid reader."""
+
+import json
+
+import cv2
+import numpy as np
+import pytest
+
+from bridgedepth.config import load_config
+from bridgedepth.data.shards import iter_samples, verify_dataset, write_dataset
+from bridgedepth.data.targets import SOURCE_GT, SOURCE_PSEUDO, hybrid_target
+from bridgedepth.io import read_image
+
+
+@pytest.fixture(scope="module")
+def generated(shared_data, tmp_path_factory):
+    root = tmp_path_factory.mktemp("label")
+    imgs = [cv2.resize(read_image(p), (256, 192), interpolation=cv2.INTER_AREA)
+            for p in sorted((shared_data / "rgbd/nyu_sync/rgb").glob("*.jpg"))]
+
+    def make(i):
+        orig = imgs[i % 3]
+        if i % 3 == 0:
+            gen = orig.copy()  # a faithful generation
+        elif i % 3 == 1:
+            gen = np.roll(orig, 6, axis=1)  # shifted: registration should recover it
+        else:
+            gen = imgs[(i + 1) % 3]  # unrelated image
+        depth = np.full((192, 256), 2.0, np.float32) + np.linspace(0, 1, 256, dtype=np.float32)
+        return {"__key__": f"src{i}_g0", "rgb": gen, "source_rgb": orig, "depth": depth,
+                "valid": np.ones((192, 256), bool), "meta": {"source_key": f"src{i}", "seed": i}}
+
+    write_dataset(root / "gen", 6, make, samples_per_shard=3, desc="gen", progress=False)
+    from bridgedepth.mde import build_model, save_model
+
+    save_model(build_model("micro", seed=0), root / "teacher")
+    return root
+
+
+def test_label_end_to_end_and_resume(generated, tmp_path):
+    from bridgedepth.labels.label import label
+
+    cfg = load_config("tiny", ["model.input_size=70", "device=cpu"])
+    s = label(cfg, generated / "teacher", generated / "gen", tmp_path / "lab", progress=False)
+    assert s.samples == 6 and s.skipped == 0
+    assert verify_dataset(tmp_path / "lab").ok
+    samples = {x["__key__"]: x for x in iter_samples(tmp_path / "lab")}
+    for key, x in samples.items():
+        assert x["pseudo"].dtype == np.float16 and x["pseudo"].shape == (192, 256)
+        assert np.isfinite(x["pseudo"].astype(np.float32)).all()
+        assert x["mask"].dtype == bool and x["mask"].shape == (192, 256)
+        m = x["meta"]
+        assert {"mask", "accepted", "crop", "teacher", "label_version"} <= m.keys()
+        assert m["mask"]["final_fraction"] == pytest.approx(x["mask"].mean(), abs=0.02)
+    assert samples["src0_g0"]["meta"]["accepted"] and samples["src3_g0"]["meta"]["accepted"]
+    assert not samples["src2_g0"]["meta"]["accepted"] and not samples["src5_g0"]["meta"]["accepted"]
+    assert samples["src1_g0"]["meta"]["mask"]["registered_fraction"] > 0.5
+    assert s.accepted >= 2 and json.loads((tmp_path / "lab" / "label_summary.json").read_text())["samples"] == 6
+    before = {p.name: p.stat().st_mtime_ns for p in (tmp_path / "lab").glob("*.tar")}
+    again = label(cfg, generated / "teacher", generated / "gen", tmp_path / "lab", progress=False)
+    assert again.samples == 6
+    assert before == {p.name: p.stat().st_mtime_ns for p in (tmp_path / "lab").glob("*.tar")}
+
+
+def test_label_cli_two_workers(generated, tmp_path, run_cli):
+    r = run_cli("label", "--teacher", generated / "teacher", "--generated", generated / "gen", "--out",
+                tmp_path / "lab2", "--workers", "2", "--json", "--no-progress", "--set", "model.input_size=70",
+                "--set", "device=cpu")
+    assert r.code == 0, r
+    out = json.loads(r.out)
+    assert out["samples"] == 6 and set(out) >= {"accepted_fraction", "mask_fraction_histogram", "samples_per_s"}
+    bad = run_cli("label", "--teacher", tmp_path / "none", "--generated", generated / "gen", "--out", tmp_path / "x")
+    assert bad.code == 2 and "teacher" in bad.err
+
+
+def test_hybrid_target_uses_gt_inside_mask_and_aligned_pseudo_elsewhere():
+    rng = np.random.default_rng(0)
+    depth = rng.uniform(1, 5, (20, 30)).astype(np.float32)
+    valid = np.ones_like(depth, bool)
+    valid[0] = False
+    gt_disp = np.where(valid, 1 / depth, 0)
+    pseudo = 7.0 * (1 / depth) + 0.3  # the teacher is right up to scale and shift
+    mask = np.zeros_like(valid)
+    mask[:, :15] = True
+    target, v, src = hybrid_target(pseudo, depth, valid, mask, accepted=True)
+    inside = mask & valid
+    np.testing.assert_allclose(target[inside], gt_disp[inside], rtol=1e-6)
+    np.testing.assert_allclose(target[~mask], (1 / depth)[~mask], rtol=1e-4)  # aligned pseudo = GT frame
+    assert (src[inside] == SOURCE_GT).all() and (src[~mask] == SOURCE_PSEUDO).all()
+    t2, _, src2 = hybrid_target(pseudo, depth, valid, mask, accepted=False)
+    assert (src2 != SOURCE_GT).all() and np.allclose(t2, pseudo)

@@ -208,6 +208,25 @@ class EvalConfig:
 
 
 @dataclass
+class DemoConfig:
+    """Sizes of `bridge demo` (the whole pipeline on the embedded default)."""
+
+    train_scenes: int = 1200
+    val_scenes: int = 48
+    test_scenes: int = 96
+    scene_size: list[int] = field(default_factory=lambda: [128, 128])  # [H, W]
+    gen_sources: int = 160  # source depth maps that get generated images
+    teacher_steps: int = 500
+    student_steps: int = 500  # baseline and + generated data (same budget)
+    hybrid_steps: int = 150  # fine-tune: pseudo-labels only vs full hybrid (same budget)
+    metric_steps: int = 150
+    scale_head_steps: int = 150
+    d2i_pretrain_steps: int = 600
+    d2i_finetune_steps: int = 40
+    fixtures: Optional[str] = None  # real RGB-D fixtures folder (default: ../shared/data/rgbd if present)
+
+
+@dataclass
 class Config:
     """The whole run. Every run writes the resolved version of this next to its outputs."""
 
@@ -225,6 +244,7 @@ class Config:
     generate: GenerateConfig = field(default_factory=GenerateConfig)
     label: LabelConfig = field(default_factory=LabelConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    demo: DemoConfig = field(default_factory=DemoConfig)
     stages: dict[str, dict[str, Any]] = field(default_factory=dict)  # per-stage raw overrides
 
 

@@ -98,3 +98,46 @@ def write_html(path: str | os.PathLike, title: str, sections: list[tuple[str, st
     tmp.write_text("".join(parts))
     os.replace(tmp, out)
     return out
+
+
+def image_grid(rows: list[list], col_titles: list[str] | None = None, row_titles: list[str] | None = None,
+               cell: int = 128, pad: int = 3):
+    """Tile RGB uint8 images (each resized to ``cell`` pixels high, keeping aspect) into one image.
+    ``None`` entries leave a blank cell. Column and row titles are drawn with OpenCV's Hershey font."""
+    import cv2
+    import numpy as np
+
+    def fit(img):
+        if img is None:
+            return None
+        img = np.asarray(img)
+        if img.ndim == 2:
+            img = np.repeat(img[..., None], 3, axis=2)
+        h, w = img.shape[:2]
+        return cv2.resize(img, (max(1, round(w * cell / h)), cell), interpolation=cv2.INTER_AREA if h > cell else cv2.INTER_LINEAR)
+
+    fitted = [[fit(i) for i in r] for r in rows]
+    ncol = max(len(r) for r in fitted)
+    widths = [max((r[c].shape[1] for r in fitted if c < len(r) and r[c] is not None), default=cell) for c in range(ncol)]
+    head = 18 if col_titles else 0
+    left = 110 if row_titles else 0
+    H = head + len(fitted) * (cell + pad) + pad
+    W = left + sum(widths) + pad * (ncol + 1)
+    canvas = np.full((H, W, 3), 255, np.uint8)
+    font = cv2.FONT_HERSHEY_SIMPLEX
+    x = left + pad
+    for c in range(ncol):
+        if col_titles and c < len(col_titles):
+            cv2.putText(canvas, col_titles[c][:28], (x + 2, 13), font, 0.38, (0, 0, 0), 1, cv2.LINE_AA)
+        x += widths[c] + pad
+    for r, row in enumerate(fitted):
+        y = head + pad + r * (cell + pad)
+        if row_titles and r < len(row_titles):
+            for j, part in enumerate(str(row_titles[r]).split("\n")[:4]):
+                cv2.putText(canvas, part[:16], (4, y + 16 + 14 * j), font, 0.38, (0, 0, 0), 1, cv2.LINE_AA)
+        x = left + pad
+        for c, img in enumerate(row):
+            if img is not None:
+                canvas[y:y + img.shape[0], x:x + img.shape[1]] = img
+            x += widths[c] + pad
+    return canvas

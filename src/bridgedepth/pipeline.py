@@ -1,0 +1,307 @@
+"""The end-to-end BRIDGE run (`bridge demo`): every stage is a call of the same function its own
+subcommand uses; each stage is resumable and a rerun skips completed stages.
+
+Layout of ``OUT`` (default ``runs/demo``)::
+
+    scenes/{train,val,test,gen}/   procedural source shards (gen = the source depth maps that get images)
+    teacher/                       teacher = the source-only baseline (last/, best/, log.jsonl, curves.png)
+    d2i/base/  d2i/finetuned/      tiny D2I model before / after reward fine-tuning (LoRA)
+    generated/  labelled/          generated images; + pseudo-labels and similarity masks
+    students/{pseudo,pseudo-ft,hybrid}/   + generated data (pseudo-labels); the two fine-tunes of Table 3
+    metric/  scale-head/           metric fine-tune of the hybrid student; scale head on it (frozen)
+    fixtures/                      the real RGB-D fixtures staged as `folder` benchmarks
+    eval/                          one JSON per (model, benchmark)
+    figures/                       PNG figures
+    stages.json  metrics.json  report.html
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from .config import Config, save_resolved
+from .errors import InputError
+
+# Real fixtures (../shared/data/rgbd) evaluated through the `folder` benchmark:
+# name -> (rgb source, depth source, encoding, kind of scene). Sources are folders or single files.
+FIXTURES: dict[str, tuple[str, str, str, str]] = {
+    "nyu": ("nyu_sync/rgb", "nyu_sync/depth", "png-mm", "indoor"),
+    "kitti": ("kitti_annotated/rgb", "kitti_annotated/depth", "png-kitti", "outdoor"),
+    "tum": ("open3d/other_formats/TUM_color.png", "open3d/other_formats/TUM_depth.png", "png-tum", "indoor"),
+    "sun": ("open3d/other_formats/SUN_color.jpg", "open3d/other_formats/SUN_depth.png", "png-sun3d", "indoor"),
+    "redwood": ("open3d/color", "open3d/depth", "png-mm", "indoor"),
+}
+
+RELATIVE_MODELS = [  # (row name in the tables, checkpoint folder under OUT)
+    ("baseline (source data only)", "teacher/last"),
+    ("+ generated data, pseudo-labels", "students/pseudo/last"),
+    ("+ fine-tune, pseudo-labels only", "students/pseudo-ft/last"),
+    ("+ fine-tune, hybrid (BRIDGE)", "students/hybrid/last"),
+]
+METRIC_MODELS = [
+    ("metric fine-tune (SiLog)", "metric/last", False),
+    ("hybrid student + scale head", "scale-head/last", True),
+]
+
+
+@dataclass
+class StageRecord:
+    name: str
+    seconds: float
+    skipped: bool
+    summary: dict = field(default_factory=dict)
+
+
+class StageRunner:
+    """Runs named stages once: a finished stage leaves a record in ``stages.json`` and is skipped on a
+    rerun (its own outputs are resumable too, so an interrupted stage continues where it stopped)."""
+
+    def __init__(self, out: Path, log: Callable[[str], None] = print):
+        self.out = out
+        self.path = out / "stages.json"
+        self.log = log
+        self.done: dict[str, dict] = json.loads(self.path.read_text()) if self.path.exists() else {}
+        self.records: list[StageRecord] = []
+
+    def run(self, name: str, fn: Callable[[], dict | None]) -> dict:
+        if name in self.done:
+            rec = self.done[name]
+            self.log(f"[{name}] done already ({rec['seconds']:.0f} s): skipped")
+            self.records.append(StageRecord(name, rec["seconds"], True, rec.get("summary", {})))
+            return rec.get("summary", {})
+        self.log(f"[{name}] running ...")
+        t0 = time.perf_counter()
+        summary = fn() or {}
+        dt = time.perf_counter() - t0
+        self.done[name] = {"seconds": dt, "summary": _jsonable(summary)}
+        tmp = self.path.with_name("stages.json.tmp")
+        tmp.write_text(json.dumps(self.done, indent=1))
+        os.replace(tmp, self.path)
+        self.records.append(StageRecord(name, dt, False, summary))
+        self.log(f"[{name}] finished in {dt:.1f} s")
+        return summary
+
+    def timing_table(self) -> list[list]:
+        rows = [[r.name, r.seconds, "skipped (done before)" if r.skipped else "ran"] for r in self.records]
+        rows.append(["total", sum(r.seconds for r in self.records), ""])
+        return rows
+
+
+def _jsonable(x: Any) -> Any:
+    if isinstance(x, dict):
+        return {str(k): _jsonable(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_jsonable(v) for v in x]
+    if isinstance(x, (np.floating, np.integer)):
+        return x.item()
+    if isinstance(x, Path):
+        return str(x)
+    if isinstance(x, (str, int, float, bool)) or x is None:
+        return x
+    return str(x)
+
+
+def _with(cfg: Config, **train) -> Config:
+    c = copy.deepcopy(cfg)
+    for k, v in train.items():
+        setattr(c.train, k, v)
+    return c
+
+
+def default_fixtures_root() -> Path | None:
+    for cand in (Path.cwd().parent / "shared" / "data" / "rgbd",
+                 Path(__file__).resolve().parents[3] / "shared" / "data" / "rgbd"):
+        if cand.is_dir():
+            return cand
+    return None
+
+
+def stage_fixtures(src_root: Path, dst: Path) -> dict[str, dict]:
+    """Lay out the real fixtures as `folder` benchmarks (rgb/ + depth/ with paired names, symlinks)."""
+    staged = {}
+    for name, (rgb, depth, enc, kind) in FIXTURES.items():
+        r, d = src_root / rgb, src_root / depth
+        if not r.exists() or not d.exists():
+            continue
+        root = dst / name
+        if root.exists():
+            shutil.rmtree(root)
+        (root / "rgb").mkdir(parents=True)
+        (root / "depth").mkdir(parents=True)
+        if r.is_file():
+            os.symlink(r.resolve(), root / "rgb" / f"{name}{r.suffix}")
+            os.symlink(d.resolve(), root / "depth" / f"{name}{d.suffix}")
+        else:
+            for f in sorted(r.iterdir()):
+                os.symlink(f.resolve(), root / "rgb" / f.name)
+            for f in sorted(d.iterdir()):
+                os.symlink(f.resolve(), root / "depth" / f.name)
+        staged[name] = {"root": str(root), "encoding": enc, "kind": kind}
+    return staged
+
+
+# ------------------------------------------------------------------------------------------------
+# Evaluation of every model variant
+# ------------------------------------------------------------------------------------------------
+
+
+def evaluate_models(out: Path, cfg: Config, fixtures: dict[str, dict], progress: bool = True) -> dict:
+    from .data.benchmarks import get_benchmark
+    from .data.benchmarks.shard_set import ShardSet
+    from .evaluation.runner import ModelPredictions, evaluate_dense
+    from .mde.predictor import Predictor
+
+    benches: dict[str, Any] = {"procedural test": ShardSet(out / "scenes" / "test")}
+    for name, f in fixtures.items():
+        benches[name] = get_benchmark("folder", f["root"], encoding=f["encoding"])
+    results: dict[str, dict] = {"relative": {}, "metric": {}}
+    (out / "eval").mkdir(exist_ok=True)
+
+    def run(kind, row, predictor, ptype, alignment):
+        results[kind][row] = {}
+        for bname, bench in benches.items():
+            res = evaluate_dense(bench, ModelPredictions(predictor, field_name=ptype), prediction_type=ptype,
+                                 alignment=alignment, disparity_floor=cfg.eval.disparity_floor, progress=False)
+            results[kind][row][bname] = res.to_json()
+
+    for row, ckpt in RELATIVE_MODELS:
+        p = out / ckpt
+        if p.exists():
+            run("relative", row, Predictor.from_pretrained(p, input_size=cfg.model.input_size), "disparity", "disparity")
+    for row, ckpt, scale_head in METRIC_MODELS:
+        p = out / ckpt
+        if p.exists():
+            run("metric", row, Predictor.from_pretrained(p, input_size=cfg.model.input_size, metric=True), "depth", "none")
+    tmp = out / "eval" / "results.json.tmp"
+    tmp.write_text(json.dumps(_jsonable(results), indent=1))
+    os.replace(tmp, out / "eval" / "results.json")
+    return results
+
+
+# ------------------------------------------------------------------------------------------------
+# The demo
+# ------------------------------------------------------------------------------------------------
+
+
+def run_demo(cfg: Config, out: str | os.PathLike = "runs/demo", *, fixtures_root: str | None = None,
+             progress: bool = True, log: Callable[[str], None] = print) -> dict:
+    """Run the whole pipeline on ``cfg`` (the `tiny` preset by default) and write the report."""
+    from .d2i.finetune import finetune
+    from .d2i.generate import generate
+    from .d2i.pretrain import pretrain
+    from .data.scenes.dataset import write_contact_sheet, write_scenes
+    from .evaluation.validate import make_shard_validator
+    from .labels.label import label
+    from .mde.trainer import TrainData, train
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    save_resolved(cfg, out)
+    d = cfg.demo
+    runner = StageRunner(out, log)
+    sc = out / "scenes"
+    figs = out / "figures"
+    figs.mkdir(exist_ok=True)
+    size = tuple(d.scene_size)
+    sps = cfg.scenes.samples_per_shard
+
+    def scenes():
+        kw = dict(kind=cfg.scenes.kind, size=size, samples_per_shard=sps, progress=progress)
+        write_scenes(sc / "train", d.train_scenes, seed=cfg.seed, **kw)
+        write_scenes(sc / "val", d.val_scenes, seed=cfg.seed + 1, **kw)
+        write_scenes(sc / "test", d.test_scenes, seed=cfg.seed + 2, **kw)
+        # the source depth maps that get generated images: the first `gen_sources` training scenes
+        write_scenes(sc / "gen", min(d.gen_sources, d.train_scenes), seed=cfg.seed, **kw)
+        write_contact_sheet(sc / "test", figs / "scenes.png", limit=12, columns=4, cell=160)
+        return {"train": d.train_scenes, "val": d.val_scenes, "test": d.test_scenes, "gen": d.gen_sources}
+
+    runner.run("1 scenes", scenes)
+    val = make_shard_validator(sc / "val", cfg)
+    gt = TrainData(str(sc / "train"), "gt", 1.0)
+
+    def teacher():
+        r = train(_with(cfg, stage="teacher", steps=d.teacher_steps), [gt], out / "teacher",
+                  validate=val, progress=progress)
+        return {"steps": r.steps, "final_loss": r.final_loss, "best_val_abs_rel": r.best_score}
+
+    runner.run("2 teacher (= source-only baseline)", teacher)
+
+    def d2i_pretrain():
+        return pretrain(cfg, sc / "train", out / "d2i" / "base", steps=d.d2i_pretrain_steps, progress=progress)
+
+    runner.run("3a D2I pretrain", d2i_pretrain)
+
+    def d2i_finetune():
+        return finetune(cfg, out / "d2i" / "base", out / "teacher" / "last", sc / "train", out / "d2i" / "finetuned",
+                        heldout=sc / "val", steps=d.d2i_finetune_steps, progress=progress)
+
+    runner.run("3b D2I reward fine-tune", d2i_finetune)
+
+    def gen():
+        return generate(cfg, out / "d2i" / "finetuned", sc / "gen", out / "generated", progress=progress)
+
+    runner.run("4 generate", gen)
+
+    def lab():
+        return label(cfg, out / "teacher" / "last", out / "generated", out / "labelled", progress=progress).to_json()
+
+    runner.run("5 label", lab)
+
+    lab_dir = str(out / "labelled")
+
+    def student(name, stage, steps, data, init=None):
+        def fn():
+            r = train(_with(cfg, stage=stage, steps=steps), data, out / "students" / name, init_from=init,
+                      validate=val, progress=progress)
+            return {"steps": r.steps, "final_loss": r.final_loss, "best_val_abs_rel": r.best_score}
+
+        return fn
+
+    runner.run("6a student: + generated (pseudo-labels)",
+               student("pseudo", "student-pseudo", d.student_steps, [TrainData(lab_dir, "pseudo"), gt]))
+    pseudo_last = str(out / "students" / "pseudo" / "last")
+    runner.run("6b student: fine-tune, pseudo-labels only",
+               student("pseudo-ft", "student-pseudo", d.hybrid_steps, [TrainData(lab_dir, "pseudo"), gt], pseudo_last))
+    runner.run("6c student: fine-tune, hybrid",
+               student("hybrid", "student-hybrid", d.hybrid_steps, [TrainData(lab_dir, "hybrid"), gt], pseudo_last))
+    hybrid_last = str(out / "students" / "hybrid" / "last")
+    metric_data = [TrainData(str(sc / "train"), "metric")]
+    metric_val = make_shard_validator(sc / "val", cfg, metric=True)
+
+    def metric():
+        r = train(_with(cfg, stage="metric", steps=d.metric_steps), metric_data, out / "metric",
+                  init_from=hybrid_last, validate=metric_val, progress=progress)
+        return {"steps": r.steps, "final_loss": r.final_loss, "best_val_abs_rel": r.best_score}
+
+    runner.run("7a metric fine-tune", metric)
+
+    def scale_head():
+        r = train(_with(cfg, stage="scale-head", steps=d.scale_head_steps), metric_data, out / "scale-head",
+                  init_from=hybrid_last, validate=metric_val, progress=progress)
+        return {"steps": r.steps, "final_loss": r.final_loss, "best_val_abs_rel": r.best_score}
+
+    runner.run("7b scale head", scale_head)
+
+    fx_root = Path(fixtures_root or d.fixtures or (default_fixtures_root() or ""))
+    fixtures = stage_fixtures(fx_root, out / "fixtures") if fixtures_root or d.fixtures or default_fixtures_root() else {}
+    if not fixtures:
+        log("no real RGB-D fixtures found (../shared/data/rgbd): evaluating on procedural scenes only")
+    runner.run("8 evaluate", lambda: {"models": len(RELATIVE_MODELS) + len(METRIC_MODELS),
+                                      "benchmarks": 1 + len(fixtures),
+                                      **{"done": bool(evaluate_models(out, cfg, fixtures, progress))}})
+
+    from .demo_report import write_report
+
+    t0 = time.perf_counter()
+    report = write_report(out, cfg, runner, fixtures)
+    runner.records.append(StageRecord("9 report", time.perf_counter() - t0, False))
+    return report

@@ -41,6 +41,8 @@ class ScenesConfig:
     test_count: int = 64
     seed: int = 0
     samples_per_shard: int = 256
+    workers: int = 1  # rendering processes (each writes whole shards)
+    aspect_range: Optional[list[float]] = None  # [lo, hi] width/height per scene; None = fixed size
 
 
 @dataclass

@@ -9,24 +9,16 @@ import numpy as np
 
 
 def colorize_depth(depth: np.ndarray, valid: np.ndarray) -> np.ndarray:
-    """Colourised depth (near = warm), invalid black. Uses ``bridgedepth.io.colorize`` when available."""
-    try:
-        from ...io import colorize  # type: ignore[attr-defined]
-    except ImportError:
-        colorize = None
-    if colorize is not None:
-        return colorize(depth, valid, kind="depth")
-    import matplotlib
+    """Colourised depth for people: ``bridgedepth.io.colorize`` on disparity (near = warm, invalid
+    black), stretched between the 2nd and 98th percentile so near and far both keep contrast."""
+    from ...io import colorize
 
-    cmap = matplotlib.colormaps["Spectral_r"]
-    out = np.zeros(depth.shape + (3,), np.uint8)
-    if valid.any():
-        disp = np.where(valid, 1.0 / np.maximum(depth, 1e-6), 0.0)
-        lo, hi = np.percentile(disp[valid], [2, 98])
-        x = np.clip((disp - lo) / max(hi - lo, 1e-9), 0, 1)
-        rgb = (cmap(x)[..., :3] * 255 + 0.5).astype(np.uint8)  # near (high disparity) = red
-        out[valid] = rgb[valid]
-    return out
+    valid = valid & (depth > 0)
+    if not valid.any():
+        return np.zeros(depth.shape + (3,), np.uint8)
+    disp = np.where(valid, 1.0 / np.maximum(depth, 1e-6), 0.0)
+    lo, hi = np.percentile(disp[valid], [2, 98])
+    return colorize(disp, valid, kind="disparity", vmin=float(lo), vmax=float(max(hi, lo + 1e-9)))
 
 
 def _label(img: np.ndarray, text: str) -> np.ndarray:

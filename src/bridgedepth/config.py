@@ -182,7 +182,7 @@ class EvalConfig:
     nyu_layout: Literal["auto", "marigold", "sync"] = "auto"
     min_depth: Optional[float] = None  # override the dataset's evaluation range (folder: 1e-3..inf)
     max_depth: Optional[float] = None
-    batch_pixels: int = 8388608  # ground-truth pixels per vectorised batch (memory bound)
+    batch_pixels: Optional[int] = None  # GT pixels per vectorised batch (None: 2^20 on CPU, 2^25 on GPU)
     input_size: Optional[int] = None  # --model: predictor input size (None: model.input_size)
 
 

@@ -8,6 +8,7 @@ The protocol is documented in docs/evaluation.md. Entry points:
 * :func:`side_by_side`, :func:`result_markdown`, :func:`table1_markdown` — tables.
 """
 
+from ._segments import Workspace
 from .alignment import ALIGNMENTS, PREDICTION_TYPES, Aligned, align, least_squares_scale_shift, masked_median
 from .metrics import METRICS, compute_metrics
 from .runner import (
@@ -29,4 +30,5 @@ __all__ = [
     "ModelPredictions", "align", "compute_metrics", "evaluate", "evaluate_arrays", "evaluate_dense",
     "evaluate_pairs", "least_squares_scale_shift", "masked_median", "pair_accuracy",
     "prediction_to_gt_frame", "resize_bilinear", "result_markdown", "side_by_side", "table1_markdown",
+    "Workspace",
 ]

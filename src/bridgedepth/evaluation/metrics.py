@@ -22,9 +22,48 @@ import math
 
 import torch
 
+from ._segments import F64, Segments, Workspace, gather
+
 METRICS = ("abs_rel", "sq_rel", "rmse", "rmse_log", "log10", "silog", "delta1", "delta2", "delta3")
 LOWER_IS_BETTER = {"abs_rel", "sq_rel", "rmse", "rmse_log", "log10", "silog"}
 HIGHER_IS_BETTER = {"delta1", "delta2", "delta3", "accuracy"}
+
+
+def metrics_flat(
+    d: torch.Tensor, g: torch.Tensor, segs: Segments, *, inv_g: torch.Tensor | None = None,
+    work: Workspace | None = None,
+) -> dict[str, torch.Tensor]:
+    """Per-image metrics from the gathered valid pixels: ``d`` aligned depth, ``g`` ground truth
+    (flat float64, both > 0). ``d`` is consumed (overwritten). Empty images give NaN.
+
+    ``delta_k`` is computed as ``|ln(p/g)| < ln(1.25^k)``, the same test as ``max(p/g, g/p) < 1.25^k``
+    (they can differ only for a ratio within one rounding of the threshold)."""
+    n = segs.counts.to(F64)
+    nz = n.clamp(min=1.0)
+    n_px = d.numel()
+
+    def buf(name, dtype=F64):
+        return work.get(name, n_px, dtype, d.device) if work is not None else None
+
+    y = inv_g if inv_g is not None else torch.reciprocal(g, out=buf("m_inv"))
+    e = torch.div(d, g, out=buf("m_e")).log_()  # ln p - ln g
+    diff = d.sub_(g)
+    out = {"abs_rel": segs.dot(torch.abs(diff, out=buf("m_abs")), y) / nz}
+    sq = diff.mul_(diff)
+    out["sq_rel"] = segs.dot(sq, y) / nz
+    out["rmse"] = (segs.sum(sq) / nz).sqrt()
+    me, mee = segs.sum(e) / nz, segs.dot(e, e) / nz
+    out["rmse_log"] = mee.sqrt()
+    ae = e.abs_()
+    out["log10"] = segs.sum(ae) / nz / math.log(10.0)
+    out["silog"] = (mee - me * me).clamp(min=0.0).sqrt() * 100.0
+    for k in (1, 2, 3):
+        out[f"delta{k}"] = segs.count_lt(ae, k * math.log(1.25), buf("m_lt", torch.bool)) / nz
+    empty = n == 0
+    out = {k: torch.where(empty, torch.full_like(v, float("nan")), v) for k, v in out.items()}
+    out = {k: out[k] for k in METRICS}
+    out["n_valid"] = segs.counts
+    return out
 
 
 def compute_metrics(pred: torch.Tensor, gt: torch.Tensor, mask: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -34,36 +73,5 @@ def compute_metrics(pred: torch.Tensor, gt: torch.Tensor, mask: torch.Tensor) ->
     Pixels outside the mask never enter a sum (they may hold anything). Images with an empty mask
     give NaN.
     """
-    b = pred.shape[0]
-    m = mask.reshape(b, -1)
-    p = torch.where(m, pred.reshape(b, -1).to(torch.float64), 1.0)
-    g = torch.where(m, gt.reshape(b, -1).to(torch.float64), 1.0)
-    w = m.to(torch.float64)
-    n = w.sum(1)
-    nz = n.clamp(min=1.0)
-
-    def mean(v: torch.Tensor) -> torch.Tensor:
-        return (v * w).sum(1) / nz
-
-    diff = p - g
-    adiff = diff.abs()
-    sq = diff * diff
-    e = torch.log(p) - torch.log(g)
-    ratio = torch.maximum(p / g, g / p)
-    me = mean(e)
-    out = {
-        "abs_rel": mean(adiff / g),
-        "sq_rel": mean(sq / g),
-        "rmse": mean(sq).sqrt(),
-        "rmse_log": mean(e * e).sqrt(),
-        "log10": mean(e.abs()) / math.log(10.0),
-        "silog": (mean(e * e) - me * me).clamp(min=0.0).sqrt() * 100.0,
-        "delta1": mean((ratio < 1.25).to(torch.float64)),
-        "delta2": mean((ratio < 1.25**2).to(torch.float64)),
-        "delta3": mean((ratio < 1.25**3).to(torch.float64)),
-    }
-    empty = n == 0
-    for k in out:
-        out[k] = torch.where(empty, torch.nan, out[k])
-    out["n_valid"] = n.to(torch.int64)
-    return out
+    segs, (p, g) = gather(mask, pred, gt)
+    return metrics_flat(p, g, segs)

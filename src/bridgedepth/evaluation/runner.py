@@ -15,10 +15,13 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import InputError
-from .alignment import ALIGNMENTS, PREDICTION_TYPES, align
-from .metrics import METRICS, compute_metrics
+from ._segments import Workspace, gather
+from .alignment import ALIGNMENTS, PREDICTION_TYPES, align_flat
+from .metrics import METRICS, metrics_flat
 
 PROTOCOL_VERSION = 1
+CPU_BATCH_PIXELS = 1 << 20  # ground-truth pixels per vectorised batch on CPU (3 NYU frames)
+ACCEL_BATCH_PIXELS = 1 << 25
 
 
 # ------------------------------------------------------------------ predictions
@@ -163,17 +166,24 @@ def evaluate_arrays(
     min_depth: float,
     max_depth: float,
     disparity_floor: float = 1e-3,
+    work: Workspace | None = None,
 ) -> dict[str, torch.Tensor]:
     """Align and score one batch (B, H, W) of predictions already at the ground truth's resolution.
-    Returns per-image metrics plus ``n_valid``, ``n_fit``, ``scale`` and ``shift``."""
-    al = align(
-        preds, gts, masks, alignment=alignment, prediction_type=prediction_type,
-        min_depth=min_depth, max_depth=max_depth, disparity_floor=disparity_floor,
+    Returns per-image metrics plus ``n_valid``, ``n_fit``, ``scale`` and ``shift``. ``work``: reusable
+    buffers (pass one :class:`Workspace` for many batches)."""
+    work = work if work is not None else Workspace()
+    segs, (p, g) = gather(masks, preds, gts, work=work)
+    if segs.total and not bool(torch.amin(g) > 0):
+        raise ValueError("ground truth must be > 0 on the evaluation mask")
+    inv_g = torch.reciprocal(g, out=work.get("inv_g", g.numel(), g.dtype, g.device))
+    d, s, t, n = align_flat(
+        p, g, segs, alignment=alignment, prediction_type=prediction_type,
+        min_depth=min_depth, max_depth=max_depth, disparity_floor=disparity_floor, inplace=True, inv_g=inv_g,
     )
-    m = compute_metrics(al.depth, gts, masks)
-    m["n_fit"] = al.n_fit
-    m["scale"] = al.scale
-    m["shift"] = al.shift
+    m = metrics_flat(d, g, segs, inv_g=inv_g, work=work)
+    m["n_fit"] = n
+    m["scale"] = s
+    m["shift"] = t
     return m
 
 
@@ -186,7 +196,7 @@ def evaluate_dense(
     disparity_floor: float = 1e-3,
     min_valid_pixels: int = 10,
     limit: int | None = None,
-    batch_pixels: int = 1 << 23,
+    batch_pixels: int | None = None,
     device: str = "cpu",
     progress: bool = True,
 ) -> EvalResult:
@@ -196,7 +206,10 @@ def evaluate_dense(
     if prediction_type not in PREDICTION_TYPES:
         raise InputError(f"unknown prediction type {prediction_type!r}; choose disparity or depth")
     items = benchmark.items(limit)
+    if batch_pixels is None:  # CPU: a few frames (cache-sized buffers); accelerators: large batches
+        batch_pixels = CPU_BATCH_PIXELS if torch.device(device).type == "cpu" else ACCEL_BATCH_PIXELS
     rows: list[dict[str, Any]] = []
+    work = Workspace()
     pending: list[tuple[Any, torch.Tensor, np.ndarray, np.ndarray]] = []
 
     def flush():
@@ -208,6 +221,7 @@ def evaluate_dense(
         res = evaluate_arrays(
             preds, gts, masks, alignment=alignment, prediction_type=prediction_type,
             min_depth=benchmark.min_depth, max_depth=benchmark.max_depth, disparity_floor=disparity_floor,
+            work=work,
         )
         res = {k: v.cpu().numpy() for k, v in res.items()}
         for i, (item, _, _, _) in enumerate(pending):

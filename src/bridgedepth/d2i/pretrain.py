@@ -69,9 +69,7 @@ def pretrain(cfg: Config, source, out_dir: str | os.PathLike, *, steps: int | No
         start = int(state["step"])
     backend.to(device)
     sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: min(1.0, (s + 1) / 50) * (0.1 + 0.9 * max(0.0, 1 - s / max(steps, 1))))
-    for _ in range(start):
-        sched.step()
+        opt, lambda s: min(1.0, (s + start + 1) / 50) * (0.1 + 0.9 * max(0.0, 1 - (s + start) / max(steps, 1))))
     gen = torch.Generator("cpu").manual_seed(dc.seed * 1000003 + start)
     log_path = out / "pretrain_log.jsonl"
     losses: list[float] = []

@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 
 
-def train_teacher(out: Path, steps: int = 300, n: int = 400, seed: int = 3) -> Path:
+def train_teacher(out: Path, steps: int = 300, n: int = 400, seed: int = 3, res: int = 64) -> Path:
     from transformers import DepthAnythingForDepthEstimation
 
     from bridgedepth.d2i.common import prepare_source
@@ -27,9 +27,9 @@ def train_teacher(out: Path, steps: int = 300, n: int = 400, seed: int = 3) -> P
     from bridgedepth.d2i.teacher import teacher_disparity, tiny_teacher_config
 
     torch.manual_seed(seed)
-    data = prepare_source(toy_scenes(n, 64, seed=seed), 64)
-    model = DepthAnythingForDepthEstimation(tiny_teacher_config())
-    opt = torch.optim.AdamW(model.parameters(), lr=2e-3)
+    data = prepare_source(toy_scenes(n, res, seed=seed), res)
+    model = DepthAnythingForDepthEstimation(tiny_teacher_config("metric"))
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-4)
     g = torch.Generator().manual_seed(seed)
     t0 = time.time()
     for s in range(steps):
@@ -53,18 +53,22 @@ def main():
     ap.add_argument("--teacher", default=None)
     ap.add_argument("--steps", type=int, default=60)
     ap.add_argument("--teacher-steps", type=int, default=300)
+    ap.add_argument("--teacher-only", action="store_true")
     ap.add_argument("--set", dest="overrides", action="append", default=[])
     a = ap.parse_args()
-    torch.set_num_threads(2)
+    torch.set_num_threads(1)
     from bridgedepth.config import load_config
     from bridgedepth.d2i.finetune import finetune
     from bridgedepth.d2i.synthetic import toy_scenes
 
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
-    teacher = Path(a.teacher) if a.teacher else train_teacher(out / "teacher", a.teacher_steps)
+    res = json.loads((Path(a.d2i) / "bridge.json").read_text())["resolution"]
+    teacher = Path(a.teacher) if a.teacher else train_teacher(out / "teacher", a.teacher_steps, res=res)
+    if a.teacher_only:
+        return
     cfg = load_config("tiny", ["device=cpu", "finetune.heldout=16", "finetune.sample_every=20", *a.overrides])
-    src = toy_scenes(200, 96, seed=11)  # unseen toy scenes (the d2i model was pretrained on seed 1)
+    src = toy_scenes(200, 2 * res, seed=11)  # unseen toy scenes (the d2i model was pretrained on seed 1)
     s = finetune(cfg, a.d2i, teacher, src, out / "ft", steps=a.steps)
     print(json.dumps({k: s[k] for k in ("heldout_before", "heldout_after", "depth_reward_gain", "seconds")}, indent=2))
 

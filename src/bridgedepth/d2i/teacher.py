@@ -50,7 +50,7 @@ def _fallback_predict(model, images01: torch.Tensor, input_size: int | None = No
     b, _, h, w = images01.shape
     patch = int(getattr(model.config, "patch_size", 14))
     side = input_size or max(h, w)
-    side = max(patch, int(round(side / patch)) * patch)
+    side = max(5 * patch, int(round(side / patch)) * patch)  # at least 5x5 patches for tiny images
     x = F.interpolate(images01, size=(side, side), mode="bilinear", align_corners=False)
     mean = torch.tensor(IMAGENET_MEAN, device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
     std = torch.tensor(IMAGENET_STD, device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
@@ -66,12 +66,14 @@ def teacher_disparity(model, images01: torch.Tensor) -> torch.Tensor:
     return _fallback_predict(model, images01)
 
 
-def tiny_teacher_config():
-    """A tiny random DepthAnything configuration (tests and quick experiments)."""
+def tiny_teacher_config(head: str = "relative"):
+    """A tiny random DepthAnything configuration (tests and quick experiments). ``head="metric"`` uses the
+    sigmoid head (no dead-ReLU collapse when trained briefly from scratch)."""
     from transformers import DepthAnythingConfig, Dinov2Config
 
     bc = Dinov2Config(hidden_size=32, num_hidden_layers=4, num_attention_heads=2, intermediate_size=64,
                       image_size=70, patch_size=14, out_features=["stage1", "stage2", "stage3", "stage4"],
                       reshape_hidden_states=False)
     return DepthAnythingConfig(backbone_config=bc, reassemble_hidden_size=32, neck_hidden_sizes=[16, 16, 32, 32],
-                               fusion_hidden_size=16, head_hidden_size=8, patch_size=14)
+                               fusion_hidden_size=16, head_hidden_size=8, patch_size=14,
+                               depth_estimation_type=head, max_depth=1.0)

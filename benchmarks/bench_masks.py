@@ -14,6 +14,7 @@ all pairs; the best round counts (the machine is shared). Also prints the agreem
 masks with the reference and where our time goes, per stage.
 
     PYTHONPATH=src python benchmarks/bench_masks.py [--pairs 24] [--rounds 3] [--threads 1] [--workers 1]
+    PYTHONPATH=src python benchmarks/bench_masks.py --overlays docs/images   # the pictures in docs/labels.md
 """
 
 from __future__ import annotations
@@ -210,13 +211,67 @@ def _profile_lines(clock: dict, n: int) -> str:
     return ", ".join(f"{k} {v / n * 1e3:.2f} ms ({100 * v / total:.0f}%)" for k, v in parts)
 
 
+def overlay_pairs() -> list[tuple[str, np.ndarray, np.ndarray]]:
+    """Pairs for the documentation pictures: (name, generated, original)."""
+    rgbd = DATA / "rgbd"
+    room0 = _load_rgb(rgbd / "open3d/color/00000.jpg")
+    room2 = _load_rgb(rgbd / "open3d/color/00002.jpg")
+    nyu = _load_rgb(rgbd / "nyu_sync/rgb/rgb_00100.jpg")
+    kitti = _load_rgb(rgbd / "kitti_annotated/rgb/0000000050.png")
+    moto = _load_rgb(rgbd / "stereo/MIDDLEBURY_2014/trainingQ/Motorcycle/im0.png")
+    out = [("camera_moved", room2, room0)]
+    # "generated" = the NYU frame seen 10 px to the right and 6 px down, warmer and a little soft,
+    # with a region the generator "re-imagined" (a patch of another image pasted in)
+    orig = np.ascontiguousarray(nyu[20:460, 20:600])
+    gen = np.ascontiguousarray(nyu[26:466, 30:610]).astype(np.float32)
+    gen = np.clip(gen * np.array([1.08, 1.0, 0.9]) + 5, 0, 255).astype(np.uint8)
+    gen = cv2.GaussianBlur(gen, (0, 0), 0.7)
+    patch = cv2.resize(moto, (200, 150))
+    gen[250:400, 330:530] = patch
+    out.append(("shift_recolour_edit", gen, orig))
+    # a generated image at twice the original's resolution with mild noise
+    k = np.ascontiguousarray(kitti[:, 200:900])
+    big = cv2.resize(k, (k.shape[1] * 2, k.shape[0] * 2), interpolation=cv2.INTER_CUBIC)
+    rng = np.random.default_rng(0)
+    big = np.clip(big + rng.normal(0, 4, big.shape), 0, 255).astype(np.uint8)
+    out.append(("resized_noisy", big, k))
+    out.append(("unrelated", cv2.resize(moto, (640, 480)), room0))
+    return out
+
+
+def write_overlays(folder: Path) -> None:
+    from bridgedepth.io import write_image
+    from bridgedepth.labels.masks import mask_overlay, match_size, similarity_mask
+
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, gen, orig in overlay_pairs():
+        r = similarity_mask(gen, orig)
+        panels = [orig, match_size(gen, orig.shape[:2]), mask_overlay(gen, r)]
+        width = 360
+        scaled = [cv2.resize(p, (width, round(p.shape[0] * width / p.shape[1])), interpolation=cv2.INTER_AREA)
+                  for p in panels]
+        strip = np.concatenate([np.pad(p, ((28, 0), (0, 4), (0, 0)), constant_values=255) for p in scaled], axis=1)
+        titles = ["original", "generated", f"mask: {r.final_fraction:.2f} {'accepted' if r.accepted else 'rejected'}"]
+        for i, t in enumerate(titles):
+            cv2.putText(strip, t, (i * (width + 4) + 6, 20), cv2.FONT_HERSHEY_SIMPLEX, 0.55, (0, 0, 0), 1, cv2.LINE_AA)
+        path = folder / f"mask_{name}.png"
+        write_image(path, strip)
+        st = r.stats()
+        print(path, {k: st[k] for k in ("orb_matches", "inliers", "registered_fraction", "direct_fraction",
+                                        "final_fraction", "accepted", "crop")})
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--pairs", type=int, default=24)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--threads", type=int, default=1, help="cv2.setNumThreads for the timed loops")
     ap.add_argument("--workers", type=int, default=1, help="also time ours over N processes")
+    ap.add_argument("--overlays", type=Path, default=None, help="write the documentation pictures here and exit")
     a = ap.parse_args()
+    if a.overlays is not None:
+        write_overlays(a.overlays)
+        return
 
     from bridgedepth.config import LabelConfig
 

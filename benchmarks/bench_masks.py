@@ -247,7 +247,7 @@ def write_overlays(folder: Path) -> None:
     for name, gen, orig in overlay_pairs():
         r = similarity_mask(gen, orig)
         panels = [orig, match_size(gen, orig.shape[:2]), mask_overlay(gen, r)]
-        width = 360
+        width = 300
         scaled = [cv2.resize(p, (width, round(p.shape[0] * width / p.shape[1])), interpolation=cv2.INTER_AREA)
                   for p in panels]
         strip = np.concatenate([np.pad(p, ((28, 0), (0, 4), (0, 0)), constant_values=255) for p in scaled], axis=1)

@@ -41,6 +41,8 @@ class ScenesConfig:
     test_count: int = 64
     seed: int = 0
     samples_per_shard: int = 256
+    workers: int = 1  # rendering processes (each writes whole shards)
+    aspect_range: Optional[list[float]] = None  # [lo, hi] width/height per scene; None = fixed size
 
 
 @dataclass
@@ -136,6 +138,15 @@ class D2IConfig:
     resolution: int = 64
     num_steps: int = 20
     guidance_scale: float = 1.0
+    # tiny backend architecture and `bridge d2i pretrain`
+    channels: list[int] = field(default_factory=lambda: [32, 64, 64])
+    layers_per_block: int = 1
+    pretrain_steps: int = 1500
+    pretrain_batch_size: int = 16
+    pretrain_lr: float = 1e-3
+    pretrain_max_samples: int = 4000  # source samples held in memory (downsampled)
+    save_every: int = 250
+    seed: int = 0
 
 
 @dataclass
@@ -161,6 +172,14 @@ class FinetuneConfig:
     random_cutoff: bool = False
     grad_clip: float = 1.0
     checkpointing: bool = True
+    decoder_checkpointing: bool = False
+    mixed_precision: Literal["no", "fp16", "bf16"] = "no"
+    num_steps: Optional[int] = None  # sampler steps while fine-tuning (None: d2i.num_steps)
+    heldout: int = 8  # source samples kept out of training for the before/after evaluation
+    max_samples: int = 2000
+    log_every: int = 1
+    sample_every: int = 50  # sample grid PNG every N steps (0: only at the end)
+    save_every: int = 50
     seed: int = 0
     reward: RewardConfig = field(default_factory=RewardConfig)
 
@@ -202,9 +221,19 @@ class LabelConfig:
 
 @dataclass
 class EvalConfig:
-    alignment: Literal["disparity", "depth", "median", "none"] = "disparity"
-    disparity_floor: float = 1e-3
-    min_valid_pixels: int = 10
+    """Benchmark evaluation (`bridge eval`); the protocol is in docs/evaluation.md."""
+
+    # auto: "disparity" for disparity predictions, "depth" for depth predictions
+    alignment: Literal["auto", "disparity", "depth", "median", "none"] = "auto"
+    disparity_floor: float = 1e-3  # aligned disparity is clipped below at this before inversion
+    min_valid_pixels: int = 10  # images with fewer valid ground-truth pixels are skipped (counted)
+    kitti_crop: Literal["garg", "eigen", "none"] = "garg"  # applied after the KB crop
+    kitti_kb_crop: bool = True  # crop KITTI to the bottom-centre 352x1216
+    nyu_layout: Literal["auto", "marigold", "sync"] = "auto"
+    min_depth: Optional[float] = None  # override the dataset's evaluation range (folder: 1e-3..inf)
+    max_depth: Optional[float] = None
+    batch_pixels: Optional[int] = None  # GT pixels per vectorised batch (None: 2^20 on CPU, 2^25 on GPU)
+    input_size: Optional[int] = None  # --model: predictor input size (None: model.input_size)
 
 
 @dataclass

@@ -27,6 +27,7 @@ from .base import (
 )
 from .da2k import DA2K, PairItem
 from .datasets import DIODE, ETH3D, KITTI, Folder, NYUv2, ScanNet, Sintel
+from .shard_set import ShardSet
 
 BENCHMARKS: dict[str, type] = {
     "nyuv2": NYUv2,
@@ -37,6 +38,7 @@ BENCHMARKS: dict[str, type] = {
     "diode": DIODE,
     "da2k": DA2K,
     "folder": Folder,
+    "shards": ShardSet,
 }
 
 

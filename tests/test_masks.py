@@ -16,6 +16,7 @@ from bridgedepth.labels.masks import (
     mask_overlay,
     match_size,
     similarity_mask,
+    similarity_masks,
 )
 
 
@@ -213,3 +214,30 @@ def test_computer_reuse_timings_and_overlay(nyu, room):
     assert set(a.timings) == set(t)
     ov = mask_overlay(room, a)
     assert ov.shape == room.shape and ov.dtype == np.uint8
+
+
+def test_several_generated_of_one_original_share_work(nyu):
+    import json
+
+    orig = window(nyu, 60, 120)
+    rng = np.random.default_rng(5)
+    gens = [
+        window(nyu, 66, 128),
+        np.clip(orig + rng.normal(0, 5, orig.shape), 0, 255).astype(np.uint8),
+        cv2.cvtColor(orig, cv2.COLOR_RGB2GRAY),  # grey: the grey reference is used for this one
+        np.zeros_like(orig),  # degenerate: empty with a reason, the others unaffected
+        orig,
+    ]
+    totals: dict[str, float] = {}
+    many = similarity_masks(gens, orig, timings=totals)
+    single = [similarity_mask(g, orig) for g in gens]
+    assert len(many) == len(gens)
+    for a, b in zip(many, single):
+        assert a.stats() == b.stats()
+        assert np.array_equal(a.mask, b.mask)
+        json.dumps(a.stats())
+    assert "blank" in many[3].reason and many[4].final_fraction == 1.0
+    assert totals["orb"] > 0 and totals["ssim"] > 0
+    # a bad original: every generated image gets the same empty result
+    bad = similarity_masks(gens[:2], np.zeros((5, 5, 3), np.uint8))
+    assert all("too small" in r.reason and r.mask.shape == (5, 5) for r in bad)

@@ -52,6 +52,7 @@ class SourceConfig:
     encoding: Optional[str] = None
     count: Optional[int] = None  # paper count, informative
     weight: float = 1.0
+    options: dict[str, Any] = field(default_factory=dict)  # adapter options (see `bridge sources list`)
 
 
 @dataclass

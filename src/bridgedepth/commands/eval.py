@@ -93,7 +93,10 @@ def _load_predictor(ckpt: str, cfg):
         raise InputError(f"{ckpt}: checkpoint not found")
     model = load_model(ckpt)
     size = cfg.eval.input_size or cfg.model.input_size
-    predictor = Predictor(model, input_size=size)
+    try:
+        predictor = Predictor(model, input_size=size, device=_device(cfg))
+    except TypeError:  # a Predictor without a device argument: it runs where the model is
+        predictor = Predictor(model, input_size=size)
     kind = getattr(getattr(model, "config", None), "depth_estimation_type", "relative")
     ptype = "depth" if kind == "metric" else "disparity"
     _PREDICTOR_CACHE[ckpt] = (predictor, ptype)

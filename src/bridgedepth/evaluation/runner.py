@@ -75,12 +75,17 @@ class ModelPredictions:
             if p.is_file():
                 return load_prediction(p)
         res = self.predictor.predict(benchmark.load_rgb(item))
-        arr = getattr(res, self.field, None)
-        if arr is None:
-            arr = res if isinstance(res, np.ndarray) else None
+        if isinstance(res, (np.ndarray, torch.Tensor)):
+            arr = res
+        elif getattr(res, "kind", None) == self.field and hasattr(res, "values"):
+            arr = res.values  # bridgedepth.mde.DepthResult(values, kind)
+        else:
+            arr = getattr(res, self.field, None)  # DepthResult.disparity / .depth conversions
         if arr is None:
             raise InputError(f"the model's predictor returned no {self.field!r} for {key}")
         arr = np.asarray(arr.detach().cpu() if torch.is_tensor(arr) else arr, dtype=np.float32).squeeze()
+        if arr.ndim != 2 or not np.isfinite(arr).all():
+            raise InputError(f"the model's prediction for {key} is not a finite (H, W) map (shape {arr.shape})")
         if self.cache_dir is not None:
             p = self.cache_dir / f"{key}.npy"
             p.parent.mkdir(parents=True, exist_ok=True)

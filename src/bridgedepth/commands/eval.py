@@ -136,7 +136,7 @@ def _evaluate_one(name, root, split, encoding, args, cfg, dataset_subdir: bool):
         bench, source, prediction_type=ptype, alignment=alignment,
         disparity_floor=cfg.eval.disparity_floor, min_valid_pixels=cfg.eval.min_valid_pixels,
         limit=args.limit, batch_pixels=cfg.eval.batch_pixels, device=_device(cfg),
-        progress=not args.quiet and sys.stderr.isatty(),
+        progress=not args.quiet and sys.stderr.isatty(), threads=cfg.eval.cpu_threads,
     )
 
 

@@ -31,7 +31,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="per-image alignment (default: disparity for disparity predictions, depth for depth)")
     p.add_argument("--split", metavar="FILE", help="replace the shipped split list (da2k: the annotations JSON)")
     p.add_argument("--limit", type=int, metavar="N", help="evaluate only the first N images of the split")
-    p.add_argument("--json", metavar="OUT", help="write the result JSON here")
+    p.add_argument("--json", metavar="OUT", help="write the result JSON here (--suite: default "
+                   "runs/eval/<model>/zero-shot.json, with the Markdown table beside it)")
     p.add_argument("--per-image", metavar="CSV", help="write per-image metrics here")
     p.add_argument("--encoding", help="folder dataset: depth encoding of depth/ (png-mm, png-kitti, npy, ...)")
     p.add_argument("--suite", choices=("zero-shot",), help="run every benchmark of the suite that has a root")
@@ -208,11 +209,11 @@ def _run_suite(args, cfg) -> int:
     label = Path(args.model).name if args.model else Path(args.predictions).name
     md = table1_markdown(results, label)
     print(md, end="")
-    if args.json:
-        write_json(args.json, {"suite": args.suite, "model": args.model, "predictions": args.predictions,
-                               "results": results})
-        atomic_write_text(Path(args.json).with_suffix(".md"), md)
-        _save_config(cfg, args.json)
+    out = Path(args.json) if args.json else Path("runs") / "eval" / label / f"{args.suite}.json"
+    write_json(out, {"suite": args.suite, "model": args.model, "predictions": args.predictions, "results": results})
+    atomic_write_text(out.with_suffix(".md"), md)
+    _save_config(cfg, str(out))
+    print(f"wrote {out} and {out.with_suffix('.md')}", file=sys.stderr)
     return 0
 
 

@@ -186,9 +186,20 @@ class LabelConfig:
 
 @dataclass
 class EvalConfig:
-    alignment: Literal["disparity", "depth", "median", "none"] = "disparity"
-    disparity_floor: float = 1e-3
-    min_valid_pixels: int = 10
+    """Benchmark evaluation (`bridge eval`); the protocol is in docs/evaluation.md."""
+
+    # auto: "disparity" for disparity predictions, "depth" for depth predictions
+    alignment: Literal["auto", "disparity", "depth", "median", "none"] = "auto"
+    disparity_floor: float = 1e-3  # aligned disparity is clipped below at this before inversion
+    min_valid_pixels: int = 10  # images with fewer valid ground-truth pixels are skipped (counted)
+    kitti_crop: Literal["garg", "eigen", "none"] = "garg"  # applied after the KB crop
+    kitti_kb_crop: bool = True  # crop KITTI to the bottom-centre 352x1216
+    nyu_layout: Literal["auto", "marigold", "sync"] = "auto"
+    min_depth: Optional[float] = None  # override the dataset's evaluation range (folder: 1e-3..inf)
+    max_depth: Optional[float] = None
+    batch_pixels: Optional[int] = None  # GT pixels per vectorised batch (None: 2^20 on CPU, 2^25 on GPU)
+    input_size: Optional[int] = None  # --model: predictor input size (None: model.input_size)
+    cpu_threads: Optional[int] = 1  # torch threads for resize/alignment/metrics on CPU (None: torch's)
 
 
 @dataclass

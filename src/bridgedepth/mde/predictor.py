@@ -317,7 +317,7 @@ class Predictor:
         if self.metric and not self.is_metric_head:
             pred, feats = forward_with_features(self.model, x)
             log_s, shift = self.scale_head(feats[-1])
-            return apply_scale(pred, log_s, shift, None)
+            return apply_scale(pred, log_s, shift, self.scale_head.max_depth)
         return self._forward(pixel_values=x).predicted_depth
 
     @torch.inference_mode()

@@ -176,6 +176,7 @@ def test_parameter_groups_and_gradient_checkpointing():
     ref = [None if p.grad is None else p.grad.clone() for p in model.parameters()]
     model.zero_grad()
     model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    assert model.backbone.encoder.layer[0].gradient_checkpointing
     model(pixel_values=x).predicted_depth.sum().backward()
     assert sum(a is not None for a in ref) > 50
     assert all((a is None and p.grad is None) or torch.allclose(a, p.grad, atol=1e-6)

@@ -6,7 +6,7 @@ default batch of 2^23 ground-truth pixels = 27 NYU frames).
 Reference: a straightforward per-image NumPy loop (np.linalg.lstsq per image, then the metrics), the
 way public evaluation scripts do it.
 
-    PYTHONPATH=src python benchmarks/bench_eval.py [--n 654] [--pool 24] [--threads 2]
+    PYTHONPATH=src python benchmarks/bench_eval.py [--n 654] [--pool 24] [--threads 1]
 
 Both paths see the same 654 (prediction, ground truth, mask) triples (a pool of distinct synthetic
 frames, cycled, to bound memory); the script checks they agree to 1e-6 and prints the ratio.
@@ -66,7 +66,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n", type=int, default=654)
     ap.add_argument("--pool", type=int, default=27, help="distinct frames, cycled to --n")
-    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=1, help="torch threads (per-image arrays are small: 1 is best on a busy machine)")
     ap.add_argument("--batch", type=int, default=3)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)

@@ -154,3 +154,57 @@ def test_suite_and_compare(run_cli, shared_data, tmp_path):
     cmp = json.loads((tmp_path / "cmp.json").read_text())
     assert cmp["best"] == [["A"], ["A"], ["A"]]
     assert [c["dataset"] for c in cmp["columns"]] == ["da2k", "folder", "folder"]
+
+
+def test_model_path_with_a_stand_in_depth_model(run_cli, shared_data, tmp_path, monkeypatch):
+    """The --model plumbing against the bridgedepth.mde contract (load_model, Predictor(...).predict ->
+    DepthResult(values, kind)), with a stand-in predictor whose output is known: the inverse ground
+    truth looked up by the image it is given."""
+    from dataclasses import dataclass
+
+    from bridgedepth import mde
+    from bridgedepth.commands import eval as eval_cmd
+
+    by_mean = {}
+    for n in NAMES:
+        rgb = cv2.cvtColor(cv2.imread(str(shared_data / f"rgbd/nyu_sync/rgb/rgb_{n}.jpg")), cv2.COLOR_BGR2RGB)
+        d = _gt(shared_data, n)
+        by_mean[round(float(rgb.mean()), 6)] = np.where(d > 0, 1 / np.maximum(d, 1e-3), 0).astype(np.float32)
+
+    @dataclass
+    class Result:
+        values: np.ndarray
+        kind: str
+
+    calls = []
+
+    class StandIn:
+        def __init__(self, model, input_size=518, device=None):
+            self.model, self.input_size = model, input_size
+
+        def predict(self, rgb):
+            calls.append(rgb.shape)
+            return Result(5.0 * by_mean[round(float(rgb.mean()), 6)] + 1.0, "disparity")
+
+    class Cfg:
+        depth_estimation_type = "relative"
+
+    class Model:
+        config = Cfg()
+
+    monkeypatch.setattr(mde, "load_model", lambda d: Model(), raising=False)
+    monkeypatch.setattr(mde, "Predictor", StandIn, raising=False)
+    monkeypatch.setattr(eval_cmd, "_PREDICTOR_CACHE", {})
+    ckpt = tmp_path / "ckpt"
+    ckpt.mkdir()
+    cache = tmp_path / "cache"
+    args = ("eval", "--dataset", "folder", "--root", shared_data / "rgbd/nyu_sync", "--encoding", "png-mm",
+            "--model", ckpt, "--save-predictions", cache, "--json", tmp_path / "m.json", "--quiet")
+    r = run_cli(*args)
+    assert r.code == 0, r
+    doc = json.loads((tmp_path / "m.json").read_text())
+    assert doc["prediction_type"] == "disparity" and doc["alignment"] == "disparity"
+    assert doc["metrics"]["abs_rel"] < 1e-6 and doc["metrics"]["delta1"] == 1.0
+    assert calls == [(480, 640, 3)] * 3 and sorted(p.name for p in cache.iterdir()) == [f"rgb_{n}.npy" for n in NAMES]
+    r = run_cli(*args)  # the rerun reuses the cached predictions
+    assert r.code == 0 and len(calls) == 3

@@ -210,3 +210,83 @@ def test_batched_matches_independent_numpy_loop(alignment, ptype):
     ref = reference_numpy(pred, gt, valid, alignment, ptype, 1e-3, 10.0)
     for k in METRICS:
         np.testing.assert_allclose(ours[k].numpy(), ref[k], rtol=1e-6, atol=1e-9, err_msg=k)
+
+
+def test_dense_api_workspace_reuse_and_accelerator_reductions_agree(monkeypatch):
+    from bridgedepth.evaluation import Workspace, _segments
+
+    rng = np.random.default_rng(6)
+    gt, valid = _gt(rng, b=3, h=20, w=30)
+    pred = (1.0 / np.maximum(gt, 0.1) * rng.lognormal(0, 0.2, gt.shape)).astype(np.float32)
+    kw = dict(alignment="disparity", prediction_type="disparity", min_depth=1e-3, max_depth=10.0)
+    ref = evaluate_arrays(*_t(pred, gt, valid), **kw)
+    # the dense API (whole aligned map, then metrics) gives the same numbers
+    al = align(*_t(pred, gt, valid), **kw)
+    dense = compute_metrics(al.depth, torch.from_numpy(gt), torch.from_numpy(valid))
+    # one workspace reused over batches of different sizes
+    work = Workspace()
+    big = evaluate_arrays(*_t(pred, gt, valid), work=work, **kw)
+    small = evaluate_arrays(*_t(pred[:1, :10], gt[:1, :10], valid[:1, :10]), work=work, **kw)
+    again = evaluate_arrays(*_t(pred, gt, valid), work=work, **kw)
+    # the accelerator code path (index_add_ reductions) on CPU tensors
+    monkeypatch.setattr(_segments.Segments, "on_cpu", False, raising=False)
+    orig_init = _segments.Segments.__init__
+
+    def init(self, counts):
+        orig_init(self, counts)
+        self.on_cpu = False
+
+    monkeypatch.setattr(_segments.Segments, "__init__", init)
+    accel = evaluate_arrays(*_t(pred, gt, valid), **kw)
+    small_ref = evaluate_arrays(*_t(pred[:1, :10], gt[:1, :10], valid[:1, :10]), **kw)
+    for k in METRICS:
+        for other in (dense, big, again, accel):
+            np.testing.assert_allclose(other[k].numpy(), ref[k].numpy(), rtol=1e-9, err_msg=k)
+        np.testing.assert_allclose(small[k].numpy(), small_ref[k].numpy(), rtol=1e-9, err_msg=k)
+
+
+def test_runner_batches_mixed_sizes_and_counts_skips():
+    from bridgedepth.data.benchmarks import GroundTruth, Item
+    from bridgedepth.evaluation import evaluate_dense
+
+    rng = np.random.default_rng(7)
+    sizes = [(12, 16), (12, 16), (20, 10), (12, 16), (20, 10), (5, 5)]
+    data = {}
+    for i, (h, w) in enumerate(sizes):
+        g = rng.uniform(0.5, 9.0, (h, w)).astype(np.float32)
+        v = rng.uniform(size=(h, w)) > 0.1
+        if i == 5:
+            v[:] = False
+            v[0, :3] = True  # 3 valid pixels: skipped
+        p = (1 / g * rng.lognormal(0, 0.2, (h, w))).astype(np.float32)
+        data[f"im{i}"] = (g, v, p)
+
+    class Bench:
+        name, min_depth, max_depth = "fake", 1e-3, 10.0
+
+        def items(self, limit=None):
+            return [Item(k, None, None) for k in data][:limit]
+
+        def load_gt(self, item):
+            g, v, _ = data[item.key]
+            return GroundTruth(np.where(v, g, 0), v, g.shape)
+
+        def constants(self):
+            return {}
+
+    class Source:
+        def get(self, key, item=None, benchmark=None):
+            return data[key][2]
+
+    res = evaluate_dense(Bench(), Source(), prediction_type="disparity", alignment="disparity",
+                         batch_pixels=400, progress=False)
+    assert res.n_images == 5 and res.n_skipped == 1 and res.per_image[5]["skipped"]
+    per = {k: [] for k in METRICS}
+    for k in list(data)[:5]:
+        g, v, p = data[k]
+        r = reference_numpy(p[None], g[None], v[None], "disparity", "disparity", 1e-3, 10.0)
+        for m in METRICS:
+            per[m].append(r[m][0])
+    for m in METRICS:
+        assert res.metrics[m] == pytest.approx(float(np.mean(per[m])), rel=1e-9), m
+        assert [row["key"] for row in res.per_image] == list(data)

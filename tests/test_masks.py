@@ -16,6 +16,7 @@ from bridgedepth.labels.masks import (
     mask_overlay,
     match_size,
     similarity_mask,
+    similarity_masks,
 )
 
 
@@ -213,3 +214,63 @@ def test_computer_reuse_timings_and_overlay(nyu, room):
     assert set(a.timings) == set(t)
     ov = mask_overlay(room, a)
     assert ov.shape == room.shape and ov.dtype == np.uint8
+
+
+def test_several_generated_of_one_original_share_work(nyu):
+    import json
+
+    orig = window(nyu, 60, 120)
+    rng = np.random.default_rng(5)
+    gens = [
+        window(nyu, 66, 128),
+        np.clip(orig + rng.normal(0, 5, orig.shape), 0, 255).astype(np.uint8),
+        cv2.cvtColor(orig, cv2.COLOR_RGB2GRAY),  # grey: the grey reference is used for this one
+        np.zeros_like(orig),  # degenerate: empty with a reason, the others unaffected
+        orig,
+    ]
+    totals: dict[str, float] = {}
+    many = similarity_masks(gens, orig, timings=totals)
+    single = [similarity_mask(g, orig) for g in gens]
+    assert len(many) == len(gens)
+    for a, b in zip(many, single):
+        assert a.stats() == b.stats()
+        assert np.array_equal(a.mask, b.mask)
+        json.dumps(a.stats())
+    assert "blank" in many[3].reason and many[4].final_fraction == 1.0
+    assert totals["orb"] > 0 and totals["ssim"] > 0
+    # a bad original: every generated image gets the same empty result
+    bad = similarity_masks(gens[:2], np.zeros((5, 5, 3), np.uint8))
+    assert all("too small" in r.reason and r.mask.shape == (5, 5) for r in bad)
+
+
+def test_never_raises_on_arbitrary_arrays():
+    hypothesis = pytest.importorskip("hypothesis")
+    st = pytest.importorskip("hypothesis.strategies")
+
+    def image(draw):
+        h = draw(st.integers(1, 70))
+        w = draw(st.integers(1, 70))
+        c = draw(st.sampled_from([None, 1, 3, 4]))
+        kind = draw(st.sampled_from(["noise", "flat", "blocks"]))
+        seed = draw(st.integers(0, 2**16))
+        rng = np.random.default_rng(seed)
+        shape = (h, w) if c is None else (h, w, c)
+        if kind == "noise":
+            return rng.integers(0, 256, shape, dtype=np.uint8)
+        if kind == "flat":
+            return np.full(shape, int(rng.integers(0, 256)), np.uint8)
+        small = rng.integers(0, 256, ((h + 7) // 8, (w + 7) // 8) + shape[2:], dtype=np.uint8)
+        return np.ascontiguousarray(small.repeat(8, 0).repeat(8, 1)[:h, :w])
+
+    images = st.composite(image)()
+
+    @hypothesis.settings(max_examples=40, deadline=None)
+    @hypothesis.given(images, images)
+    def check(gen, orig):
+        r = similarity_mask(gen, orig)
+        assert r.mask.shape == orig.shape[:2]
+        assert 0.0 <= r.final_fraction <= 1.0 and isinstance(r.reason, str)
+        x, y, w, h = r.crop
+        assert 0 <= x and 0 <= y and x + w <= orig.shape[1] and y + h <= orig.shape[0]
+
+    check()

@@ -156,3 +156,28 @@ def test_registry_small_configs_are_small():
     m = build_model("tiny")
     n = sum(p.numel() for p in m.parameters())
     assert 1e6 < n < 6e6
+
+
+def test_parameter_groups_and_gradient_checkpointing():
+    from bridgedepth.mde.model import parameter_groups
+
+    model = build_model("micro", seed=0)
+    groups = parameter_groups(model, 1e-4, decoder_lr_mult=10.0, weight_decay=0.05)
+    by = {g["name"]: g for g in groups}
+    assert by["encoder"]["lr"] == 1e-4 and by["decoder"]["lr"] == pytest.approx(1e-3)
+    assert by["encoder_no_decay"]["weight_decay"] == 0.0 and by["decoder"]["weight_decay"] == 0.05
+    assert sum(len(g["params"]) for g in groups) == len(list(model.parameters()))
+    ids = {id(p) for p in by["encoder"]["params"] + by["encoder_no_decay"]["params"]}
+    assert ids == {id(p) for p in model.backbone.parameters()}
+    # gradient checkpointing (transformers' own) gives the same gradients
+    x = torch.rand(2, 3, 56, 56)
+    model.train()
+    model(pixel_values=x).predicted_depth.sum().backward()
+    ref = [None if p.grad is None else p.grad.clone() for p in model.parameters()]
+    model.zero_grad()
+    model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    assert model.backbone.encoder.layer[0].gradient_checkpointing
+    model(pixel_values=x).predicted_depth.sum().backward()
+    assert sum(a is not None for a in ref) > 50
+    assert all((a is None and p.grad is None) or torch.allclose(a, p.grad, atol=1e-6)
+               for a, p in zip(ref, model.parameters()))

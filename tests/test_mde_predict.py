@@ -157,3 +157,28 @@ def test_cli_predict_all_outputs(micro_ckpt, tmp_path, run_cli):
     r = run_cli("predict", imgs, "--model", tmp_path / "no-model", "--out", out)
     assert r.code == 2 and "no-model" in r.err
     json.dumps(res.out)
+
+
+@pytest.mark.parametrize("swiglu", [False, True])
+def test_fast_inference_copy_matches(swiglu):
+    import dataclasses
+
+    from bridgedepth.mde.fast import optimize_for_inference
+    from bridgedepth.mde.registry import ARCHS
+
+    model = build_model(dataclasses.replace(ARCHS["micro"], swiglu=swiglu), seed=0).eval()
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name.endswith("lambda1"):
+                p.uniform_(0.5, 1.5)
+            elif p.dim() > 1:
+                p.normal_(0, 0.1)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    fast = optimize_for_inference(model)
+    x = torch.randn(2, 3, 56, 70)
+    with torch.no_grad():
+        ref = model(pixel_values=x).predicted_depth
+        got = fast(pixel_values=x).predicted_depth
+    assert float(ref.abs().max()) > 0
+    assert float((got - ref).abs().max()) <= 1e-5 * float(ref.abs().max())
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())  # original untouched

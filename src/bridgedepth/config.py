@@ -234,6 +234,7 @@ class EvalConfig:
     max_depth: Optional[float] = None
     batch_pixels: Optional[int] = None  # GT pixels per vectorised batch (None: 2^20 on CPU, 2^25 on GPU)
     input_size: Optional[int] = None  # --model: predictor input size (None: model.input_size)
+    cpu_threads: Optional[int] = 1  # torch threads for resize/alignment/metrics on CPU (None: torch's)
 
 
 @dataclass

@@ -31,7 +31,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="per-image alignment (default: disparity for disparity predictions, depth for depth)")
     p.add_argument("--split", metavar="FILE", help="replace the shipped split list (da2k: the annotations JSON)")
     p.add_argument("--limit", type=int, metavar="N", help="evaluate only the first N images of the split")
-    p.add_argument("--json", metavar="OUT", help="write the result JSON here")
+    p.add_argument("--json", metavar="OUT", help="write the result JSON here (--suite: default "
+                   "runs/eval/<model>/zero-shot.json, with the Markdown table beside it)")
     p.add_argument("--per-image", metavar="CSV", help="write per-image metrics here")
     p.add_argument("--encoding", help="folder dataset: depth encoding of depth/ (png-mm, png-kitti, npy, ...)")
     p.add_argument("--suite", choices=("zero-shot",), help="run every benchmark of the suite that has a root")
@@ -93,7 +94,10 @@ def _load_predictor(ckpt: str, cfg):
         raise InputError(f"{ckpt}: checkpoint not found")
     model = load_model(ckpt)
     size = cfg.eval.input_size or cfg.model.input_size
-    predictor = Predictor(model, input_size=size)
+    try:
+        predictor = Predictor(model, input_size=size, device=_device(cfg))
+    except TypeError:  # a Predictor without a device argument: it runs where the model is
+        predictor = Predictor(model, input_size=size)
     kind = getattr(getattr(model, "config", None), "depth_estimation_type", "relative")
     ptype = "depth" if kind == "metric" else "disparity"
     _PREDICTOR_CACHE[ckpt] = (predictor, ptype)
@@ -133,7 +137,7 @@ def _evaluate_one(name, root, split, encoding, args, cfg, dataset_subdir: bool):
         bench, source, prediction_type=ptype, alignment=alignment,
         disparity_floor=cfg.eval.disparity_floor, min_valid_pixels=cfg.eval.min_valid_pixels,
         limit=args.limit, batch_pixels=cfg.eval.batch_pixels, device=_device(cfg),
-        progress=not args.quiet and sys.stderr.isatty(),
+        progress=not args.quiet and sys.stderr.isatty(), threads=cfg.eval.cpu_threads,
     )
 
 
@@ -205,11 +209,11 @@ def _run_suite(args, cfg) -> int:
     label = Path(args.model).name if args.model else Path(args.predictions).name
     md = table1_markdown(results, label)
     print(md, end="")
-    if args.json:
-        write_json(args.json, {"suite": args.suite, "model": args.model, "predictions": args.predictions,
-                               "results": results})
-        atomic_write_text(Path(args.json).with_suffix(".md"), md)
-        _save_config(cfg, args.json)
+    out = Path(args.json) if args.json else Path("runs") / "eval" / label / f"{args.suite}.json"
+    write_json(out, {"suite": args.suite, "model": args.model, "predictions": args.predictions, "results": results})
+    atomic_write_text(out.with_suffix(".md"), md)
+    _save_config(cfg, str(out))
+    print(f"wrote {out} and {out.with_suffix('.md')}", file=sys.stderr)
     return 0
 
 

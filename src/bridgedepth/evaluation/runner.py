@@ -6,9 +6,10 @@ from __future__ import annotations
 
 import math
 import os
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any
 
 import numpy as np
 import torch
@@ -75,12 +76,17 @@ class ModelPredictions:
             if p.is_file():
                 return load_prediction(p)
         res = self.predictor.predict(benchmark.load_rgb(item))
-        arr = getattr(res, self.field, None)
-        if arr is None:
-            arr = res if isinstance(res, np.ndarray) else None
+        if isinstance(res, (np.ndarray, torch.Tensor)):
+            arr = res
+        elif getattr(res, "kind", None) == self.field and hasattr(res, "values"):
+            arr = res.values  # bridgedepth.mde.DepthResult(values, kind)
+        else:
+            arr = getattr(res, self.field, None)  # DepthResult.disparity / .depth conversions
         if arr is None:
             raise InputError(f"the model's predictor returned no {self.field!r} for {key}")
         arr = np.asarray(arr.detach().cpu() if torch.is_tensor(arr) else arr, dtype=np.float32).squeeze()
+        if arr.ndim != 2 or not np.isfinite(arr).all():
+            raise InputError(f"the model's prediction for {key} is not a finite (H, W) map (shape {arr.shape})")
         if self.cache_dir is not None:
             p = self.cache_dir / f"{key}.npy"
             p.parent.mkdir(parents=True, exist_ok=True)
@@ -155,6 +161,21 @@ def _progress(iterable, total, desc, enabled):
     return tqdm(iterable, total=total, desc=desc, unit="img", leave=False)
 
 
+@contextmanager
+def cpu_threads(n: int | None, device: str = "cpu"):
+    """Run the block with ``n`` torch threads on CPU (restored afterwards). The evaluation's arrays
+    are a few megabytes: on a busy machine thread synchronisation costs more than it saves."""
+    if not n or torch.device(device).type != "cpu":
+        yield
+        return
+    old = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)
+
+
 # ------------------------------------------------------------------ dense evaluation
 def evaluate_arrays(
     preds: torch.Tensor,
@@ -199,8 +220,11 @@ def evaluate_dense(
     batch_pixels: int | None = None,
     device: str = "cpu",
     progress: bool = True,
+    threads: int | None = 1,
 ) -> EvalResult:
-    """Evaluate ``source`` predictions on a dense benchmark (see docs/evaluation.md)."""
+    """Evaluate ``source`` predictions on a dense benchmark (see docs/evaluation.md). ``threads``:
+    torch threads for resizing, alignment and metrics on CPU (None: leave torch's setting); the
+    predictions themselves (``source.get``) run outside that limit."""
     if alignment not in ALIGNMENTS:
         raise InputError(f"unknown alignment {alignment!r}; choose one of {', '.join(ALIGNMENTS)}")
     if prediction_type not in PREDICTION_TYPES:
@@ -218,11 +242,12 @@ def evaluate_dense(
         preds = torch.stack([p for _, p, _, _ in pending]).to(device)
         gts = torch.from_numpy(np.stack([g for _, _, g, _ in pending])).to(device)
         masks = torch.from_numpy(np.stack([v for _, _, _, v in pending])).to(device)
-        res = evaluate_arrays(
-            preds, gts, masks, alignment=alignment, prediction_type=prediction_type,
-            min_depth=benchmark.min_depth, max_depth=benchmark.max_depth, disparity_floor=disparity_floor,
-            work=work,
-        )
+        with cpu_threads(threads, device):
+            res = evaluate_arrays(
+                preds, gts, masks, alignment=alignment, prediction_type=prediction_type,
+                min_depth=benchmark.min_depth, max_depth=benchmark.max_depth, disparity_floor=disparity_floor,
+                work=work,
+            )
         res = {k: v.cpu().numpy() for k, v in res.items()}
         for i, (item, _, _, _) in enumerate(pending):
             n_valid, n_fit = int(res["n_valid"][i]), int(res["n_fit"][i])
@@ -244,7 +269,8 @@ def evaluate_dense(
     for item in _progress(items, len(items), benchmark.name, progress):
         gt = benchmark.load_gt(item)
         pred = source.get(item.key, item, benchmark)
-        p = prediction_to_gt_frame(pred, gt.full_shape, gt.crop, gt.depth.shape)
+        with cpu_threads(threads):
+            p = prediction_to_gt_frame(pred, gt.full_shape, gt.crop, gt.depth.shape)
         hw = gt.depth.shape
         if pending and (hw != shape or pixels + hw[0] * hw[1] > batch_pixels):
             flush()
@@ -285,7 +311,10 @@ def pair_accuracy(
     return (pred_1_closer == closer_is_1) & (v1 != v2)
 
 
-def evaluate_pairs(benchmark, source, *, prediction_type: str, limit: int | None = None, progress: bool = True) -> EvalResult:
+def evaluate_pairs(
+    benchmark, source, *, prediction_type: str, limit: int | None = None, progress: bool = True,
+    threads: int | None = 1,
+) -> EvalResult:
     """DA-2K: share of point pairs whose predicted ordering is right, at the original resolution
     (predictions resized bilinearly, ``align_corners=False``); overall and per scene type."""
     if prediction_type not in PREDICTION_TYPES:
@@ -296,7 +325,8 @@ def evaluate_pairs(benchmark, source, *, prediction_type: str, limit: int | None
     for item in _progress(items, len(items), benchmark.name, progress):
         pred = source.get(item.key, item, benchmark)
         size = benchmark.image_size(item)
-        p = resize_bilinear(torch.from_numpy(np.ascontiguousarray(pred)), size)
+        with cpu_threads(threads):
+            p = resize_bilinear(torch.from_numpy(np.ascontiguousarray(pred)), size)
         ok = pair_accuracy(p, item.points, item.closer_is_1, prediction_type)
         c = per_scene.setdefault(item.scene, [0, 0])
         c[0] += int(ok.sum())
@@ -322,6 +352,6 @@ def evaluate_pairs(benchmark, source, *, prediction_type: str, limit: int | None
 def evaluate(benchmark, source, **kw) -> EvalResult:
     """Dispatch on the benchmark kind (DA-2K pairs or dense depth)."""
     if getattr(benchmark, "name", "") == "da2k":
-        kw = {k: v for k, v in kw.items() if k in ("prediction_type", "limit", "progress")}
+        kw = {k: v for k, v in kw.items() if k in ("prediction_type", "limit", "progress", "threads")}
         return evaluate_pairs(benchmark, source, **kw)
     return evaluate_dense(benchmark, source, **kw)

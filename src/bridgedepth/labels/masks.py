@@ -38,6 +38,7 @@ __all__ = [
     "MaskResult",
     "MaskComputer",
     "similarity_mask",
+    "similarity_masks",
     "match_size",
     "crop_box",
     "mask_overlay",
@@ -119,10 +120,13 @@ def _gray(img: np.ndarray) -> np.ndarray:
     return img if img.ndim == 2 else cv2.cvtColor(img, cv2.COLOR_RGB2GRAY)
 
 
-def _degenerate(img: np.ndarray, gray: np.ndarray, role: str, cfg: LabelConfig) -> str | None:
+def _degenerate(img: np.ndarray, gray: np.ndarray | None, role: str, cfg: LabelConfig,
+                size_only: bool = False) -> str | None:
     h, w = img.shape[:2]
     if min(h, w) < cfg.min_size:
         return f"{role} image is too small ({w}x{h} < {cfg.min_size} px)"
+    if size_only:
+        return None
     std = float(cv2.meanStdDev(gray)[1][0, 0])
     if std < cfg.min_std:
         if int(gray.max()) == 0:
@@ -210,6 +214,8 @@ class MaskComputer:
         self._ks = {}
         self._ssim_a: np.ndarray | None = None
         self._ssim_b: np.ndarray | None = None
+        self._ones_buf: np.ndarray | None = None
+        self._ref_owner: tuple | None = None  # which original the SSIM workspace holds
 
     # -- small utilities
     def _kernel(self, k: int) -> np.ndarray:
@@ -256,48 +262,78 @@ class MaskComputer:
 
     # -- the pipeline
     def __call__(self, generated: Any, original: Any, timings: dict[str, float] | None = None) -> MaskResult:
+        """The mask of one (generated, original) pair."""
+        return self.masks([generated], original, timings=timings)[0]
+
+    def masks(
+        self, generated: list[Any], original: Any, timings: dict[str, float] | None = None
+    ) -> list[MaskResult]:
+        """Masks of several generated images of one original (e.g. the 4 seeds of a depth map).
+
+        The original's checks, ORB keypoints and SSIM statistics are computed once and shared;
+        the results are identical to calling the computer on each pair.
+        """
+        clock: dict[str, float] = {}
+        with _stage(clock, "prepare"):
+            state = _Original(original, self.cfg)
+        results = []
+        try:
+            for gen in generated:
+                one = dict(clock) if not results else {}
+                results.append(self._one(gen, state, one))
+        finally:
+            self._ref_owner = None  # never reuse SSIM statistics across calls (arrays may change)
+        if timings is not None:
+            for r in results:
+                for k, v in r.timings.items():
+                    timings[k] = timings.get(k, 0.0) + v
+        return results
+
+    def _one(self, generated: Any, st: "_Original", clock: dict[str, float]) -> MaskResult:
         cfg = self.cfg
-        clock = timings if timings is not None else {}
-
-        @contextmanager
-        def stage(name: str):
-            t0 = time.perf_counter()
-            yield
-            clock[name] = clock.get(name, 0.0) + time.perf_counter() - t0
-
-        with stage("prepare"):
-            orig, why = _normalise(original, "original")
-            if why:
-                return self._empty((0, 0), why)
-            size = orig.shape[:2]
+        with _stage(clock, "prepare"):
+            if st.why:
+                r = self._empty(st.size, st.why)
+                r.timings = clock
+                return r
+            size = st.size
             gen, why = _normalise(generated, "generated")
             if why:
-                return self._empty(size, why)
+                r = self._empty(size, why)
+                r.timings = clock
+                return r
             gsize = gen.shape[:2]
-            if min(gsize) < cfg.min_size:
-                return self._empty(size, _degenerate(gen, _gray(gen), "generated", cfg), gsize)
-            if gen.ndim != orig.ndim:  # one is grey: compare both as grey
-                gen, orig = _gray(gen), _gray(orig)
-            gen = match_size(gen, size)
-            g_gen, g_orig = _gray(gen), _gray(orig)
-            why = _degenerate(orig, g_orig, "original", cfg) or _degenerate(gen, g_gen, "generated", cfg)
+            why = _degenerate(gen, None, "generated", cfg, size_only=True)
+            if why is None:
+                grey = gen.ndim == 2 or st.img.ndim == 2  # one is grey: compare both as grey
+                orig = st.gray if grey else st.img
+                gen = match_size(_gray(gen) if grey else gen, size)
+                g_gen = _gray(gen)
+                why = _degenerate(gen, g_gen, "generated", cfg)
             if why:
-                return self._empty(size, why, gsize)
+                r = self._empty(size, why, gsize)
+                r.timings = clock
+                return r
         h, w = size
         notes: list[str] = []
         s_reg, s_dir = self._buffers(h, w)
 
-        with stage("ssim"):
-            self.ssim.set_reference(orig)
+        with _stage(clock, "ssim"):
+            ref_key = (id(st), grey)
+            if self._ref_owner != ref_key:
+                self.ssim.set_reference(orig)
+                self._ref_owner = ref_key
             self.ssim.compare(gen, out=s_dir)
             mask_b = s_dir > cfg.ssim_threshold
 
         # registration
         matches_n, inliers_n, hmat = 0, 0, None
-        with stage("orb"):
+        with _stage(clock, "orb"):
             p_gen, d_gen = self._keypoints(g_gen)
-            p_orig, d_orig = self._keypoints(g_orig)
-        with stage("match"):
+            if st.keypoints is None:
+                st.keypoints = self._keypoints(st.gray)
+            p_orig, d_orig = st.keypoints
+        with _stage(clock, "match"):
             matches = []
             if d_gen is not None and d_orig is not None:
                 matches = self.matcher.match(d_gen, d_orig)
@@ -305,7 +341,7 @@ class MaskComputer:
         if matches_n < cfg.min_matches:
             notes.append(f"registration skipped: {matches_n} ORB matches < {cfg.min_matches}")
         else:
-            with stage("ransac"):
+            with _stage(clock, "ransac"):
                 qi = np.fromiter((m.queryIdx for m in matches), np.int32, matches_n)
                 ti = np.fromiter((m.trainIdx for m in matches), np.int32, matches_n)
                 hmat, inl = cv2.findHomography(
@@ -324,21 +360,21 @@ class MaskComputer:
                 notes.append(f"registration failed: {why}")
                 hmat = None
         if hmat is not None:
-            with stage("warp"):
+            with _stage(clock, "warp"):
                 reg = cv2.warpPerspective(
                     gen, hmat, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0
                 )
-                ones = np.full((h, w), 255, np.uint8)
                 cover = cv2.warpPerspective(
-                    ones, hmat, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0
+                    self._ones(h, w), hmat, (w, h), flags=cv2.INTER_LINEAR,
+                    borderMode=cv2.BORDER_CONSTANT, borderValue=0,
                 )
-            with stage("ssim"):
+            with _stage(clock, "ssim"):
                 self.ssim.compare(reg, out=s_reg)
                 mask_a = (s_reg > cfg.ssim_threshold) & (cover == 255)
         else:
             mask_a = np.zeros((h, w), bool)
 
-        with stage("morphology"):
+        with _stage(clock, "morphology"):
             fused = np.bitwise_or(mask_a, mask_b).view(np.uint8)
             if cfg.morph_kernel > 1:
                 k = self._kernel(cfg.morph_kernel)
@@ -351,7 +387,7 @@ class MaskComputer:
             frac_a = cv2.countNonZero(mask_a.view(np.uint8)) / n
             frac_b = cv2.countNonZero(mask_b.view(np.uint8)) / n
             frac = cv2.countNonZero(fused) / n
-        with stage("crop"):
+        with _stage(clock, "crop"):
             crop = crop_box(fused, cfg.crop_size)
         accepted = frac > cfg.accept_fraction
         if not accepted:
@@ -369,11 +405,39 @@ class MaskComputer:
             homography=None if hmat is None else [[float(v) for v in row] for row in hmat],
             size=(h, w),
             generated_size=gsize,
-            timings=dict(clock),
+            timings=clock,
         )
 
+    def _ones(self, h: int, w: int) -> np.ndarray:
+        if self._ones_buf is None or self._ones_buf.shape != (h, w):
+            self._ones_buf = np.full((h, w), 255, np.uint8)
+        return self._ones_buf
 
-_CACHE: dict[tuple, MaskComputer] = {}
+
+@contextmanager
+def _stage(clock: dict[str, float], name: str):
+    t0 = time.perf_counter()
+    try:
+        yield
+    finally:
+        clock[name] = clock.get(name, 0.0) + time.perf_counter() - t0
+
+
+class _Original:
+    """The original image of a pair, checked once; ORB keypoints filled in lazily."""
+
+    def __init__(self, original: Any, cfg: LabelConfig):
+        self.keypoints: tuple[np.ndarray, np.ndarray | None] | None = None
+        img, why = _normalise(original, "original")
+        self.img = img
+        self.size: tuple[int, int] = (0, 0) if img is None else img.shape[:2]
+        self.gray = None if img is None else _gray(img)
+        if why is None:
+            why = _degenerate(img, self.gray, "original", cfg)
+        self.why = why
+
+
+_CACHE: dict[str, MaskComputer] = {}
 
 
 def similarity_mask(
@@ -389,10 +453,28 @@ def similarity_mask(
     per sample without setup cost. Never raises for bad image content: see ``MaskResult.reason``.
     """
     cfg = cfg or LabelConfig()
-    key = tuple(dataclasses.astuple(cfg))
+    return _computer(cfg)(generated, original, timings=timings)
+
+
+def _computer(cfg: LabelConfig) -> MaskComputer:
+    """One computer per configuration and process (map jobs use processes, not threads)."""
+    key = repr(cfg)
     comp = _CACHE.get(key)
     if comp is None:
         if len(_CACHE) > 8:
             _CACHE.clear()
         comp = _CACHE[key] = MaskComputer(dataclasses.replace(cfg))
-    return comp(generated, original, timings=timings)
+    return comp
+
+
+def similarity_masks(
+    generated: list[Any],
+    original: Any,
+    cfg: LabelConfig | None = None,
+    *,
+    timings: dict[str, float] | None = None,
+) -> list[MaskResult]:
+    """Masks of several generated images of one original (the seeds of one depth map), sharing
+    the original's ORB keypoints and SSIM statistics; same results as :func:`similarity_mask`."""
+    cfg = cfg or LabelConfig()
+    return _computer(cfg).masks(list(generated), original, timings=timings)

@@ -169,10 +169,11 @@ class ScaleHead(nn.Module):
     The depth model stays frozen; only this head is trained (stage ``scale-head``).
     """
 
-    def __init__(self, in_features: int, hidden: int = 128):
+    def __init__(self, in_features: int, hidden: int = 128, max_depth: float | None = None):
         super().__init__()
         self.in_features = in_features
         self.hidden = hidden
+        self.max_depth = max_depth  # depth cap applied by apply_scale at prediction time
         self.mlp = nn.Sequential(nn.Linear(2 * in_features, hidden), nn.GELU(), nn.Linear(hidden, 2))
         nn.init.zeros_(self.mlp[2].weight)
         nn.init.zeros_(self.mlp[2].bias)
@@ -183,7 +184,7 @@ class ScaleHead(nn.Module):
         return out[:, 0], out[:, 1]  # log_scale (B,), shift (B,)
 
     def config(self) -> dict:
-        return {"in_features": self.in_features, "hidden": self.hidden}
+        return {"in_features": self.in_features, "hidden": self.hidden, "max_depth": self.max_depth}
 
 
 def apply_scale(
@@ -332,6 +333,27 @@ def load_scale_head(ckpt_dir: str | os.PathLike) -> ScaleHead | None:
     head = ScaleHead(**meta["scale_head"])
     head.load_state_dict(load_file(str(d / SCALE_HEAD_FILE)))
     return head.eval()
+
+
+def parameter_groups(model, lr: float, decoder_lr_mult: float = 10.0, weight_decay: float = 0.01) -> list[dict]:
+    """AdamW parameter groups as Depth Anything trains: the DINOv2 encoder (``backbone.*``) at ``lr``, the
+    DPT neck and head at ``lr * decoder_lr_mult``; biases, norms, layer scales, tokens and position
+    embeddings without weight decay. Each group has a ``name`` ("encoder", "encoder_no_decay", "decoder",
+    "decoder_no_decay") and ``initial_lr`` for schedulers."""
+    groups: dict[str, list] = {"encoder": [], "encoder_no_decay": [], "decoder": [], "decoder_no_decay": []}
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        part = "encoder" if name.startswith("backbone.") else "decoder"
+        no_decay = p.dim() <= 1 or name.endswith(("cls_token", "mask_token", "position_embeddings"))
+        groups[part + ("_no_decay" if no_decay else "")].append(p)
+    out = []
+    for name, params in groups.items():
+        if params:
+            g_lr = lr * (decoder_lr_mult if name.startswith("decoder") else 1.0)
+            out.append({"name": name, "params": params, "lr": g_lr, "initial_lr": g_lr,
+                        "weight_decay": 0.0 if name.endswith("no_decay") else weight_decay})
+    return out
 
 
 def count_parameters(model) -> int:

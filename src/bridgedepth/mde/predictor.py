@@ -265,8 +265,11 @@ class Predictor:
     """Batched inference at the input resolution.
 
     ``Predictor(model, input_size=518)``; ``metric=True`` returns metres (metric head, or a relative model
-    with a scale head); ``fixed_size=True`` feeds ``input_size`` squares; ``channels_last`` / ``compile`` are
-    speed options (see docs/performance.md). Runs under ``torch.inference_mode``.
+    with a scale head); ``fixed_size=True`` feeds ``input_size`` squares. Speed options (see
+    docs/performance.md): ``fast`` runs an inference-only copy of the model with a fused QKV projection and
+    channels-last DPT head (:mod:`bridgedepth.mde.fast`; on by default in :meth:`from_pretrained`, off for a
+    model you pass, which stays untouched), ``compile`` wraps it in ``torch.compile``. Runs under
+    ``torch.inference_mode``.
     """
 
     def __init__(
@@ -278,7 +281,8 @@ class Predictor:
         scale_head=None,
         fixed_size: bool = False,
         device: str | torch.device | None = None,
-        channels_last: bool = False,
+        _owned: bool = False,
+        fast: bool = False,
         compile: bool = False,
     ):
         self.device = torch.device(device) if device else next(model.parameters()).device
@@ -290,15 +294,18 @@ class Predictor:
         if metric and not self.is_metric_head and self.scale_head is None:
             raise InputError("metric output needs a metric model or a checkpoint with a scale head")
         self.metric = metric
-        if channels_last:
-            self.model = self.model.to(memory_format=torch.channels_last)
+        if fast:
+            from .fast import optimize_for_inference
+
+            self.model = optimize_for_inference(self.model, inplace=_owned)
         self._forward = torch.compile(self.model, dynamic=False) if compile else self.model
 
     @classmethod
     def from_pretrained(cls, ckpt_dir: str | os.PathLike, **kwargs) -> "Predictor":
         model = load_model(ckpt_dir)
         scale_head = load_scale_head(ckpt_dir) if kwargs.get("metric") else None
-        return cls(model, scale_head=scale_head, **kwargs)
+        kwargs.setdefault("fast", True)
+        return cls(model, scale_head=scale_head, _owned=True, **kwargs)
 
     @property
     def kind(self) -> str:
@@ -310,7 +317,7 @@ class Predictor:
         if self.metric and not self.is_metric_head:
             pred, feats = forward_with_features(self.model, x)
             log_s, shift = self.scale_head(feats[-1])
-            return apply_scale(pred, log_s, shift, None)
+            return apply_scale(pred, log_s, shift, self.scale_head.max_depth)
         return self._forward(pixel_values=x).predicted_depth
 
     @torch.inference_mode()

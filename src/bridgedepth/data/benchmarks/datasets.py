@@ -60,6 +60,8 @@ class NYUv2(Benchmark):
         layout = self.options.get("layout") or "auto"
         if self.options.get("split_given"):
             rows = read_split(self.split)
+            if len(rows[0]) < 2:
+                raise InputError(f"{self.split}: NYUv2 split lines need at least 'RGB DEPTH'")
             kind = "sync" if "sync_depth" in rows[0][1] else "marigold"
             if layout not in ("auto", kind):
                 kind = layout
@@ -135,10 +137,12 @@ class KITTI(Benchmark):
         return rel, _first_existing(cands)
 
     def _list(self, limit):
-        rows = [r for r in read_split(self.split) if len(r) >= 2 and r[1] != "None"]
+        rows = [r for r in read_split(self.split) if len(r) < 2 or r[1] != "None"]
         rows = rows[:limit] if limit else rows
         items = []
         for r in rows:
+            if len(r) < 2:
+                raise InputError(f"{self.split}: KITTI split lines need 'RGB DEPTH [focal]': {' '.join(r)}")
             rel, rgb = self._resolve(r[0], "rgb")
             _, depth = self._resolve(r[1], "depth")
             items.append(Item(rel_key(rel), rgb, depth, {"focal": float(r[2]) if len(r) > 2 else None}))
@@ -174,6 +178,9 @@ class ETH3D(Benchmark):
     def _list(self, limit):
         rows = read_split(self.split)
         rows = rows[:limit] if limit else rows
+        bad = [r for r in rows if len(r) < 2]
+        if bad:
+            raise InputError(f"{self.split}: {self.name} split lines need 'RGB DEPTH': {' '.join(bad[0])}")
         return [Item(rel_key(r[0]), self.root / r[0], self.root / r[1]) for r in rows]
 
 
@@ -190,6 +197,9 @@ class ScanNet(Benchmark):
     def _list(self, limit):
         rows = read_split(self.split)
         rows = rows[:limit] if limit else rows
+        bad = [r for r in rows if len(r) < 2]
+        if bad:
+            raise InputError(f"{self.split}: {self.name} split lines need 'RGB DEPTH': {' '.join(bad[0])}")
         return [Item(rel_key(r[0]), self.root / r[0], self.root / r[1]) for r in rows]
 
 

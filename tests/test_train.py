@@ -168,3 +168,16 @@ def test_two_processes_split_the_data(shards, tmp_path):
     assert sorted(keys[0] + keys[1]) == [f"s{i:04d}" for i in range(16)]
     assert sorted(p.name for p in out.iterdir() if p.is_dir()) == ["last"]
     assert len(read_log(out / "log.jsonl")) == 4  # only the main process logs
+
+
+def test_fresh_relative_model_is_not_dead():
+    """A from-scratch relative model must start with positive, non-vanishing output (no dead ReLU)."""
+    import torch
+
+    from bridgedepth.mde import build_model
+
+    for name in ("micro", "tiny"):
+        m = build_model(name, seed=0).eval()
+        with torch.no_grad():
+            p = m(pixel_values=torch.randn(2, 3, 56, 56)).predicted_depth
+        assert float((p > 0).float().mean()) > 0.9 and float(p.mean()) > 1e-3, name

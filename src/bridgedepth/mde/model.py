@@ -100,13 +100,29 @@ def build_model(
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             model = DepthAnythingForDepthEstimation(cfg)
+            reset_dpt_init(model)
     else:
         model = DepthAnythingForDepthEstimation(cfg)
+        reset_dpt_init(model)
     set_attention(model, attn_implementation)
     model.bridge_arch = name if isinstance(name, str) else None
     if encoder_init is not None:
         init_encoder(model, encoder_init)
     return model
+
+
+def reset_dpt_init(model) -> None:
+    """Give the DPT neck and head PyTorch's default initialisation, as Depth-Anything-V2 does.
+
+    transformers initialises every convolution with N(0, 0.02); through the neck's fusion stages that
+    makes a fresh relative head output about 1e-5 with most pixels clipped by the final ReLU, and the
+    scale-and-shift-invariant loss then has almost no gradient to work with: a model trained from
+    scratch can collapse to an all-zero prediction. With the default (Kaiming-uniform) init the
+    fresh output is positive everywhere and O(0.01-0.1)."""
+    for part in (model.neck, model.head):
+        for mod in part.modules():
+            if mod is not part and hasattr(mod, "reset_parameters"):
+                mod.reset_parameters()
 
 
 def set_attention(model, attn_implementation: str = "sdpa") -> None:

@@ -370,7 +370,7 @@ def train(
             metrics = validate(m)
         m.train(was_training)
         score = metrics.get(val_key)
-        if score is not None and (best is None or score < best):
+        if score is not None and math.isfinite(score) and (best is None or score < best):
             best = float(score)
             checkpoint_main_only("best", step)
         return metrics

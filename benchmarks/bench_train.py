@@ -1,0 +1,83 @@
+"""Training throughput of the tiny configuration (samples/s), with and without gradient
+checkpointing, and the share of each step spent waiting for data.
+
+Reference: a plain PyTorch loop over the same model, the same loss and pre-built in-memory batches
+(no shard reading, no augmentation, no accelerate): the ratio ours / reference is the overhead of the
+real trainer's data path and bookkeeping.
+
+    PYTHONPATH=src python benchmarks/bench_train.py [--steps 12] [--batch 8] [--crop 126] [--threads 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--steps", type=int, default=12)
+    ap.add_argument("--batch", type=int, default=8)
+    ap.add_argument("--crop", type=int, default=126)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--model", default="tiny")
+    a = ap.parse_args()
+
+    import torch
+
+    torch.set_num_threads(a.threads)
+    from bridgedepth.config import load_config
+    from bridgedepth.data.scenes.dataset import write_scenes
+    from bridgedepth.mde import DepthLoss, build_model
+    from bridgedepth.mde.trainer import MixtureLoader, TrainData, read_log, train
+
+    tmp = Path(tempfile.mkdtemp(prefix="bench-train-"))
+    write_scenes(tmp / "src", 64, kind="mixed", size=(128, 128), seed=0, samples_per_shard=16, progress=False)
+    over = [f"model.name={a.model}", f"train.crop_size={a.crop}", f"train.batch_size={a.batch}",
+            f"train.steps={a.steps}", "device=cpu"]
+
+    # reference: plain loop on pre-built batches
+    cfg = load_config("tiny", over)
+    loader = MixtureLoader([TrainData(str(tmp / "src"))], cfg)
+    batches = [loader.next_batch() for _ in range(3)]
+    model = build_model(a.model, seed=0)
+    loss_fn = DepthLoss(cfg.train.loss)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    model.train()
+    times = []
+    for i in range(a.steps):
+        b = batches[i % len(batches)]
+        t0 = time.perf_counter()
+        loss = loss_fn(model(pixel_values=b["image"]).predicted_depth, b["target"], b["valid"]).total
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        times.append(time.perf_counter() - t0)
+    ref = a.batch / np.median(times[2:])
+
+    results = {}
+    for ckpt in (False, True):
+        out = tmp / f"run-{ckpt}"
+        c = load_config("tiny", over + [f"train.gradient_checkpointing={str(ckpt).lower()}"])
+        train(c, [TrainData(str(tmp / "src"))], out, progress=False)
+        recs = [r for r in read_log(out / "log.jsonl") if "samples_per_s" in r][2:]
+        results[ckpt] = (float(np.median([r["samples_per_s"] for r in recs])),
+                         float(np.mean([r["data_wait_frac"] for r in recs])))
+
+    print(f"tiny depth model, batch {a.batch}, {a.crop}x{a.crop} crops, {a.threads} threads, median of {a.steps - 2} steps")
+    print(f"reference (plain PyTorch loop, in-memory batches): {ref:6.2f} samples/s")
+    for ckpt, (sps, wait) in results.items():
+        print(f"bridge train, gradient checkpointing {'on ' if ckpt else 'off'}: {sps:6.2f} samples/s "
+              f"(ratio to reference {sps / ref:4.2f}), waiting for data {100 * wait:4.1f} % of each step")
+    print(json.dumps({"reference_samples_per_s": ref,
+                      "ours": {("checkpointing" if k else "plain"): {"samples_per_s": v[0], "data_wait_frac": v[1]}
+                               for k, v in results.items()}}))
+
+
+if __name__ == "__main__":
+    main()

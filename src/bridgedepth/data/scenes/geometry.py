@@ -267,7 +267,7 @@ class Box(Primitive):
                 tn = lo if tn is None else np.maximum(tn, lo)
                 tf = hi if tf is None else np.minimum(tf, hi)
             if self.inside:
-                t = np.where(tf > EPS, tf, INF)
+                t = np.where((tn <= tf) & (tf > EPS), tf, INF)
                 for axis, sign, u0, u1, v0, v1 in self.holes:
                     a, b = [k for k in range(3) if k != axis]
                     pa = ol[a] + t * dl[a]
@@ -327,13 +327,15 @@ class Cylinder(Primitive):
         (ox, oy, oz), (dx, dy, dz) = self.to_local(o, d)
         r, hz = self.radius, self.hz
         with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+            # closest approach to the axis first (numerically stable for thin, distant cylinders)
             a = dx * dx + dy * dy
-            b = ox * dx + oy * dy
-            c = ox * ox + oy * oy - r * r
-            disc = b * b - a * c
-            ts = (-b - np.sqrt(np.maximum(disc, 0))) / a
+            tc = -(ox * dx + oy * dy) / a
+            px = ox + tc * dx
+            py = oy + tc * dy
+            h2 = r * r - (px * px + py * py)
+            ts = tc - np.sqrt(np.maximum(h2, 0) / a)
             zs = oz + ts * dz
-            t = np.where((disc >= 0) & (ts > EPS) & (np.abs(zs) <= hz), ts, INF)
+            t = np.where((h2 >= 0) & (ts > EPS) & (np.abs(zs) <= hz), ts, INF)
             zc = np.where(np.asarray(oz) > 0, hz, -hz)
             tc = (zc - oz) / dz
             xc = ox + tc * dx
@@ -389,11 +391,11 @@ class Ellipsoid(Primitive):
         dx, dy, dz = dl[0] * ir[0], dl[1] * ir[1], dl[2] * ir[2]
         with np.errstate(divide="ignore", invalid="ignore"):
             a = dx * dx + dy * dy + dz * dz
-            b = ox * dx + oy * dy + oz * dz
-            c = ox * ox + oy * oy + oz * oz - 1.0
-            disc = b * b - a * c
-            t = (-b - np.sqrt(np.maximum(disc, 0))) / a
-            t = np.where((disc >= 0) & (t > EPS), t, INF)
+            tc = -(ox * dx + oy * dy + oz * dz) / a  # closest approach to the centre (stable)
+            px, py, pz = ox + tc * dx, oy + tc * dy, oz + tc * dz
+            h2 = 1.0 - (px * px + py * py + pz * pz)
+            t = tc - np.sqrt(np.maximum(h2, 0) / a)
+            t = np.where((h2 >= 0) & (t > EPS), t, INF)
         return t.astype(np.float32, copy=False)
 
     def surface(self, px, py, pz):

@@ -26,6 +26,8 @@ class Builder:
         self.materials: list[Material] = []
         self.objects: list[dict] = []
         self._group: list | None = None
+        self._buf: list = []
+        self._k = 0
 
     # -- bookkeeping --------------------------------------------------------------------------
     def mat(self, m: Material) -> int:
@@ -46,15 +48,21 @@ class Builder:
         self._group = None
         if not parts:
             return
-        lo = np.min([p.center for p in parts], axis=0)
-        hi = np.max([p.center for p in parts], axis=0)
-        entry = {"category": category, "center": [round(float(v), 3) for v in (lo + hi) / 2]}
+        cs = [p.center.tolist() for p in parts]
+        mid = [(min(c[k] for c in cs) + max(c[k] for c in cs)) / 2 for k in range(3)]
+        entry = {"category": category, "center": [round(v, 3) for v in mid]}
         entry.update(info)
         entry["parts"] = [p.describe() for p in parts]
         self.objects.append(entry)
 
     def u(self, a, b):
-        return float(self.rng.uniform(a, b))
+        """Uniform draw from [a, b) (buffered: one generator call per 1024 draws)."""
+        if self._k >= len(self._buf):
+            self._buf = self.rng.random(1024).tolist()
+            self._k = 0
+        x = self._buf[self._k]
+        self._k += 1
+        return a + (b - a) * x
 
     def chance(self, p):
         return bool(self.rng.random() < p)
@@ -625,7 +633,7 @@ def build_indoor(b: Builder) -> Scene:
 
     warm = b.u(-0.05, 0.1)
     lc = np.array(hsv(0.1 + warm, b.u(0.0, 0.35), 1.0)) * b.u(1.6, 2.6)
-    lights = [Light("point", (lx, ly, rh - 0.08), tuple(lc), shadow=True, softness=b.u(1.0, 2.5),
+    lights = [Light("point", (lx, ly, rh - 0.08), tuple(lc), shadow=True, softness=b.u(1.5, 3.0),
                     falloff=max(rw, rd) * b.u(0.6, 1.2))]
     if b.chance(0.6):
         fill_dir = (b.u(-1, 1), b.u(-1, 1), b.u(0.2, 1.0))

@@ -130,6 +130,42 @@ class Camera:
             return None
         return (y0, y1, x0, x1)
 
+    def footprints(self, prims) -> list:
+        """:meth:`footprint` for many primitives at once (one projection of all their corners)."""
+        out: list = [(0, self.H, 0, self.W)] * len(prims)
+        idx = [i for i, p in enumerate(prims) if p.corners() is not None]
+        if not idx:
+            return out
+        C = np.concatenate([prims[i].corners() for i in idx])  # (8n, 3)
+        q = ((C - self.pos) @ self.R).reshape(len(idx), 8, 3)
+        if self.ortho:
+            us = q[..., 0] * self.fx + self.cx
+            vs = q[..., 1] * self.fy + self.cy
+            behind = np.zeros(len(idx), bool)
+            straddle = behind
+        else:
+            z = q[..., 2]
+            behind = np.all(z <= EPS, axis=1)
+            straddle = np.any(z <= 1e-3, axis=1)
+            zs = np.where(z > 1e-3, z, 1.0)
+            us = q[..., 0] / zs * self.fx + self.cx
+            vs = q[..., 1] / zs * self.fy + self.cy
+        x0 = np.maximum(np.floor(us.min(1)) - 1, 0)
+        x1 = np.minimum(np.ceil(us.max(1)) + 2, self.W)
+        y0 = np.maximum(np.floor(vs.min(1)) - 1, 0)
+        y1 = np.minimum(np.ceil(vs.max(1)) + 2, self.H)
+        empty = (x0 >= x1) | (y0 >= y1)
+        for k, i in enumerate(idx):
+            if behind[k]:
+                out[i] = None
+            elif straddle[k]:
+                out[i] = (0, self.H, 0, self.W)
+            elif empty[k]:
+                out[i] = None
+            else:
+                out[i] = (int(y0[k]), int(y1[k]), int(x0[k]), int(x1[k]))
+        return out
+
     def rays(self, fp):
         y0, y1, x0, x1 = fp
         d = tuple(a[y0:y1, x0:x1] for a in self.dirs)
@@ -374,9 +410,10 @@ class Ellipsoid(Primitive):
 
     def __init__(self, center, radii, R=None, **kw):
         super().__init__(center, R, **kw)
-        r = np.broadcast_to(np.asarray(radii, dtype=np.float64), (3,)).copy()
+        r = np.asarray(radii, dtype=np.float64)
+        r = np.array([float(r)] * 3) if r.ndim == 0 else r.astype(np.float64).reshape(3)
         self.radii = r
-        if np.allclose(r, r[0]):
+        if r[0] == r[1] == r[2]:
             self.kind = "sphere"
 
     def corners(self):
@@ -418,13 +455,17 @@ class Ellipsoid(Primitive):
 
 def frame_from_axis(axis) -> np.ndarray:
     """A rotation whose local z axis points along ``axis``."""
-    z = np.asarray(axis, float)
-    z = z / np.linalg.norm(z)
-    ref = np.array([0.0, 0.0, 1.0]) if abs(z[2]) < 0.9 else np.array([1.0, 0.0, 0.0])
-    x = np.cross(ref, z)
-    x /= np.linalg.norm(x)
-    y = np.cross(z, x)
-    return np.stack([x, y, z], axis=1)
+    zx, zy, zz = (float(v) for v in axis)
+    n = math.sqrt(zx * zx + zy * zy + zz * zz)
+    zx, zy, zz = zx / n, zy / n, zz / n
+    if abs(zz) < 0.9:  # x = (0, 0, 1) x z
+        xx, xy, xz = -zy, zx, 0.0
+    else:  # x = (1, 0, 0) x z
+        xx, xy, xz = 0.0, -zz, zy
+    m = math.sqrt(xx * xx + xy * xy + xz * xz)
+    xx, xy, xz = xx / m, xy / m, xz / m
+    yx, yy, yz = zy * xz - zz * xy, zz * xx - zx * xz, zx * xy - zy * xx
+    return np.array([[xx, yx, zx], [xy, yy, zy], [xz, yz, zz]])
 
 
 # ------------------------------------------------------------------------------------------------
@@ -437,12 +478,12 @@ def raycast(cam: Camera, prims, shadow_casters_only: bool = False):
     each primitive's pixel rectangle (None where culled)."""
     tbest = np.full((cam.H, cam.W), INF, np.float32)
     pid = np.full((cam.H, cam.W), -1, np.int32)
-    fps = [None] * len(prims)
+    fps = cam.footprints(prims)
     for i, p in enumerate(prims):
         if shadow_casters_only and not p.casts_shadow:
+            fps[i] = None
             continue
-        fp = cam.footprint(p.corners())
-        fps[i] = fp
+        fp = fps[i]
         if fp is None:
             continue
         o, d = cam.rays(fp)

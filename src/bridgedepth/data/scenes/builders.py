@@ -639,6 +639,15 @@ def build_indoor(b: Builder) -> Scene:
         fill_dir = (b.u(-1, 1), b.u(-1, 1), b.u(0.2, 1.0))
         lights.append(Light("sun", fill_dir, tuple(np.array(hsv(b.u(0.5, 0.65), b.u(0, 0.3), 1.0)) * b.u(0.2, 0.6)),
                             shadow=False))
+    items = placed[1:]
+    if items and b.chance(0.65):
+        # frame a piece of furniture: aim at it from where the camera stands, slightly jittered
+        tx, ty, _ = items[int(r.integers(0, len(items)))]
+        dist = math.hypot(tx - cam_xy[0], ty - cam_xy[1])
+        if dist > 1.0:
+            yaw = math.atan2(tx - cam_xy[0], ty - cam_xy[1]) + b.u(-0.35, 0.35)
+            pitch = math.atan2(b.u(0.2, 0.9) - cam_h, dist) + math.radians(b.u(-6, 6))
+            pitch = float(np.clip(pitch, math.radians(-50), math.radians(20)))
     cam = b.camera(cam_pos, look_rotation(yaw, pitch, roll), fov)
     for _try in range(8):  # do not stare into a wall from 20 cm: re-aim until the view has some depth
         if b.probe_median_depth(cam) > min(1.5, 0.4 * max(rw, rd)):

@@ -844,7 +844,7 @@ def build_outdoor(b: Builder) -> Scene:
                 rx, rz = b.u(4, 20), b.u(0.8, 4.0)
                 b.begin()
                 b.add(Ellipsoid([x, y, -rz * b.u(0.2, 0.6)], [rx, rx * b.u(0.6, 1.4), rz], rot_z(b.u(0, 3)),
-                                material=ground, casts_shadow=True, name="mound"))
+                                material=ground, casts_shadow=True, name="mound", world_uv=True))
                 b.end("mound")
             for _ in range(int(r.integers(3, 14))):
                 x, y = ahead(4, 60, 1.0)
@@ -917,7 +917,7 @@ def build_outdoor(b: Builder) -> Scene:
                     b.person(x, y)
                 else:
                     b.bench(x, y, b.u(-math.pi, math.pi))
-    fog = b.u(80, 400) if mood != "overcast" else b.u(50, 150)
+    fog = b.u(150, 600) if mood != "overcast" else b.u(80, 250)
     return Scene("outdoor", cam, b.prims, b.materials, [sun], ambient=amb, sky=sky, fog_distance=fog, ambient_up=0.3,
                  fog_color=tuple(sky["horizon"]), max_depth=80.0, ao_strength=b.u(0.3, 0.6),
                  noise_sigma=b.u(0.003, 0.012), exposure_key=b.u(0.75, 0.95),

@@ -191,7 +191,8 @@ class Primitive:
 
     kind = "primitive"
 
-    def __init__(self, center, R=None, material: int = 0, casts_shadow: bool = True, name: str = ""):
+    def __init__(self, center, R=None, material: int = 0, casts_shadow: bool = True, name: str = "",
+                 world_uv: bool = False):
         self.center = np.asarray(center, dtype=np.float64)
         self.R = None if R is None else np.asarray(R, dtype=np.float64)
         if self.R is not None and float(np.abs(self.R - _EYE).max()) < 1e-12:
@@ -199,6 +200,7 @@ class Primitive:
         self.material = int(material)
         self.casts_shadow = casts_shadow
         self.name = name or self.kind
+        self.world_uv = world_uv  # texture with world (x, y), seamless with the ground (terrain mounds)
         self._corners = None
         if self.R is not None:
             self._RT = [[float(v) for v in row] for row in self.R.T]

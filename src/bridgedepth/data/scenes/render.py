@@ -187,6 +187,8 @@ def render(scene: Scene, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarr
             continue
         flat = (ys + y0) * W + (xs + x0)
         n, uv = p.surface(Pf[0, flat], Pf[1, flat], Pf[2, flat])
+        if p.world_uv:
+            uv = Pf[:2, flat]
         m: Material = scene.materials[p.material]
         N[:, flat] = n
         A[:, flat] = m.albedo(uv)

@@ -453,7 +453,7 @@ def build_indoor(b: Builder) -> Scene:
         win_specs.append((wax, wsg, wc, ww, sill, wh))
 
     b.begin()
-    room = b.add(Box([0, 0, rh / 2], [hw, hd, rh / 2], inside=True, holes=holes, material=wall_m,
+    b.add(Box([0, 0, rh / 2], [hw, hd, rh / 2], inside=True, holes=holes, material=wall_m,
                      casts_shadow=False, name="room"))
     # floor/ceiling materials: thin slabs flush with the room's floor and ceiling
     b.add(Box([0, 0, -0.003], [hw + 0.3, hd + 0.3, 0.005], material=floor_m, casts_shadow=False, name="floor"))
@@ -470,7 +470,6 @@ def build_indoor(b: Builder) -> Scene:
             b.add(Box([0, aw[1] * (hd - 0.004), rh / 2], [hw, 0.004, rh / 2], material=wall2_m, casts_shadow=False,
                       name="accent_wall"))
     b.end("room", size=[round(rw, 2), round(rd, 2), round(rh, 2)], corridor=corridor)
-    _ = room
 
     # adjacent room behind the doorway
     d2 = b.u(2.0, 6.0)
@@ -545,8 +544,7 @@ def build_indoor(b: Builder) -> Scene:
                     continue
                 if not free(x, y, 0.9):
                     continue
-                w, depth_i = fn(x, y, yaw_i) if fn is not b.sofa else fn(x, y, yaw_i)
-                # push the piece against the wall: recompute is not needed for a 0.35 m inset
+                fn(x, y, yaw_i)
                 placed.append((x, y, 0.9))
                 break
             x, y = b.u(-hw + 0.6, hw - 0.6), b.u(-hd + 0.6, hd - 0.6)
@@ -804,7 +802,7 @@ def build_outdoor(b: Builder) -> Scene:
             for _ in range(int(r.integers(0, 6))):
                 b.car(s * (hw - 1.2), b.u(-5.0, 70.0), b.pick([0.0, math.pi]))
             for _ in range(int(r.integers(0, 3))):
-                b.sign(s * (hw + 0.5), b.u(0.0, 60.0), b.u(-0.5, 0.5) + math.pi / 2 * s * 0)
+                b.sign(s * (hw + 0.5), b.u(0.0, 60.0), b.u(-0.5, 0.5))
             for _ in range(int(r.integers(0, 4))):
                 b.person(s * (hw + b.u(0.5, sw)), b.u(2.0, 50.0), z0=kerb)
             if b.chance(0.3):

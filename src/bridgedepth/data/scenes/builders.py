@@ -78,12 +78,23 @@ class Builder:
         cy = (H - 1) / 2 + self.u(-0.015, 0.015) * H
         return Camera(pos, R, fx, fx, cx, cy, H, W)
 
-    def probe_median_depth(self, cam: Camera, n: int = 12) -> float:
-        """Median depth seen through a coarse n x n version of ``cam`` (misses count as far)."""
+    def probe_median_depth(self, cam: Camera, n: int = 12, near: float | None = None) -> float:
+        """Median depth seen through a coarse n x n version of ``cam`` (misses count as far); with
+        ``near``, only unbounded primitives and those within ``near`` metres of the camera are cast."""
         k = n / max(cam.H, cam.W)
         small = Camera(cam.pos, cam.R, cam.fx * k, cam.fy * k, (cam.cx + 0.5) * k - 0.5, (cam.cy + 0.5) * k - 0.5,
                        max(2, round(cam.H * k)), max(2, round(cam.W * k)))
-        t, _, _ = raycast(small, self.prims)
+        prims = self.prims
+        if near is not None:  # only what could block the view: unbounded shells and nearby things
+            bounded = [p for p in prims if p.corners() is not None]
+            prims = [p for p in prims if p.corners() is None]
+            if bounded:
+                C = np.stack([p.corners() for p in bounded])  # (n, 8, 3)
+                ctr = C.mean(1)
+                rad = np.linalg.norm(C - ctr[:, None], axis=2).max(1)
+                close = np.linalg.norm(ctr - cam.pos, axis=1) - rad < near
+                prims = prims + [p for p, c in zip(bounded, close) if c]
+        t, _, _ = raycast(small, prims)
         return float(np.median(np.where(np.isfinite(t), t, 1e3)))
 
     # -- materials ----------------------------------------------------------------------------
@@ -777,7 +788,10 @@ def build_outdoor(b: Builder) -> Scene:
         for s in (-1, 1):
             b.add(Box([s * (hw + sw / 2), 60.0, kerb / 2], [sw / 2, 120.0, kerb / 2], material=side_m,
                       casts_shadow=False, name="sidewalk"))
-        cam, mode, fov = _outdoor_camera(b, b.u(-hw + 1.0, hw - 1.0), 0.0, yaw0=0.0 if b.chance(0.85) else math.pi)
+        def redraw():
+            return _outdoor_camera(b, b.u(-hw + 1.0, hw - 1.0), 0.0, yaw0=0.0 if b.chance(0.85) else math.pi)
+
+        cam, mode, fov = redraw()
         for s in (-1, 1):
             y = b.u(-40.0, -5.0)
             while y < 160.0:
@@ -825,7 +839,10 @@ def build_outdoor(b: Builder) -> Scene:
                                     b.pal.neutral(0.3), scale=b.u(0.3, 1.5), angle=b.u(0, 1.5),
                                     params={"alternate": float(b.chance(0.5))}))
         b.add(Plane(0.0, material=ground, casts_shadow=False, name="ground"))
-        cam, mode, fov = _outdoor_camera(b, 0.0, 0.0, yaw0=b.u(-math.pi, math.pi))
+        def redraw():
+            return _outdoor_camera(b, 0.0, 0.0, yaw0=b.u(-math.pi, math.pi))
+
+        cam, mode, fov = redraw()
         fwd = cam.R[:, 2]
         fwd2 = fwd[:2] / max(np.linalg.norm(fwd[:2]), 1e-6)
 
@@ -915,6 +932,10 @@ def build_outdoor(b: Builder) -> Scene:
                     b.person(x, y)
                 else:
                     b.bench(x, y, b.u(-math.pi, math.pi))
+    for _try in range(5):  # not from inside or right behind a car, tree or wall
+        if b.probe_median_depth(cam, near=4.0) > 2.5:
+            break
+        cam, mode, fov = redraw()
     fog = b.u(150, 600) if mood != "overcast" else b.u(80, 250)
     return Scene("outdoor", cam, b.prims, b.materials, [sun], ambient=amb, sky=sky, fog_distance=fog, ambient_up=0.3,
                  fog_color=tuple(sky["horizon"]), max_depth=80.0, ao_strength=b.u(0.3, 0.6),
@@ -1019,6 +1040,12 @@ def build_object(b: Builder) -> Scene:
     roll = math.radians(float(np.clip(r.normal(0, 4), -12, 12)))
     fov = b.u(35, 75)
     cam = b.camera(pos, look_at(pos, target, roll), fov)
+    for _try in range(4):  # back off when the camera would sit inside or against an object
+        if b.probe_median_depth(cam) > 0.2:
+            break
+        dist *= 1.4
+        pos = target + dist * np.array([math.sin(az) * math.cos(elev), math.cos(az) * math.cos(elev), math.sin(elev)])
+        cam = b.camera(pos, look_at(pos, target, roll), fov)
     key_el, key_az = math.radians(b.u(25, 75)), b.u(-math.pi, math.pi)
     key = Light("sun", (math.sin(key_az) * math.cos(key_el), math.cos(key_az) * math.cos(key_el), math.sin(key_el)),
                 tuple(np.array(hsv(b.u(0.05, 0.15), b.u(0, 0.3), 1.0)) * b.u(1.5, 2.5)), shadow=True,

@@ -245,3 +245,11 @@ def test_bad_arguments():
         render_scene(0, "indoor", "big")
     with pytest.raises(InputError):
         render_scene(-1, "indoor", (16, 16))
+
+
+def test_tiny_and_extreme_sizes_render():
+    for kind in ("indoor", "outdoor", "object"):
+        for size in ((8, 8), (9, 120), (120, 9)):
+            s = render_scene(3, kind, size, index=1)
+            assert s["rgb"].shape == size + (3,) and s["depth"].shape == size
+            assert np.all(s["depth"][~s["valid"]] == 0)

@@ -100,13 +100,27 @@ def build_model(
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             model = DepthAnythingForDepthEstimation(cfg)
+            _init_dpt_like_original(model)
     else:
         model = DepthAnythingForDepthEstimation(cfg)
+        _init_dpt_like_original(model)
     set_attention(model, attn_implementation)
     model.bridge_arch = name if isinstance(name, str) else None
     if encoder_init is not None:
         init_encoder(model, encoder_init)
     return model
+
+
+def _init_dpt_like_original(model) -> None:
+    """Depth-Anything-V2 leaves its DPT neck/head at PyTorch's default initialisation (Kaiming-uniform
+    weights, uniform biases); transformers draws N(0, 0.02) weights and zero biases, which makes the initial
+    output ~1e-5 and lets the final ReLU die early in training. Re-initialise the neck and head the
+    original way (the DINOv2 encoder keeps transformers' DINOv2 initialisation)."""
+    if next(model.parameters()).is_meta:
+        return
+    for module in list(model.neck.modules()) + list(model.head.modules()):
+        if isinstance(module, (nn.Conv2d, nn.ConvTranspose2d)):
+            module.reset_parameters()
 
 
 def set_attention(model, attn_implementation: str = "sdpa") -> None:
@@ -354,6 +368,16 @@ def parameter_groups(model, lr: float, decoder_lr_mult: float = 10.0, weight_dec
             out.append({"name": name, "params": params, "lr": g_lr, "initial_lr": g_lr,
                         "weight_decay": 0.0 if name.endswith("no_decay") else weight_decay})
     return out
+
+
+def enable_checkpointing(model) -> None:
+    """Activation (gradient) checkpointing of every DINOv2 block, non-reentrant; uses transformers'
+    ``activation_checkpointing_enable`` (5.x) or ``gradient_checkpointing_enable`` (4.x)."""
+    kwargs = {"use_reentrant": False}
+    if hasattr(model, "activation_checkpointing_enable"):
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+    else:  # pragma: no cover - transformers 4.x
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
 
 
 def count_parameters(model) -> int:

@@ -60,6 +60,14 @@ def test_heads_relative_and_metric():
         build_model("micro", head="banana")
 
 
+def test_random_init_is_alive():
+    x = torch.rand(2, 3, 56, 56)
+    for seed in range(4):
+        with torch.no_grad():
+            p = build_model("micro", seed=seed).eval()(pixel_values=x).predicted_depth
+        assert bool((p > 0).all()) and float(p.std()) > 0
+
+
 def test_seed_reproducible():
     a = build_model("micro", seed=3)
     b = build_model("micro", seed=3)

@@ -115,12 +115,17 @@ def _init_dpt_like_original(model) -> None:
     """Depth-Anything-V2 leaves its DPT neck/head at PyTorch's default initialisation (Kaiming-uniform
     weights, uniform biases); transformers draws N(0, 0.02) weights and zero biases, which makes the initial
     output ~1e-5 and lets the final ReLU die early in training. Re-initialise the neck and head the
-    original way (the DINOv2 encoder keeps transformers' DINOv2 initialisation)."""
+    original way (the DINOv2 encoder keeps transformers' DINOv2 initialisation). One deviation: a relative
+    head's last bias starts at +1, so that the final ReLU is active everywhere; with a random bias about
+    half of the random initialisations output exactly 0 everywhere, and then nothing trains."""
     if next(model.parameters()).is_meta:
         return
     for module in list(model.neck.modules()) + list(model.head.modules()):
         if isinstance(module, (nn.Conv2d, nn.ConvTranspose2d)):
             module.reset_parameters()
+    if model.config.depth_estimation_type == "relative":
+        with torch.no_grad():
+            model.head.conv3.bias.fill_(1.0)
 
 
 def set_attention(model, attn_implementation: str = "sdpa") -> None:

@@ -23,7 +23,7 @@ _EXPORTS = {
     "relative_loss": "losses", "ssi_loss": "losses", "gradient_matching_loss": "losses",
     "silog_loss": "losses", "DepthLoss": "losses", "LossTerms": "losses", "align_scale_shift": "losses",
     "Predictor": "predictor", "DepthResult": "predictor", "predict_tensor": "predictor",
-    "preprocess": "predictor", "load": "predictor",
+    "preprocess": "predictor", "load": "predictor", "normalize01": "predictor",
 }
 
 __all__ = sorted(_EXPORTS)

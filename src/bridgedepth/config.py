@@ -71,8 +71,9 @@ class DataConfig:
 class ModelConfig:
     """Depth model (teacher / student): a named architecture from the registry."""
 
-    name: str = "tiny"  # tiny | micro | vits | vitb | vitl | vitg
-    input_size: int = 518
+    name: str = "tiny"  # tiny | micro | vits | vitb | vitl | vitg (bridgedepth.mde.registry)
+    head: Literal["relative", "metric"] = "relative"  # relative: ReLU disparity; metric: sigmoid * max_depth
+    input_size: int = 518  # shorter side at inference (multiple of 14)
     max_depth: float = 20.0  # metric head: sigmoid * max_depth
     encoder_init: Optional[str] = None  # local DINOv2 checkpoint dir (Hugging Face format)
     init_from: Optional[str] = None  # start from a bridgedepth checkpoint dir
@@ -80,11 +81,14 @@ class ModelConfig:
 
 @dataclass
 class LossConfig:
+    """Depth losses (bridgedepth.mde.losses): total = ssi_weight * SSI + gm_weight * GM; SiLog for metric."""
+
     ssi_weight: float = 1.0
     gm_weight: float = 4.0
     gm_scales: int = 4
-    trim: float = 0.1
+    trim: float = 0.1  # per image, drop this share of the largest per-pixel SSI losses
     ssi_residual: Literal["absolute", "squared"] = "absolute"
+    target_normalization: Literal["mad", "none"] = "mad"  # per-image median/MAD of the target before the fit
     silog_lambda: float = 0.5
 
 

@@ -147,3 +147,13 @@ def test_loss_config_weights_used():
     assert torch.allclose(b.total, b.ssi + 4 * b.gm)
     with pytest.raises(ValueError):
         ssi_loss(pred, target, mask, residual="cubic")
+
+
+def test_half_precision_inputs_computed_in_float32():
+    pred, target, mask = _batch(8)
+    ref = relative_loss(pred, target, mask).total
+    p16 = pred.bfloat16().requires_grad_(True)
+    out = relative_loss(p16, target.bfloat16(), mask).total
+    assert out.dtype == torch.float32 and abs(float(out.detach()) - float(ref)) < 0.05 * float(ref)
+    out.backward()
+    assert p16.grad is not None and p16.grad.dtype == torch.bfloat16

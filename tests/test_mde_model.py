@@ -60,6 +60,14 @@ def test_heads_relative_and_metric():
         build_model("micro", head="banana")
 
 
+def test_random_init_is_alive():
+    x = torch.rand(2, 3, 56, 56)
+    for seed in range(4):
+        with torch.no_grad():
+            p = build_model("micro", seed=seed).eval()(pixel_values=x).predicted_depth
+        assert bool((p > 0).all()) and float(p.std()) > 0
+
+
 def test_seed_reproducible():
     a = build_model("micro", seed=3)
     b = build_model("micro", seed=3)
@@ -159,7 +167,7 @@ def test_registry_small_configs_are_small():
 
 
 def test_parameter_groups_and_gradient_checkpointing():
-    from bridgedepth.mde.model import parameter_groups
+    from bridgedepth.mde.model import enable_checkpointing, parameter_groups
 
     model = build_model("micro", seed=0)
     groups = parameter_groups(model, 1e-4, decoder_lr_mult=10.0, weight_decay=0.05)
@@ -175,7 +183,7 @@ def test_parameter_groups_and_gradient_checkpointing():
     model(pixel_values=x).predicted_depth.sum().backward()
     ref = [None if p.grad is None else p.grad.clone() for p in model.parameters()]
     model.zero_grad()
-    model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    enable_checkpointing(model)
     assert model.backbone.encoder.layer[0].gradient_checkpointing
     model(pixel_values=x).predicted_depth.sum().backward()
     assert sum(a is not None for a in ref) > 50

@@ -18,12 +18,12 @@ _EXPORTS = {
     "build_model": "model", "make_config": "model", "save_model": "model", "load_model": "model",
     "load_scale_head": "model", "read_metadata": "model", "ScaleHead": "model", "apply_scale": "model",
     "forward_with_features": "model", "set_attention": "model", "init_encoder": "model",
-    "parameter_groups": "model", "count_parameters": "model", "optimize_for_inference": "fast",
+    "parameter_groups": "model", "enable_checkpointing": "model", "count_parameters": "model", "optimize_for_inference": "fast",
     "ARCHS": "registry", "get_arch": "registry", "model_names": "registry",
     "relative_loss": "losses", "ssi_loss": "losses", "gradient_matching_loss": "losses",
     "silog_loss": "losses", "DepthLoss": "losses", "LossTerms": "losses", "align_scale_shift": "losses",
     "Predictor": "predictor", "DepthResult": "predictor", "predict_tensor": "predictor",
-    "preprocess": "predictor", "load": "predictor",
+    "preprocess": "predictor", "load": "predictor", "normalize01": "predictor",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -50,6 +50,11 @@ __all__ = [
 ]
 
 
+def _f32(x: Tensor) -> Tensor:
+    """Half-precision inputs (mixed-precision training) are computed in float32; float64 stays."""
+    return x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
+
+
 def _check(pred: Tensor, target: Tensor, mask: Tensor) -> Tensor:
     if pred.dim() != 3 or pred.shape != target.shape or pred.shape != mask.shape:
         raise ValueError(
@@ -161,6 +166,7 @@ def ssi_loss(
 ):
     """Scale-and-shift-invariant loss (see module docstring). Returns a scalar, or with ``return_details``
     ``(loss, aligned_residual (B,H,W), keep_mask, scale, shift)``."""
+    pred, target = _f32(pred), _f32(target)
     mask = _check(pred, target, mask)
     if target_normalization == "mad":
         target = normalize_target(target, mask)
@@ -231,6 +237,7 @@ def relative_loss(
 def silog_loss(pred_depth: Tensor, gt_depth: Tensor, mask: Tensor, lam: float = 0.5, eps: float = 1e-6) -> Tensor:
     """Scale-invariant log loss for metric depth: per image ``sqrt(mean(d^2) - lam * mean(d)^2)``,
     ``d = log(pred) - log(gt)`` over valid pixels (gt > 0 is also required)."""
+    pred_depth, gt_depth = _f32(pred_depth), _f32(gt_depth)
     mask = _check(pred_depth, gt_depth, mask) & (gt_depth > 0)
     one = torch.ones_like(pred_depth)
     d = torch.log(torch.where(mask, pred_depth, one).clamp_min(eps)) - torch.log(torch.where(mask, gt_depth, one))

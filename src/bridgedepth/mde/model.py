@@ -100,10 +100,10 @@ def build_model(
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             model = DepthAnythingForDepthEstimation(cfg)
-            reset_dpt_init(model)
+            _init_dpt_like_original(model)
     else:
         model = DepthAnythingForDepthEstimation(cfg)
-        reset_dpt_init(model)
+        _init_dpt_like_original(model)
     set_attention(model, attn_implementation)
     model.bridge_arch = name if isinstance(name, str) else None
     if encoder_init is not None:
@@ -111,18 +111,21 @@ def build_model(
     return model
 
 
-def reset_dpt_init(model) -> None:
-    """Give the DPT neck and head PyTorch's default initialisation, as Depth-Anything-V2 does.
-
-    transformers initialises every convolution with N(0, 0.02); through the neck's fusion stages that
-    makes a fresh relative head output about 1e-5 with most pixels clipped by the final ReLU, and the
-    scale-and-shift-invariant loss then has almost no gradient to work with: a model trained from
-    scratch can collapse to an all-zero prediction. With the default (Kaiming-uniform) init the
-    fresh output is positive everywhere and O(0.01-0.1)."""
-    for part in (model.neck, model.head):
-        for mod in part.modules():
-            if mod is not part and hasattr(mod, "reset_parameters"):
-                mod.reset_parameters()
+def _init_dpt_like_original(model) -> None:
+    """Depth-Anything-V2 leaves its DPT neck/head at PyTorch's default initialisation (Kaiming-uniform
+    weights, uniform biases); transformers draws N(0, 0.02) weights and zero biases, which makes the initial
+    output ~1e-5 and lets the final ReLU die early in training. Re-initialise the neck and head the
+    original way (the DINOv2 encoder keeps transformers' DINOv2 initialisation). One deviation: a relative
+    head's last bias starts at +1, so that the final ReLU is active everywhere; with a random bias about
+    half of the random initialisations output exactly 0 everywhere, and then nothing trains."""
+    if next(model.parameters()).is_meta:
+        return
+    for module in list(model.neck.modules()) + list(model.head.modules()):
+        if isinstance(module, (nn.Conv2d, nn.ConvTranspose2d)):
+            module.reset_parameters()
+    if model.config.depth_estimation_type == "relative":
+        with torch.no_grad():
+            model.head.conv3.bias.fill_(1.0)
 
 
 def set_attention(model, attn_implementation: str = "sdpa") -> None:
@@ -370,6 +373,16 @@ def parameter_groups(model, lr: float, decoder_lr_mult: float = 10.0, weight_dec
             out.append({"name": name, "params": params, "lr": g_lr, "initial_lr": g_lr,
                         "weight_decay": 0.0 if name.endswith("no_decay") else weight_decay})
     return out
+
+
+def enable_checkpointing(model) -> None:
+    """Activation (gradient) checkpointing of every DINOv2 block, non-reentrant; uses transformers'
+    ``activation_checkpointing_enable`` (5.x) or ``gradient_checkpointing_enable`` (4.x)."""
+    kwargs = {"use_reentrant": False}
+    if hasattr(model, "activation_checkpointing_enable"):
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+    else:  # pragma: no cover - transformers 4.x
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
 
 
 def count_parameters(model) -> int:

@@ -112,7 +112,7 @@ def render_scene(seed: int, kind: str = "mixed", size=(256, 256), *, index: int 
         "num_primitives": len(scene.prims),
         "lights": [{"kind": li.kind, "shadow": li.shadow} for li in scene.lights],
     }
-    meta.update({k: v for k, v in scene.meta.items() if k != "objects"})
+    meta.update({k: val for k, val in scene.meta.items() if k != "objects"})
     meta["objects"] = scene.meta.get("objects", [])
     return {
         "__key__": f"{scene.kind}_{int(seed)}_{int(index):07d}",

@@ -26,6 +26,8 @@ class Builder:
         self.materials: list[Material] = []
         self.objects: list[dict] = []
         self._group: list | None = None
+        self._buf: list = []
+        self._k = 0
 
     # -- bookkeeping --------------------------------------------------------------------------
     def mat(self, m: Material) -> int:
@@ -46,15 +48,21 @@ class Builder:
         self._group = None
         if not parts:
             return
-        lo = np.min([p.center for p in parts], axis=0)
-        hi = np.max([p.center for p in parts], axis=0)
-        entry = {"category": category, "center": [round(float(v), 3) for v in (lo + hi) / 2]}
+        cs = [p.center.tolist() for p in parts]
+        mid = [(min(c[k] for c in cs) + max(c[k] for c in cs)) / 2 for k in range(3)]
+        entry = {"category": category, "center": [round(v, 3) for v in mid]}
         entry.update(info)
         entry["parts"] = [p.describe() for p in parts]
         self.objects.append(entry)
 
     def u(self, a, b):
-        return float(self.rng.uniform(a, b))
+        """Uniform draw from [a, b) (buffered: one generator call per 1024 draws)."""
+        if self._k >= len(self._buf):
+            self._buf = self.rng.random(1024).tolist()
+            self._k = 0
+        x = self._buf[self._k]
+        self._k += 1
+        return a + (b - a) * x
 
     def chance(self, p):
         return bool(self.rng.random() < p)
@@ -70,12 +78,23 @@ class Builder:
         cy = (H - 1) / 2 + self.u(-0.015, 0.015) * H
         return Camera(pos, R, fx, fx, cx, cy, H, W)
 
-    def probe_median_depth(self, cam: Camera, n: int = 12) -> float:
-        """Median depth seen through a coarse n x n version of ``cam`` (misses count as far)."""
+    def probe_median_depth(self, cam: Camera, n: int = 12, near: float | None = None) -> float:
+        """Median depth seen through a coarse n x n version of ``cam`` (misses count as far); with
+        ``near``, only unbounded primitives and those within ``near`` metres of the camera are cast."""
         k = n / max(cam.H, cam.W)
         small = Camera(cam.pos, cam.R, cam.fx * k, cam.fy * k, (cam.cx + 0.5) * k - 0.5, (cam.cy + 0.5) * k - 0.5,
                        max(2, round(cam.H * k)), max(2, round(cam.W * k)))
-        t, _, _ = raycast(small, self.prims)
+        prims = self.prims
+        if near is not None:  # only what could block the view: unbounded shells and nearby things
+            bounded = [p for p in prims if p.corners() is not None]
+            prims = [p for p in prims if p.corners() is None]
+            if bounded:
+                C = np.stack([p.corners() for p in bounded])  # (n, 8, 3)
+                ctr = C.mean(1)
+                rad = np.linalg.norm(C - ctr[:, None], axis=2).max(1)
+                close = np.linalg.norm(ctr - cam.pos, axis=1) - rad < near
+                prims = prims + [p for p, c in zip(bounded, close) if c]
+        t, _, _ = raycast(small, prims)
         return float(np.median(np.where(np.isfinite(t), t, 1e3)))
 
     # -- materials ----------------------------------------------------------------------------
@@ -445,7 +464,7 @@ def build_indoor(b: Builder) -> Scene:
         win_specs.append((wax, wsg, wc, ww, sill, wh))
 
     b.begin()
-    room = b.add(Box([0, 0, rh / 2], [hw, hd, rh / 2], inside=True, holes=holes, material=wall_m,
+    b.add(Box([0, 0, rh / 2], [hw, hd, rh / 2], inside=True, holes=holes, material=wall_m,
                      casts_shadow=False, name="room"))
     # floor/ceiling materials: thin slabs flush with the room's floor and ceiling
     b.add(Box([0, 0, -0.003], [hw + 0.3, hd + 0.3, 0.005], material=floor_m, casts_shadow=False, name="floor"))
@@ -462,7 +481,6 @@ def build_indoor(b: Builder) -> Scene:
             b.add(Box([0, aw[1] * (hd - 0.004), rh / 2], [hw, 0.004, rh / 2], material=wall2_m, casts_shadow=False,
                       name="accent_wall"))
     b.end("room", size=[round(rw, 2), round(rd, 2), round(rh, 2)], corridor=corridor)
-    _ = room
 
     # adjacent room behind the doorway
     d2 = b.u(2.0, 6.0)
@@ -537,8 +555,7 @@ def build_indoor(b: Builder) -> Scene:
                     continue
                 if not free(x, y, 0.9):
                     continue
-                w, depth_i = fn(x, y, yaw_i) if fn is not b.sofa else fn(x, y, yaw_i)
-                # push the piece against the wall: recompute is not needed for a 0.35 m inset
+                fn(x, y, yaw_i)
                 placed.append((x, y, 0.9))
                 break
             x, y = b.u(-hw + 0.6, hw - 0.6), b.u(-hd + 0.6, hd - 0.6)
@@ -625,12 +642,21 @@ def build_indoor(b: Builder) -> Scene:
 
     warm = b.u(-0.05, 0.1)
     lc = np.array(hsv(0.1 + warm, b.u(0.0, 0.35), 1.0)) * b.u(1.6, 2.6)
-    lights = [Light("point", (lx, ly, rh - 0.08), tuple(lc), shadow=True, softness=b.u(1.0, 2.5),
+    lights = [Light("point", (lx, ly, rh - 0.08), tuple(lc), shadow=True, softness=b.u(1.5, 3.0),
                     falloff=max(rw, rd) * b.u(0.6, 1.2))]
     if b.chance(0.6):
         fill_dir = (b.u(-1, 1), b.u(-1, 1), b.u(0.2, 1.0))
         lights.append(Light("sun", fill_dir, tuple(np.array(hsv(b.u(0.5, 0.65), b.u(0, 0.3), 1.0)) * b.u(0.2, 0.6)),
                             shadow=False))
+    items = placed[1:]
+    if items and b.chance(0.65):
+        # frame a piece of furniture: aim at it from where the camera stands, slightly jittered
+        tx, ty, _ = items[int(r.integers(0, len(items)))]
+        dist = math.hypot(tx - cam_xy[0], ty - cam_xy[1])
+        if dist > 1.0:
+            yaw = math.atan2(tx - cam_xy[0], ty - cam_xy[1]) + b.u(-0.35, 0.35)
+            pitch = math.atan2(b.u(0.2, 0.9) - cam_h, dist) + math.radians(b.u(-6, 6))
+            pitch = float(np.clip(pitch, math.radians(-50), math.radians(20)))
     cam = b.camera(cam_pos, look_rotation(yaw, pitch, roll), fov)
     for _try in range(8):  # do not stare into a wall from 20 cm: re-aim until the view has some depth
         if b.probe_median_depth(cam) > min(1.5, 0.4 * max(rw, rd)):
@@ -762,7 +788,10 @@ def build_outdoor(b: Builder) -> Scene:
         for s in (-1, 1):
             b.add(Box([s * (hw + sw / 2), 60.0, kerb / 2], [sw / 2, 120.0, kerb / 2], material=side_m,
                       casts_shadow=False, name="sidewalk"))
-        cam, mode, fov = _outdoor_camera(b, b.u(-hw + 1.0, hw - 1.0), 0.0, yaw0=0.0 if b.chance(0.85) else math.pi)
+        def redraw():
+            return _outdoor_camera(b, b.u(-hw + 1.0, hw - 1.0), 0.0, yaw0=0.0 if b.chance(0.85) else math.pi)
+
+        cam, mode, fov = redraw()
         for s in (-1, 1):
             y = b.u(-40.0, -5.0)
             while y < 160.0:
@@ -787,7 +816,7 @@ def build_outdoor(b: Builder) -> Scene:
             for _ in range(int(r.integers(0, 6))):
                 b.car(s * (hw - 1.2), b.u(-5.0, 70.0), b.pick([0.0, math.pi]))
             for _ in range(int(r.integers(0, 3))):
-                b.sign(s * (hw + 0.5), b.u(0.0, 60.0), b.u(-0.5, 0.5) + math.pi / 2 * s * 0)
+                b.sign(s * (hw + 0.5), b.u(0.0, 60.0), b.u(-0.5, 0.5))
             for _ in range(int(r.integers(0, 4))):
                 b.person(s * (hw + b.u(0.5, sw)), b.u(2.0, 50.0), z0=kerb)
             if b.chance(0.3):
@@ -810,7 +839,10 @@ def build_outdoor(b: Builder) -> Scene:
                                     b.pal.neutral(0.3), scale=b.u(0.3, 1.5), angle=b.u(0, 1.5),
                                     params={"alternate": float(b.chance(0.5))}))
         b.add(Plane(0.0, material=ground, casts_shadow=False, name="ground"))
-        cam, mode, fov = _outdoor_camera(b, 0.0, 0.0, yaw0=b.u(-math.pi, math.pi))
+        def redraw():
+            return _outdoor_camera(b, 0.0, 0.0, yaw0=b.u(-math.pi, math.pi))
+
+        cam, mode, fov = redraw()
         fwd = cam.R[:, 2]
         fwd2 = fwd[:2] / max(np.linalg.norm(fwd[:2]), 1e-6)
 
@@ -827,7 +859,7 @@ def build_outdoor(b: Builder) -> Scene:
                 rx, rz = b.u(4, 20), b.u(0.8, 4.0)
                 b.begin()
                 b.add(Ellipsoid([x, y, -rz * b.u(0.2, 0.6)], [rx, rx * b.u(0.6, 1.4), rz], rot_z(b.u(0, 3)),
-                                material=ground, casts_shadow=True, name="mound"))
+                                material=ground, casts_shadow=True, name="mound", world_uv=True))
                 b.end("mound")
             for _ in range(int(r.integers(3, 14))):
                 x, y = ahead(4, 60, 1.0)
@@ -900,7 +932,11 @@ def build_outdoor(b: Builder) -> Scene:
                     b.person(x, y)
                 else:
                     b.bench(x, y, b.u(-math.pi, math.pi))
-    fog = b.u(80, 400) if mood != "overcast" else b.u(50, 150)
+    for _try in range(5):  # not from inside or right behind a car, tree or wall
+        if b.probe_median_depth(cam, near=4.0) > 2.5:
+            break
+        cam, mode, fov = redraw()
+    fog = b.u(150, 600) if mood != "overcast" else b.u(80, 250)
     return Scene("outdoor", cam, b.prims, b.materials, [sun], ambient=amb, sky=sky, fog_distance=fog, ambient_up=0.3,
                  fog_color=tuple(sky["horizon"]), max_depth=80.0, ao_strength=b.u(0.3, 0.6),
                  noise_sigma=b.u(0.003, 0.012), exposure_key=b.u(0.75, 0.95),
@@ -1004,6 +1040,12 @@ def build_object(b: Builder) -> Scene:
     roll = math.radians(float(np.clip(r.normal(0, 4), -12, 12)))
     fov = b.u(35, 75)
     cam = b.camera(pos, look_at(pos, target, roll), fov)
+    for _try in range(4):  # back off when the camera would sit inside or against an object
+        if b.probe_median_depth(cam) > 0.2:
+            break
+        dist *= 1.4
+        pos = target + dist * np.array([math.sin(az) * math.cos(elev), math.cos(az) * math.cos(elev), math.sin(elev)])
+        cam = b.camera(pos, look_at(pos, target, roll), fov)
     key_el, key_az = math.radians(b.u(25, 75)), b.u(-math.pi, math.pi)
     key = Light("sun", (math.sin(key_az) * math.cos(key_el), math.cos(key_az) * math.cos(key_el), math.sin(key_el)),
                 tuple(np.array(hsv(b.u(0.05, 0.15), b.u(0, 0.3), 1.0)) * b.u(1.5, 2.5)), shadow=True,

@@ -92,7 +92,8 @@ def write_scenes(out, count: int, *, kind: str = "mixed", size=(256, 256), seed:
     if workers == 1:
         return write_dataset(out, count, functools.partial(_make, **kw), samples_per_shard=samples_per_shard,
                              desc="rendering scenes", meta=meta, progress=progress)
-    ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
+    # spawn, not fork: a forked child of a process that has started torch / OpenMP threads can hang
+    ctx = mp.get_context("spawn")
     procs = [ctx.Process(target=_rank_main, args=(r, workers, str(out), count, kw, samples_per_shard, meta,
                                                   progress and r == 0))
              for r in range(workers)]

@@ -130,6 +130,42 @@ class Camera:
             return None
         return (y0, y1, x0, x1)
 
+    def footprints(self, prims) -> list:
+        """:meth:`footprint` for many primitives at once (one projection of all their corners)."""
+        out: list = [(0, self.H, 0, self.W)] * len(prims)
+        idx = [i for i, p in enumerate(prims) if p.corners() is not None]
+        if not idx:
+            return out
+        C = np.concatenate([prims[i].corners() for i in idx])  # (8n, 3)
+        q = ((C - self.pos) @ self.R).reshape(len(idx), 8, 3)
+        if self.ortho:
+            us = q[..., 0] * self.fx + self.cx
+            vs = q[..., 1] * self.fy + self.cy
+            behind = np.zeros(len(idx), bool)
+            straddle = behind
+        else:
+            z = q[..., 2]
+            behind = np.all(z <= EPS, axis=1)
+            straddle = np.any(z <= 1e-3, axis=1)
+            zs = np.where(z > 1e-3, z, 1.0)
+            us = q[..., 0] / zs * self.fx + self.cx
+            vs = q[..., 1] / zs * self.fy + self.cy
+        x0 = np.maximum(np.floor(us.min(1)) - 1, 0)
+        x1 = np.minimum(np.ceil(us.max(1)) + 2, self.W)
+        y0 = np.maximum(np.floor(vs.min(1)) - 1, 0)
+        y1 = np.minimum(np.ceil(vs.max(1)) + 2, self.H)
+        empty = (x0 >= x1) | (y0 >= y1)
+        for k, i in enumerate(idx):
+            if behind[k]:
+                out[i] = None
+            elif straddle[k]:
+                out[i] = (0, self.H, 0, self.W)
+            elif empty[k]:
+                out[i] = None
+            else:
+                out[i] = (int(y0[k]), int(y1[k]), int(x0[k]), int(x1[k]))
+        return out
+
     def rays(self, fp):
         y0, y1, x0, x1 = fp
         d = tuple(a[y0:y1, x0:x1] for a in self.dirs)
@@ -155,7 +191,8 @@ class Primitive:
 
     kind = "primitive"
 
-    def __init__(self, center, R=None, material: int = 0, casts_shadow: bool = True, name: str = ""):
+    def __init__(self, center, R=None, material: int = 0, casts_shadow: bool = True, name: str = "",
+                 world_uv: bool = False):
         self.center = np.asarray(center, dtype=np.float64)
         self.R = None if R is None else np.asarray(R, dtype=np.float64)
         if self.R is not None and float(np.abs(self.R - _EYE).max()) < 1e-12:
@@ -163,6 +200,7 @@ class Primitive:
         self.material = int(material)
         self.casts_shadow = casts_shadow
         self.name = name or self.kind
+        self.world_uv = world_uv  # texture with world (x, y), seamless with the ground (terrain mounds)
         self._corners = None
         if self.R is not None:
             self._RT = [[float(v) for v in row] for row in self.R.T]
@@ -267,7 +305,7 @@ class Box(Primitive):
                 tn = lo if tn is None else np.maximum(tn, lo)
                 tf = hi if tf is None else np.minimum(tf, hi)
             if self.inside:
-                t = np.where(tf > EPS, tf, INF)
+                t = np.where((tn <= tf) & (tf > EPS), tf, INF)
                 for axis, sign, u0, u1, v0, v1 in self.holes:
                     a, b = [k for k in range(3) if k != axis]
                     pa = ol[a] + t * dl[a]
@@ -327,13 +365,15 @@ class Cylinder(Primitive):
         (ox, oy, oz), (dx, dy, dz) = self.to_local(o, d)
         r, hz = self.radius, self.hz
         with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+            # closest approach to the axis first (numerically stable for thin, distant cylinders)
             a = dx * dx + dy * dy
-            b = ox * dx + oy * dy
-            c = ox * ox + oy * oy - r * r
-            disc = b * b - a * c
-            ts = (-b - np.sqrt(np.maximum(disc, 0))) / a
+            tc = -(ox * dx + oy * dy) / a
+            px = ox + tc * dx
+            py = oy + tc * dy
+            h2 = r * r - (px * px + py * py)
+            ts = tc - np.sqrt(np.maximum(h2, 0) / a)
             zs = oz + ts * dz
-            t = np.where((disc >= 0) & (ts > EPS) & (np.abs(zs) <= hz), ts, INF)
+            t = np.where((h2 >= 0) & (ts > EPS) & (np.abs(zs) <= hz), ts, INF)
             zc = np.where(np.asarray(oz) > 0, hz, -hz)
             tc = (zc - oz) / dz
             xc = ox + tc * dx
@@ -372,9 +412,10 @@ class Ellipsoid(Primitive):
 
     def __init__(self, center, radii, R=None, **kw):
         super().__init__(center, R, **kw)
-        r = np.broadcast_to(np.asarray(radii, dtype=np.float64), (3,)).copy()
+        r = np.asarray(radii, dtype=np.float64)
+        r = np.array([float(r)] * 3) if r.ndim == 0 else r.astype(np.float64).reshape(3)
         self.radii = r
-        if np.allclose(r, r[0]):
+        if r[0] == r[1] == r[2]:
             self.kind = "sphere"
 
     def corners(self):
@@ -389,11 +430,11 @@ class Ellipsoid(Primitive):
         dx, dy, dz = dl[0] * ir[0], dl[1] * ir[1], dl[2] * ir[2]
         with np.errstate(divide="ignore", invalid="ignore"):
             a = dx * dx + dy * dy + dz * dz
-            b = ox * dx + oy * dy + oz * dz
-            c = ox * ox + oy * oy + oz * oz - 1.0
-            disc = b * b - a * c
-            t = (-b - np.sqrt(np.maximum(disc, 0))) / a
-            t = np.where((disc >= 0) & (t > EPS), t, INF)
+            tc = -(ox * dx + oy * dy + oz * dz) / a  # closest approach to the centre (stable)
+            px, py, pz = ox + tc * dx, oy + tc * dy, oz + tc * dz
+            h2 = 1.0 - (px * px + py * py + pz * pz)
+            t = tc - np.sqrt(np.maximum(h2, 0) / a)
+            t = np.where((h2 >= 0) & (t > EPS), t, INF)
         return t.astype(np.float32, copy=False)
 
     def surface(self, px, py, pz):
@@ -416,13 +457,17 @@ class Ellipsoid(Primitive):
 
 def frame_from_axis(axis) -> np.ndarray:
     """A rotation whose local z axis points along ``axis``."""
-    z = np.asarray(axis, float)
-    z = z / np.linalg.norm(z)
-    ref = np.array([0.0, 0.0, 1.0]) if abs(z[2]) < 0.9 else np.array([1.0, 0.0, 0.0])
-    x = np.cross(ref, z)
-    x /= np.linalg.norm(x)
-    y = np.cross(z, x)
-    return np.stack([x, y, z], axis=1)
+    zx, zy, zz = (float(v) for v in axis)
+    n = math.sqrt(zx * zx + zy * zy + zz * zz)
+    zx, zy, zz = zx / n, zy / n, zz / n
+    if abs(zz) < 0.9:  # x = (0, 0, 1) x z
+        xx, xy, xz = -zy, zx, 0.0
+    else:  # x = (1, 0, 0) x z
+        xx, xy, xz = 0.0, -zz, zy
+    m = math.sqrt(xx * xx + xy * xy + xz * xz)
+    xx, xy, xz = xx / m, xy / m, xz / m
+    yx, yy, yz = zy * xz - zz * xy, zz * xx - zx * xz, zx * xy - zy * xx
+    return np.array([[xx, yx, zx], [xy, yy, zy], [xz, yz, zz]])
 
 
 # ------------------------------------------------------------------------------------------------
@@ -435,12 +480,12 @@ def raycast(cam: Camera, prims, shadow_casters_only: bool = False):
     each primitive's pixel rectangle (None where culled)."""
     tbest = np.full((cam.H, cam.W), INF, np.float32)
     pid = np.full((cam.H, cam.W), -1, np.int32)
-    fps = [None] * len(prims)
+    fps = cam.footprints(prims)
     for i, p in enumerate(prims):
         if shadow_casters_only and not p.casts_shadow:
+            fps[i] = None
             continue
-        fp = cam.footprint(p.corners())
-        fps[i] = fp
+        fp = fps[i]
         if fp is None:
             continue
         o, d = cam.rays(fp)

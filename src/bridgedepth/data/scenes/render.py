@@ -42,7 +42,7 @@ class Scene:
     meta: dict = field(default_factory=dict)
 
 
-SHADOW_RES = 192
+SHADOW_RES = 192  # shadow-map side in texels
 
 
 def _shadow_camera(light: Light, pts: np.ndarray, casters: list) -> Camera | None:
@@ -70,7 +70,14 @@ def _shadow_camera(light: Light, pts: np.ndarray, casters: list) -> Camera | Non
         pos = R @ np.array([mid[0], mid[1], zmin - 1.0])
         return Camera(pos, R, fx, fy, (SHADOW_RES - 1) / 2, (SHADOW_RES - 1) / 2, SHADOW_RES, SHADOW_RES, ortho=True)
     R = look_rotation(0.0, -math.pi / 2 + 1e-3)
-    f = (SHADOW_RES / 2) / math.tan(math.radians(78))
+    # a downward-looking perspective map just wide enough for the receivers below the light
+    lp = np.asarray(light.vec, float)
+    below = pts[pts[:, 2] < lp[2] - 0.05]
+    if len(below) == 0:
+        return None
+    tan = np.hypot(below[:, 0] - lp[0], below[:, 1] - lp[1]) / (lp[2] - below[:, 2])
+    tmax = float(np.clip(np.percentile(tan, 99), 1.0, math.tan(math.radians(80))))
+    f = (SHADOW_RES / 2) / tmax
     return Camera(light.vec, R, f, f, (SHADOW_RES - 1) / 2, (SHADOW_RES - 1) / 2, SHADOW_RES, SHADOW_RES)
 
 
@@ -98,14 +105,17 @@ def shadow_factor(light: Light, pts: np.ndarray, prims: list) -> np.ndarray:
         u = q[:, 0] / zs * cam.fx + cam.cx
         v = q[:, 1] / zs * cam.fy + cam.cy
         bias = (0.02 + 3.0 * zs / cam.fx).astype(np.float32)
-    r = light.softness
-    taps = [(0.0, 0.0), (r, r), (-r, r), (r, -r), (-r, -r), (r, 0), (-r, 0), (0, r), (0, -r)]
+    r = max(1, int(round(light.softness)))
+    taps = [(0, 0), (r, r), (-r, r), (r, -r), (-r, -r)]
     occl = np.zeros(len(pts), np.float32)
     Hs, Ws = tmap.shape
+    ui0 = np.rint(u).astype(np.int32)
+    vi0 = np.rint(v).astype(np.int32)
+    zb = z - bias
     for du, dv in taps:
-        ui = np.clip(np.rint(u + du), 0, Ws - 1).astype(np.int32)
-        vi = np.clip(np.rint(v + dv), 0, Hs - 1).astype(np.int32)
-        occl += tmap[vi, ui] < (z - bias)
+        ui = np.clip(ui0 + du, 0, Ws - 1)
+        vi = np.clip(vi0 + dv, 0, Hs - 1)
+        occl += tmap[vi, ui] < zb
     lit = 1.0 - occl / np.float32(len(taps))
     inside = (u >= 0) & (u <= Ws - 1) & (v >= 0) & (v <= Hs - 1)
     return np.where(front & inside, lit, 1.0).astype(np.float32)
@@ -130,8 +140,8 @@ def _sky(scene: Scene, d: tuple, sun_dir) -> np.ndarray:
     dx, dy, dz = d
     inv = 1.0 / np.sqrt(dx * dx + dy * dy + dz * dz)
     ez = dz * inv
-    zen = np.asarray(sky.get("zenith", (0.2, 0.35, 0.7)), np.float32)[:, None, None]
-    hor = np.asarray(sky.get("horizon", (0.7, 0.75, 0.85)), np.float32)[:, None, None]
+    zen = np.asarray(sky.get("zenith", (0.2, 0.35, 0.7)), np.float32)[:, None]
+    hor = np.asarray(sky.get("horizon", (0.7, 0.75, 0.85)), np.float32)[:, None]
     t = np.sqrt(np.clip(ez, 0.0, 1.0))[None]
     col = hor + (zen - hor) * t
     cl = float(sky.get("clouds", 0.0))
@@ -141,7 +151,7 @@ def _sky(scene: Scene, d: tuple, sun_dir) -> np.ndarray:
         cv = dy * inv / up * 0.6
         n = fbm(cu, cv, 4)
         c = np.clip((n - (1.0 - cl)) * 3.0, 0.0, 1.0) * np.clip(ez * 8.0, 0.0, 1.0)
-        ccol = np.asarray(sky.get("cloud_color", (0.95, 0.95, 0.95)), np.float32)[:, None, None]
+        ccol = np.asarray(sky.get("cloud_color", (0.95, 0.95, 0.95)), np.float32)[:, None]
         col = col + (ccol * (0.75 + 0.25 * n[None]) - col) * c[None]
     if sun_dir is not None:
         L = np.asarray(sun_dir, np.float32)
@@ -177,6 +187,8 @@ def render(scene: Scene, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarr
             continue
         flat = (ys + y0) * W + (xs + x0)
         n, uv = p.surface(Pf[0, flat], Pf[1, flat], Pf[2, flat])
+        if p.world_uv:
+            uv = Pf[:2, flat]
         m: Material = scene.materials[p.material]
         N[:, flat] = n
         A[:, flat] = m.albedo(uv)
@@ -249,8 +261,10 @@ def render(scene: Scene, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarr
         fogc = np.asarray(scene.fog_color, np.float32)[:, None, None]
         color += (fogc - color) * f
     if scene.sky is not None:
-        sky = _sky(scene, d, sun_dir)
-        color = np.where(hit[None], color, sky)
+        sky_idx = np.flatnonzero(~hit)
+        if sky_idx.size:
+            cf = color.reshape(3, -1)
+            cf[:, sky_idx] = _sky(scene, tuple(d[k].ravel()[sky_idx] for k in range(3)), sun_dir)
     else:
         color = np.where(hit[None], color, 0.0)
 

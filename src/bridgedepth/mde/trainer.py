@@ -39,7 +39,7 @@ from ..config import Config, save_resolved, to_dict
 from ..data.augment import color_jitter, random_crop_flip
 from ..data.targets import TargetKind, sample_target
 from ..errors import InputError
-from .model import apply_scale, forward_with_features
+from .model import apply_scale, enable_checkpointing, forward_with_features, parameter_groups
 
 IMAGENET_MEAN = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
 IMAGENET_STD = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
@@ -195,17 +195,6 @@ def _build_stage_model(cfg: Config, init_from: str | None):
     return model
 
 
-def _param_groups(model, lr: float, decoder_mult: float, weight_decay: float):
-    enc, dec = [], []
-    for name, p in model.named_parameters():
-        if not p.requires_grad:
-            continue
-        (enc if name.startswith("backbone.") else dec).append(p)
-    groups = [{"params": enc, "lr": lr, "weight_decay": weight_decay},
-              {"params": dec, "lr": lr * decoder_mult, "weight_decay": weight_decay}]
-    return [g for g in groups if g["params"]]
-
-
 def poly_lambda(total: int, warmup: int, power: float) -> Callable[[int], float]:
     def f(step: int) -> float:
         if warmup and step < warmup:
@@ -322,14 +311,16 @@ def train(
         for p in model.parameters():
             p.requires_grad_(False)
         model.eval()
-        scale_head = (load_scale_head(resume[0]) if resume else None) or ScaleHead(
-            model.config.backbone_config.hidden_size)
+        scale_head = load_scale_head(resume[0]) if resume else None
+        if scale_head is None:
+            scale_head = ScaleHead(model.config.backbone_config.hidden_size, max_depth=cfg.model.max_depth)
+            _init_scale_from_data(model, scale_head, MixtureLoader(data, cfg, 0, 1))
         scale_head.train()
         params = [{"params": list(scale_head.parameters()), "lr": t.lr * t.decoder_lr_mult, "weight_decay": t.weight_decay}]
     else:
-        if t.gradient_checkpointing and hasattr(model, "gradient_checkpointing_enable"):
-            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-        params = _param_groups(model, t.lr, t.decoder_lr_mult, t.weight_decay)
+        if t.gradient_checkpointing:
+            enable_checkpointing(model)
+        params = parameter_groups(model, t.lr, t.decoder_lr_mult, t.weight_decay)
     optimizer = torch.optim.AdamW(params, lr=t.lr)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, poly_lambda(t.steps, t.warmup_steps, t.poly_power))
     if resume is not None and (resume[0] / "optimizer.pt").exists():
@@ -450,6 +441,21 @@ def train(
 # ------------------------------------------------------------------------------------------------
 # Scale head plumbing
 # ------------------------------------------------------------------------------------------------
+
+
+@torch.no_grad()
+def _init_scale_from_data(model, head, loader: "MixtureLoader") -> None:
+    """Start the scale head at the log-scale that maps the median predicted disparity of one batch to
+    the median metric disparity of its ground truth (instead of 1 m for disparity 1)."""
+    batch = loader.next_batch()
+    disp, _ = forward_with_features(model, batch["image"])
+    ratios = []
+    for d, g, v in zip(disp, batch["target"], batch["valid"]):
+        ok = v & (g > 0) & (d > 0)
+        if ok.sum() > 10:
+            ratios.append(torch.log((1.0 / g[ok]).median() / d[ok].median()))
+    if ratios:
+        head.mlp[2].bias[0] = torch.stack(ratios).median()
 
 
 class _ScaledModel(torch.nn.Module):

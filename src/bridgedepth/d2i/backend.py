@@ -88,6 +88,7 @@ class Backend:
     """Base class; see the module docstring for the contract."""
 
     name = "base"
+    lora_prefix = "unet."  # key prefix of the diffusers LoRA file
     resolution: int = 64
     default_steps: int = 20
 

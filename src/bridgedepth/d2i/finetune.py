@@ -188,7 +188,7 @@ def finetune(cfg: Config, d2i_dir: str | os.PathLike, teacher, source, out_dir: 
                "depth_reward_gain": after["depth_reward"] - before["depth_reward"]}
     if accelerator.is_main_process:
         model = accelerator.unwrap_model(denoiser)
-        save_lora(model, out / LORA_FILE)
+        save_lora(model, out / LORA_FILE, prefix=getattr(backend, "lora_prefix", "unet."))
         with torch.no_grad():
             roll = sample(backend, held_data["disp01"][:4], num_steps=num_steps, seeds=held_seeds[:4])
             pred = teacher_disparity(teacher, roll.images)

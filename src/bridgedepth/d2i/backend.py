@@ -127,9 +127,15 @@ def write_json_atomic(path: Path, data: dict) -> None:
 
 
 def read_bridge_json(d: Path) -> dict:
+    """``bridge.json`` of a d2i directory. A plain diffusers directory without one is recognised by its
+    layout: ``transformer/`` -> flux-depth, ``controlnet/`` -> sd-controlnet (default sizes/steps)."""
     p = Path(d) / BRIDGE_JSON
     if not p.exists():
-        raise InputError(f"{d}: not a d2i model directory (no {BRIDGE_JSON})")
+        if (Path(d) / "transformer").is_dir():
+            return {"backend": "flux-depth"}
+        if (Path(d) / "controlnet").is_dir():
+            return {"backend": "sd-controlnet"}
+        raise InputError(f"{d}: not a d2i model directory (no {BRIDGE_JSON}, no diffusers transformer/ or controlnet/)")
     try:
         return json.loads(p.read_text())
     except json.JSONDecodeError as e:

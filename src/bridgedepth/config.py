@@ -52,6 +52,7 @@ class SourceConfig:
     encoding: Optional[str] = None
     count: Optional[int] = None  # paper count, informative
     weight: float = 1.0
+    options: dict[str, Any] = field(default_factory=dict)  # adapter options (see `bridge sources list`)
 
 
 @dataclass
@@ -175,22 +176,47 @@ class GenerateConfig:
 
 @dataclass
 class LabelConfig:
-    ssim_threshold: float = 0.85
-    min_matches: int = 10
-    orb_features: int = 500
-    ransac_threshold: float = 3.0
-    morph_kernel: int = 3
-    erode_kernel: int = 3
-    accept_fraction: float = 0.5
-    crop_size: int = 518
+    """Labelling (`bridge mask`, `bridge label`). Similarity-mask defaults are the paper's; see
+    docs/labels.md for what each constant does."""
+
+    ssim_threshold: float = 0.85  # mask A and B: SSIM > this
+    ssim_sigma: float = 1.5  # Gaussian window (11 taps at truncate 3.5)
+    ssim_k1: float = 0.01  # C1 = (k1 * 255)^2
+    ssim_k2: float = 0.03  # C2 = (k2 * 255)^2
+    ssim_precision: Literal["float32", "float64"] = "float32"  # float64 = skimage to 1e-8
+    orb_features: int = 500  # ORB keypoints per image
+    orb_max_side: Optional[int] = None  # detect ORB on a copy downscaled to this side (None: full size)
+    min_matches: int = 10  # fewer cross-checked matches: mask A empty
+    min_inliers: int = 4  # fewer RANSAC inliers: mask A empty
+    ransac_threshold: float = 3.0  # reprojection error in original-image pixels
+    ransac_max_iters: int = 2000  # OpenCV's default
+    ransac_confidence: float = 0.995  # OpenCV's default
+    max_homography_scale: float = 8.0  # reject homographies scaling area by more than this (or 1/this)
+    morph_kernel: int = 3  # square kernel of the opening and the closing
+    erode_kernel: int = 3  # final erosion that drops slivers
+    accept_fraction: float = 0.5  # accepted iff final mask fraction > this
+    crop_size: int = 518  # square crop centred on the largest valid region
+    min_size: int = 32  # images with a side below this are degenerate (empty mask)
+    min_std: float = 1.0  # grey-level standard deviation below this = one colour (empty mask)
     workers: int = 0
 
 
 @dataclass
 class EvalConfig:
-    alignment: Literal["disparity", "depth", "median", "none"] = "disparity"
-    disparity_floor: float = 1e-3
-    min_valid_pixels: int = 10
+    """Benchmark evaluation (`bridge eval`); the protocol is in docs/evaluation.md."""
+
+    # auto: "disparity" for disparity predictions, "depth" for depth predictions
+    alignment: Literal["auto", "disparity", "depth", "median", "none"] = "auto"
+    disparity_floor: float = 1e-3  # aligned disparity is clipped below at this before inversion
+    min_valid_pixels: int = 10  # images with fewer valid ground-truth pixels are skipped (counted)
+    kitti_crop: Literal["garg", "eigen", "none"] = "garg"  # applied after the KB crop
+    kitti_kb_crop: bool = True  # crop KITTI to the bottom-centre 352x1216
+    nyu_layout: Literal["auto", "marigold", "sync"] = "auto"
+    min_depth: Optional[float] = None  # override the dataset's evaluation range (folder: 1e-3..inf)
+    max_depth: Optional[float] = None
+    batch_pixels: Optional[int] = None  # GT pixels per vectorised batch (None: 2^20 on CPU, 2^25 on GPU)
+    input_size: Optional[int] = None  # --model: predictor input size (None: model.input_size)
+    cpu_threads: Optional[int] = 1  # torch threads for resize/alignment/metrics on CPU (None: torch's)
 
 
 @dataclass

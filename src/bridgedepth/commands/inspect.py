@@ -47,7 +47,8 @@ def describe(path: str, encoding: str | None = None, **params) -> dict:
         encoding = detect_encoding(path)
     if encoding is None and not params:
         info = image_info(path)
-        if info["mode"] in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+        if info["format"] in ("PNG", "PPM") and info["mode"] in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
+            # a 16-bit greyscale PNG/PGM is a depth map whose units the file does not say
             read_depth(path)  # raises the error that lists the encodings for this container
         read_image(path)  # decodes fully: truncated or corrupt pixel data is an error here too
         return {"path": str(path), "kind": "image", "shape": info["shape"], "mode": info["mode"]}
@@ -65,6 +66,9 @@ def describe(path: str, encoding: str | None = None, **params) -> dict:
 def run(args) -> int:
     params = {k: getattr(args, k, None) for k in _PARAM_FLAGS}
     rec = describe(args.path, args.encoding, **params)
+    how = "" if args.encoding else " (detected from the file's magic bytes)"
+    if how and rec.get("encoding") == "pfm":
+        how += "; values read as metres: for a disparity PFM pass --encoding pfm-disparity"
     if args.json:
         print(json.dumps(rec))
         return 0
@@ -77,7 +81,7 @@ def run(args) -> int:
     h, w = rec["shape"]
     print(f"path      {rec['path']}")
     print("kind      depth")
-    print(f"encoding  {rec['encoding']}")
+    print(f"encoding  {rec['encoding']}{how}")
     print(f"shape     {h} x {w} (H x W)")
     print(f"valid     {rec['valid_fraction']:.4f} ({100 * rec['valid_fraction']:.1f} % of pixels)")
     print(f"min m     {_fmt_m(rec['min_m'])}")

@@ -83,9 +83,9 @@ def decode_pfm(path, data: bytes) -> np.ndarray:
     ch = 3 if toks[0] == b"PF" else 1
     _size_check(path, len(data) - off, w * h * ch * 4, f"a {w}x{h}x{ch} PFM")
     dtype = "<f4" if scale < 0 else ">f4"
-    arr = np.frombuffer(data, dtype=dtype, count=w * h * ch, offset=off).astype(np.float32)
+    arr = np.frombuffer(data, dtype=dtype, count=w * h * ch, offset=off)
     arr = arr.reshape((h, w, ch) if ch == 3 else (h, w))
-    return np.ascontiguousarray(arr[::-1])
+    return np.ascontiguousarray(arr[::-1], dtype=np.float32)  # one copy: flip, native byte order
 
 
 def encode_pfm(arr: np.ndarray) -> bytes:
@@ -240,12 +240,12 @@ def encode_npz(**arrays: np.ndarray) -> bytes:
 
 
 # --------------------------------------------------------------------------------------------- EXR
-def _openexr():
+def _openexr(path=None):
     try:
         import OpenEXR
     except ImportError:
         raise FormatError(
-            None, "reading or writing EXR needs the OpenEXR package: pip install 'bridgedepth[formats]' "
+            path, "reading or writing EXR needs the OpenEXR package: pip install 'bridgedepth[formats]' "
             "(or pip install OpenEXR)",
         ) from None
     return OpenEXR
@@ -259,7 +259,7 @@ def decode_exr(path, data: bytes, channel: str | None = None) -> np.ndarray:
     first of Z / depth / Depth / D / Y / R present (also as ``LAYER.Z``), else the only channel."""
     if not data.startswith(EXR_MAGIC):
         raise FormatError(path, f"wrong magic: not an OpenEXR file (found {_describe_start(data)})")
-    OpenEXR = _openexr()
+    OpenEXR = _openexr(path)
     try:
         with OpenEXR.File(str(path), separate_channels=True, header_only=True) as f:
             dw = f.header().get("dataWindow")
@@ -293,18 +293,18 @@ def decode_exr(path, data: bytes, channel: str | None = None) -> np.ndarray:
 
 
 def write_exr_file(tmp_path, arr: np.ndarray, channel: str = "Z") -> None:
-    OpenEXR = _openexr()
+    OpenEXR = _openexr(tmp_path)
     header = {"compression": OpenEXR.ZIP_COMPRESSION, "type": OpenEXR.scanlineimage}
     with OpenEXR.File(header, {channel: np.ascontiguousarray(arr, dtype=np.float32)}) as f:
         f.write(str(tmp_path))
 
 
 # --------------------------------------------------------------------------------------------- HDF5
-def _h5py():
+def _h5py(path=None):
     try:
         import h5py
     except ImportError:
-        raise FormatError(None, "reading or writing HDF5 needs the h5py package: pip install 'bridgedepth[formats]' "
+        raise FormatError(path, "reading or writing HDF5 needs the h5py package: pip install 'bridgedepth[formats]' "
                                 "(or pip install h5py)") from None
     return h5py
 
@@ -312,7 +312,7 @@ def _h5py():
 def decode_hdf5_dataset(path, data: bytes, key: str | None) -> np.ndarray:
     if not (data.startswith(HDF5_MAGIC) or is_hdf5(data)):
         raise FormatError(path, f"wrong magic: not an HDF5 file (found {_describe_start(data)})")
-    h5py = _h5py()
+    h5py = _h5py(path)
     try:
         with h5py.File(io.BytesIO(data), "r") as f:
             names: list[str] = []
@@ -338,7 +338,7 @@ def decode_hdf5_dataset(path, data: bytes, key: str | None) -> np.ndarray:
 
 
 def write_hdf5_file(tmp_path, arr: np.ndarray, key: str = "dataset") -> None:
-    h5py = _h5py()
+    h5py = _h5py(tmp_path)
     with h5py.File(str(tmp_path), "w") as f:
         f.create_dataset(key, data=arr, compression="gzip", compression_opts=4)
 

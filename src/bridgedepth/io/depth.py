@@ -67,7 +67,6 @@ class Codec:
     decode: Callable[[Any, bytes, dict], tuple[np.ndarray, np.ndarray]]
     encode: Callable[[Any, np.ndarray, np.ndarray, dict], None] | None = None
     params: tuple[str, ...] = ()
-    required: tuple[str, ...] = ()
     detected: bool = False  # recognised from the file's magic bytes
     notes: str = ""
 
@@ -110,21 +109,29 @@ def parse_shape(value, encoding: str = "eth3d-raw") -> tuple[int, int]:
 def _nan_filled_check(path, arr: np.ndarray) -> None:
     if arr.size == 0:
         raise FormatError(path, "holds an empty array (no pixels)")
-    if np.isnan(arr).all():
+    if np.isnan(arr.flat[0]) and np.isnan(arr).all():  # the first value decides cheaply in the usual case
         raise FormatError(path, "NaN-filled: every value is NaN, no depth at all")
 
 
-def _metres_from_float(path, arr: np.ndarray, what: str = "depth") -> tuple[np.ndarray, np.ndarray]:
-    """Float metres: valid = finite and > 0. NaN-filled files and negative values are errors."""
+def _metres_from_float(path, arr: np.ndarray, what: str = "depth", nan_is_invalid: bool = False
+                       ) -> tuple[np.ndarray, np.ndarray]:
+    """Float metres: valid = finite and > 0. Negative values are errors, and so is a NaN-filled file
+    unless NaN is the format's own invalid marker (``nan_is_invalid``: then it is simply all invalid)."""
     a = np.asarray(arr)
-    _nan_filled_check(path, a)
+    if nan_is_invalid:
+        if a.size == 0:
+            raise FormatError(path, "holds an empty array (no pixels)")
+    else:
+        _nan_filled_check(path, a)
     finite = np.isfinite(a)
     neg = finite & (a < 0)
     if neg.any():
         raise FormatError(path, f"{int(neg.sum())} negative {what} values (smallest {float(a[neg].min()):g}): "
                                 f"not a {what} map in this encoding")
     valid = finite & (a > 0)
-    return np.where(valid, a, 0).astype(np.float32), valid
+    out = a.astype(np.float32)  # a copy: callers may hold read-only buffers
+    out[~valid] = 0.0
+    return out, valid
 
 
 def _as_2d_float(path, arr: np.ndarray, what: str) -> np.ndarray:
@@ -150,7 +157,8 @@ def _check_writable(path, encoding: str, depth: np.ndarray, valid: np.ndarray) -
 
 
 def _to_float32_checked(path, encoding: str, depth: np.ndarray, valid: np.ndarray) -> np.ndarray:
-    d32 = depth.astype(np.float32)
+    with np.errstate(over="ignore", under="ignore"):
+        d32 = depth.astype(np.float32)
     lost = valid & ~(np.isfinite(d32) & (d32 > 0))
     if lost.any():
         raise FormatError(path, f"cannot write {encoding}: {int(lost.sum())} values overflow or underflow float32")
@@ -190,11 +198,14 @@ def _write_bytes(path, data: bytes) -> None:
 
 
 # ------------------------------------------------------------------------------------------ PNG / PGM
+def _scaled(raw: np.ndarray, scale: float) -> tuple[np.ndarray, np.ndarray]:
+    """uint16 -> float32 metres (0 stays 0: invalid)."""
+    return np.divide(raw, np.float32(scale), dtype=np.float32), raw > 0
+
+
 def _png_codec(name: str, scale: float, summary: str, units: str) -> Codec:
     def decode(path, data, params):
-        raw = C.decode_png16(path, data)
-        valid = raw > 0
-        return np.where(valid, raw / scale, 0).astype(np.float32), valid
+        return _scaled(C.decode_png16(path, data), scale)
 
     def encode(path, depth, valid, params):
         _write_bytes(path, C.encode_png16(_quantize(path, name, depth, valid, scale, "m")))
@@ -203,9 +214,7 @@ def _png_codec(name: str, scale: float, summary: str, units: str) -> Codec:
 
 
 def _sun3d_decode(path, data, params):
-    mm = _rotate_right3(C.decode_png16(path, data))
-    valid = mm > 0
-    return np.where(valid, mm / 1000.0, 0).astype(np.float32), valid
+    return _scaled(_rotate_right3(C.decode_png16(path, data)), 1000.0)
 
 
 def _sun3d_encode(path, depth, valid, params):
@@ -218,8 +227,7 @@ def _pgm_mm_decode(path, data, params):
     if raw.max() > maxval:
         raise FormatError(path, f"samples up to {int(raw.max())} exceed the header's maxval {maxval}: "
                                 "not a big-endian PGM in millimetres (raw NYUv2 Kinect frames are pgm-nyu-raw)")
-    valid = raw > 0
-    return np.where(valid, raw / 1000.0, 0).astype(np.float32), valid
+    return _scaled(raw, 1000.0)
 
 
 def _pgm_mm_encode(path, depth, valid, params):
@@ -228,11 +236,10 @@ def _pgm_mm_encode(path, depth, valid, params):
 
 def _nyu_raw_decode(path, data, params):
     raw, _ = C.decode_pgm16(path, data, byteorder="<")
-    r = raw.astype(np.float64)
-    valid = r < NYU_RAW_B
-    depth = np.zeros(r.shape, dtype=np.float64)
-    depth[valid] = NYU_RAW_A / (NYU_RAW_B - r[valid])
-    return depth.astype(np.float32), valid
+    valid = raw < NYU_RAW_B
+    depth = np.zeros(raw.shape, dtype=np.float32)
+    np.divide(np.float32(NYU_RAW_A), np.float32(NYU_RAW_B) - raw.astype(np.float32), out=depth, where=valid)
+    return depth, valid
 
 
 # ------------------------------------------------------------------------------------------ floats
@@ -293,16 +300,17 @@ def _stereo_params(path, params: dict, encoding: str, allow_calib: bool) -> tupl
 
 
 def _disparity_to_depth(path, disp: np.ndarray, focal: float, baseline: float, doffs: float):
-    d = disp.astype(np.float64)
+    d = np.asarray(disp, dtype=np.float32)
     _nan_filled_check(path, d)
     finite = np.isfinite(d)
     neg = finite & (d < 0)
     if neg.any():
         raise FormatError(path, f"{int(neg.sum())} negative disparities (smallest {float(d[neg].min()):g})")
-    valid = finite & (d > 0) & (d + doffs > 0)
-    depth = np.zeros(d.shape)
-    depth[valid] = focal * baseline / (d[valid] + doffs)
-    return depth.astype(np.float32), valid
+    shifted = d + np.float32(doffs)
+    valid = finite & (d > 0) & (shifted > 0)
+    depth = np.zeros(d.shape, dtype=np.float32)
+    np.divide(np.float32(focal * baseline), shifted, out=depth, where=valid)
+    return depth, valid
 
 
 def _pfm_disp_decode(path, data, params):
@@ -367,7 +375,7 @@ def _exr_decode(path, data, params):
 def _exr_encode(path, depth, valid, params):
     d32 = _to_float32_checked(path, "exr", depth, valid)
     arr = np.where(valid, d32, np.float32(0))
-    C._openexr()  # clear error before creating any temporary file
+    C._openexr(path)  # clear error before creating any temporary file
     with atomic_path(path) as tmp:
         C.write_exr_file(tmp, arr, params.get("channel") or "Z")
 
@@ -393,7 +401,7 @@ def _hypersim_decode(path, data, params):
     dist = C.decode_hdf5_dataset(path, data, params.get("key"))
     if dist.dtype.kind != "f":
         raise FormatError(path, f"Hypersim distance has dtype {dist.dtype}; expected floating-point metres")
-    dist, valid = _metres_from_float(path, dist.astype(np.float64), "distance")
+    dist, valid = _metres_from_float(path, dist.astype(np.float64), "distance", nan_is_invalid=True)
     h, w = dist.shape
     depth = dist / hypersim_ray_norm(h, w, _hypersim_focal(params, w))
     return np.where(valid, depth, 0).astype(np.float32), valid
@@ -404,7 +412,7 @@ def _hypersim_encode(path, depth, valid, params):
     dist = np.full(depth.shape, np.nan, dtype=np.float64)
     dist[valid] = (depth * hypersim_ray_norm(h, w, _hypersim_focal(params, w)))[valid]
     d32 = _to_float32_checked(path, "hypersim-hdf5", np.nan_to_num(dist, nan=1.0), valid)
-    C._h5py()
+    C._h5py(path)
     with atomic_path(path) as tmp:
         C.write_hdf5_file(tmp, np.where(valid, d32, np.float32(np.nan)), params.get("key") or "dataset")
 
@@ -477,13 +485,13 @@ ENCODINGS: dict[str, Codec] = _reg(
                 "baseline= metres, doffs= px (default 0)"),
     Codec("png-disparity-kitti", "uint16 PNG disparity, px x 256 (KITTI 2012/2015 stereo)",
           "m = focal * baseline / (v / 256)", "0", (".png",), _kitti_disp_decode, _kitti_disp_encode,
-          params=("focal", "baseline"), required=("focal", "baseline"),
+          params=("focal", "baseline"),
           notes="focal= px, baseline= metres (KITTI: about 721 px and 0.54 m)"),
     Codec("dpt", "MPI-Sintel .dpt: float32 tag 202021.25, int32 width, int32 height, float32 depth (LE)",
           "metres", "inf, NaN or <= 0 (written as 0)", (".dpt",), _dpt_decode, _dpt_encode, detected=True),
     Codec("eth3d-raw", "headerless little-endian float32 (ETH3D), shape given explicitly", "metres",
-          "inf, NaN or <= 0 (written as inf)", ("",), _eth3d_decode, _eth3d_encode, params=("shape",),
-          required=("shape",), notes="shape=HxW (ETH3D full resolution: 4032x6048)"),
+          "inf, NaN or <= 0 (written as inf)", (), _eth3d_decode, _eth3d_encode, params=("shape",),
+          notes="shape=HxW (ETH3D full resolution: 4032x6048)"),
     Codec("exr", "OpenEXR, one float channel (Z, depth, Y or R, else the only channel)", "metres",
           "inf, NaN or <= 0 (written as 0)", (".exr",), _exr_decode, _exr_encode, params=("channel",),
           detected=True, notes="channel= picks a channel; needs the OpenEXR package"),

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 from collections import defaultdict
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from ...errors import InputError
@@ -33,6 +34,17 @@ def _digits_key(path: Path, root: Path) -> str | None:
     return f"{parent}/{'_'.join(groups)}" if groups else None
 
 
+@dataclass
+class PairingResult:
+    """Pairs plus what did not pair: files on one side without a partner, and list-file lines
+    naming a file that does not exist (``(line, path)``)."""
+
+    pairs: list[tuple[Path, Path]] = field(default_factory=list)
+    unpaired_rgb: list[Path] = field(default_factory=list)
+    unpaired_depth: list[Path] = field(default_factory=list)
+    missing: list[tuple[str, Path]] = field(default_factory=list)
+
+
 def pair_files(
     rgb_dir: str | Path,
     depth_dir: str | Path,
@@ -46,7 +58,21 @@ def pair_files(
     * otherwise, the digit groups of the names pair (``rgb_00050.jpg`` with ``sync_depth_00050.png``).
     A key that matches several files on either side is an error listing them.
     """
+    return pair_files_report(rgb_dir, depth_dir, list_file, strict=True).pairs
+
+
+def pair_files_report(
+    rgb_dir: str | Path,
+    depth_dir: str | Path,
+    list_file: str | Path | None = None,
+    *,
+    strict: bool = False,
+) -> PairingResult:
+    """Like :func:`pair_files`, but also returns the files that did not pair. With ``strict=False``
+    a list-file line naming a missing file is recorded in ``missing`` instead of raising (the line
+    is still an error if malformed). Ambiguity is always an error."""
     rgb_dir, depth_dir = Path(rgb_dir), Path(depth_dir)
+    result = PairingResult()
     if list_file is not None:
         pairs = []
         for no, line in enumerate(Path(list_file).read_text().splitlines(), 1):
@@ -58,11 +84,15 @@ def pair_files(
                 raise InputError(f"{list_file}:{no}: expected 'RGB DEPTH', got {line!r}")
             r = Path(parts[0]) if Path(parts[0]).is_absolute() else rgb_dir / parts[0]
             d = Path(parts[1]) if Path(parts[1]).is_absolute() else depth_dir / parts[1]
-            for p in (r, d):
-                if not p.exists():
-                    raise InputError(f"{list_file}:{no}: {p} does not exist")
+            gone = [p for p in (r, d) if not p.exists()]
+            if gone and strict:
+                raise InputError(f"{list_file}:{no}: {gone[0]} does not exist")
+            if gone:
+                result.missing.extend((f"{list_file}:{no}", p) for p in gone)
+                continue
             pairs.append((r, d))
-        return pairs
+        result.pairs = pairs
+        return result
 
     rgbs = _files(rgb_dir, IMAGE_SUFFIXES)
     depths = _files(depth_dir)
@@ -90,7 +120,12 @@ def pair_files(
                 raise InputError(
                     f"ambiguous pairing for key '{k}': {', '.join(names)}; pass an explicit list file"
                 )
-        return sorted(((rk[k][0], dk[k][0]) for k in common), key=lambda t: str(t[0]))
+        result.pairs = sorted(((rk[k][0], dk[k][0]) for k in common), key=lambda t: str(t[0]))
+        paired_r = {p for p, _ in result.pairs}
+        paired_d = {p for _, p in result.pairs}
+        result.unpaired_rgb = [p for p in rgbs if p not in paired_r]
+        result.unpaired_depth = [p for p in depths if p not in paired_d]
+        return result
     raise InputError(
         f"cannot pair {rgb_dir} with {depth_dir}: no common stems or digit groups; pass an explicit list file"
     )

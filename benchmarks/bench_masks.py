@@ -1,0 +1,351 @@
+"""Similarity masks per second on 518x518 pairs: ours vs a straightforward reference.
+
+Reference (written here, the obvious way): OpenCV ORB (500 features) on both full-size grey
+images, brute-force Hamming matching with cross-check, RANSAC homography, warpPerspective, and two
+``skimage.metrics.structural_similarity(..., gaussian_weights=True, sigma=1.5,
+use_sample_covariance=False, full=True, channel_axis=2)`` maps (mean over channels), then the same
+thresholds, morphology and crop. Ours: ``bridgedepth.labels.masks.MaskComputer`` (float32 SSIM by
+default; also timed with float64 SSIM and with ORB on a half-size copy).
+
+Pairs are made from the real fixtures in ../shared/data/rgbd (518x518 windows of the open3d, NYU,
+KITTI, Middlebury and Scene Flow images) with one perturbation each: shift, recolour, blur, noise,
+a mild perspective warp, or an unrelated image. Each implementation runs ``--rounds`` times over
+all pairs; the best round counts (the machine is shared). Also prints the agreement of the final
+masks with the reference and where our time goes, per stage.
+
+    PYTHONPATH=src python benchmarks/bench_masks.py [--pairs 24] [--rounds 3] [--threads 1] [--workers 1]
+    PYTHONPATH=src python benchmarks/bench_masks.py --overlays docs/images   # the pictures in docs/labels.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+DATA = Path(os.environ.get("BRIDGE_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
+SIZE = 518
+
+
+# --------------------------------------------------------------------------------------------
+# Pairs
+# --------------------------------------------------------------------------------------------
+
+
+def _load_rgb(p: Path) -> np.ndarray:
+    bgr = cv2.imread(str(p), cv2.IMREAD_COLOR)
+    if bgr is None:
+        raise SystemExit(f"cannot read fixture {p}")
+    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+
+
+def _fixture_images() -> list[np.ndarray]:
+    rgbd = DATA / "rgbd"
+    paths = sorted((rgbd / "open3d/color").glob("*.jpg")) + sorted((rgbd / "nyu_sync/rgb").glob("*.jpg"))
+    paths += sorted((rgbd / "kitti_annotated/rgb").glob("*.png"))
+    paths += [rgbd / "stereo/MIDDLEBURY_2014/trainingQ/Motorcycle/im0.png",
+              rgbd / "stereo/SCENE_FLOW/RGB_cleanpass/left/A-0032-0006.png"]
+    out = []
+    for p in paths:
+        img = _load_rgb(p)
+        h, w = img.shape[:2]
+        s = max(1.0, (SIZE + 40) / min(h, w))  # KITTI is 375 high: upscale so a window fits
+        if s > 1.0:
+            img = cv2.resize(img, (round(w * s), round(h * s)), interpolation=cv2.INTER_LINEAR)
+        out.append(img)
+    return out
+
+
+KINDS = ["shift", "recolour", "blur", "noise", "perspective", "unrelated"]
+
+
+def _perturb(img: np.ndarray, other: np.ndarray, kind: str, rng) -> tuple[np.ndarray, np.ndarray]:
+    """(generated, original) 518x518 windows of ``img``: the original centred, the generated one
+    perturbed by ``kind`` (``other`` supplies the unrelated image)."""
+    h, w = img.shape[:2]
+    y0, x0 = (h - SIZE) // 2, (w - SIZE) // 2
+    orig = np.ascontiguousarray(img[y0 : y0 + SIZE, x0 : x0 + SIZE])
+    f = orig.astype(np.float32)
+    if kind == "shift":
+        dy, dx = (int(v) for v in rng.integers(-12, 13, 2))
+        dy = max(-y0, min(h - SIZE - y0, dy))
+        dx = max(-x0, min(w - SIZE - x0, dx))
+        gen = np.ascontiguousarray(img[y0 + dy : y0 + dy + SIZE, x0 + dx : x0 + dx + SIZE])
+    elif kind == "recolour":
+        gen = np.clip(f * rng.uniform(0.85, 1.15, 3) + rng.uniform(-15, 15), 0, 255).astype(np.uint8)
+    elif kind == "blur":
+        gen = cv2.GaussianBlur(orig, (0, 0), float(rng.uniform(0.6, 1.5)))
+    elif kind == "noise":
+        gen = np.clip(f + rng.normal(0, rng.uniform(2, 10), orig.shape), 0, 255).astype(np.uint8)
+    elif kind == "perspective":
+        src = np.float32([[0, 0], [SIZE, 0], [SIZE, SIZE], [0, SIZE]])
+        dst = src + rng.uniform(-10, 10, src.shape).astype(np.float32)
+        hm = cv2.getPerspectiveTransform(src, dst)
+        gen = cv2.warpPerspective(orig, hm, (SIZE, SIZE), borderMode=cv2.BORDER_REFLECT)
+    else:
+        oh, ow = other.shape[:2]
+        gen = np.ascontiguousarray(other[(oh - SIZE) // 2 : (oh - SIZE) // 2 + SIZE,
+                                         (ow - SIZE) // 2 : (ow - SIZE) // 2 + SIZE])
+    return gen, orig
+
+
+def make_pairs(n: int, seed: int = 0) -> list[tuple[str, np.ndarray, np.ndarray]]:
+    rng = np.random.default_rng(seed)
+    imgs = _fixture_images()
+    pairs = []
+    for i in range(n):
+        kind = KINDS[i % len(KINDS)]
+        gen, orig = _perturb(imgs[i % len(imgs)], imgs[(i + 3) % len(imgs)], kind, rng)
+        pairs.append((kind, gen, orig))
+    return pairs
+
+
+def make_groups(n_pairs: int, per: int = 4, seed: int = 1) -> list[tuple[list[np.ndarray], np.ndarray]]:
+    """Groups of ``per`` generated images of one original (the paper generates 4 per depth map)."""
+    rng = np.random.default_rng(seed)
+    imgs = _fixture_images()
+    groups = []
+    for g in range(max(1, n_pairs // per)):
+        img, other = imgs[g % len(imgs)], imgs[(g + 3) % len(imgs)]
+        gens, orig = [], None
+        for j in range(per):
+            gen, orig = _perturb(img, other, KINDS[(g + j) % len(KINDS)], rng)
+            gens.append(gen)
+        groups.append((gens, orig))
+    return groups
+
+
+# --------------------------------------------------------------------------------------------
+# The straightforward reference
+# --------------------------------------------------------------------------------------------
+
+
+def reference_mask(gen: np.ndarray, orig: np.ndarray, clock: dict) -> tuple[np.ndarray, float]:
+    from skimage.metrics import structural_similarity
+
+    def tick(name, t0):
+        clock[name] += time.perf_counter() - t0
+        return time.perf_counter()
+
+    t = time.perf_counter()
+    h, w = orig.shape[:2]
+    g1 = cv2.cvtColor(gen, cv2.COLOR_RGB2GRAY)
+    g2 = cv2.cvtColor(orig, cv2.COLOR_RGB2GRAY)
+    orb = cv2.ORB_create(nfeatures=500)
+    k1, d1 = orb.detectAndCompute(g1, None)
+    k2, d2 = orb.detectAndCompute(g2, None)
+    t = tick("orb", t)
+    matches = cv2.BFMatcher(cv2.NORM_HAMMING, crossCheck=True).match(d1, d2) if d1 is not None and d2 is not None else []
+    t = tick("match", t)
+    kw = dict(gaussian_weights=True, sigma=1.5, use_sample_covariance=False, full=True, data_range=255, channel_axis=2)
+    mask_a = np.zeros((h, w), bool)
+    if len(matches) >= 10:
+        src = np.float32([k1[m.queryIdx].pt for m in matches])
+        dst = np.float32([k2[m.trainIdx].pt for m in matches])
+        hm, _ = cv2.findHomography(src, dst, cv2.RANSAC, 3.0)
+        t = tick("ransac", t)
+        if hm is not None and 1 / 8 <= np.linalg.det(hm[:2, :2]) <= 8:
+            reg = cv2.warpPerspective(gen, hm, (w, h))
+            cover = cv2.warpPerspective(np.full((h, w), 255, np.uint8), hm, (w, h)) == 255
+            t = tick("warp", t)
+            s_a = structural_similarity(reg, orig, **kw)[1].mean(axis=2)
+            mask_a = (s_a > 0.85) & cover
+            t = tick("ssim", t)
+    s_b = structural_similarity(gen, orig, **kw)[1].mean(axis=2)
+    mask_b = s_b > 0.85
+    t = tick("ssim", t)
+    k = np.ones((3, 3), np.uint8)
+    m = (mask_a | mask_b).astype(np.uint8)
+    m = cv2.morphologyEx(cv2.morphologyEx(m, cv2.MORPH_OPEN, k), cv2.MORPH_CLOSE, k)
+    m = cv2.erode(m, k)
+    t = tick("morphology", t)
+    n, _, st, _ = cv2.connectedComponentsWithStats(m, connectivity=8)
+    t = tick("crop", t)
+    return m.astype(bool), float(m.mean())
+
+
+# --------------------------------------------------------------------------------------------
+# Timing
+# --------------------------------------------------------------------------------------------
+
+
+def run_ours(pairs, cfg, rounds):
+    from bridgedepth.labels.masks import MaskComputer
+
+    comp = MaskComputer(cfg)
+    comp(pairs[0][1], pairs[0][2])  # allocate buffers
+    best, cpu, masks, clock = float("inf"), float("inf"), [], {}
+    for _ in range(rounds):
+        c: dict = defaultdict(float)
+        t, tc = time.perf_counter(), time.process_time()
+        res = [comp(g, o, timings=c) for _, g, o in pairs]
+        dt, dc = time.perf_counter() - t, time.process_time() - tc
+        cpu = min(cpu, dc)
+        if dt < best:
+            best, masks, clock = dt, [r.mask for r in res], dict(c)
+    return len(pairs) / best, len(pairs) / cpu, masks, clock
+
+
+def run_reference(pairs, rounds):
+    best, cpu, masks, clock = float("inf"), float("inf"), [], {}
+    for _ in range(rounds):
+        c: dict = defaultdict(float)
+        t, tc = time.perf_counter(), time.process_time()
+        res = [reference_mask(g, o, c) for _, g, o in pairs]
+        dt, dc = time.perf_counter() - t, time.process_time() - tc
+        cpu = min(cpu, dc)
+        if dt < best:
+            best, masks, clock = dt, [m for m, _ in res], dict(c)
+    return len(pairs) / best, len(pairs) / cpu, masks, clock
+
+
+def run_groups(groups, cfg, rounds):
+    from bridgedepth.labels.masks import MaskComputer
+
+    comp = MaskComputer(cfg)
+    n = sum(len(g) for g, _ in groups)
+    best = float("inf")
+    for _ in range(rounds):
+        t = time.perf_counter()
+        for gens, orig in groups:
+            comp.masks(gens, orig)
+        best = min(best, time.perf_counter() - t)
+    return n / best
+
+
+def _worker(args):
+    pairs, cfg = args
+    import cv2 as _cv2
+
+    _cv2.setNumThreads(1)
+    from bridgedepth.labels.masks import MaskComputer
+
+    comp = MaskComputer(cfg)
+    return [comp(g, o).final_fraction for _, g, o in pairs]
+
+
+def run_parallel(pairs, cfg, workers, rounds):
+    import multiprocessing as mp
+
+    chunks = [pairs[i::workers] for i in range(workers)]
+    with mp.get_context("fork").Pool(workers) as pool:
+        pool.map(_worker, [(chunks[0][:1], cfg)] * workers)  # warm up
+        best = float("inf")
+        for _ in range(rounds):
+            t = time.perf_counter()
+            pool.map(_worker, [(c, cfg) for c in chunks])
+            best = min(best, time.perf_counter() - t)
+    return len(pairs) / best
+
+
+def _profile_lines(clock: dict, n: int) -> str:
+    total = sum(clock.values())
+    parts = sorted(clock.items(), key=lambda kv: -kv[1])
+    return ", ".join(f"{k} {v / n * 1e3:.2f} ms ({100 * v / total:.0f}%)" for k, v in parts)
+
+
+def overlay_pairs() -> list[tuple[str, np.ndarray, np.ndarray]]:
+    """Pairs for the documentation pictures: (name, generated, original)."""
+    rgbd = DATA / "rgbd"
+    room0 = _load_rgb(rgbd / "open3d/color/00000.jpg")
+    room2 = _load_rgb(rgbd / "open3d/color/00002.jpg")
+    nyu = _load_rgb(rgbd / "nyu_sync/rgb/rgb_00100.jpg")
+    kitti = _load_rgb(rgbd / "kitti_annotated/rgb/0000000050.png")
+    moto = _load_rgb(rgbd / "stereo/MIDDLEBURY_2014/trainingQ/Motorcycle/im0.png")
+    out = [("camera_moved", room2, room0)]
+    # "generated" = the NYU frame seen 10 px to the right and 6 px down, warmer and a little soft,
+    # with a region the generator "re-imagined" (a patch of another image pasted in)
+    orig = np.ascontiguousarray(nyu[20:460, 20:600])
+    gen = np.ascontiguousarray(nyu[26:466, 30:610]).astype(np.float32)
+    gen = np.clip(gen * np.array([1.08, 1.0, 0.9]) + 5, 0, 255).astype(np.uint8)
+    gen = cv2.GaussianBlur(gen, (0, 0), 0.7)
+    patch = cv2.resize(moto, (200, 150))
+    gen[250:400, 330:530] = patch
+    out.append(("shift_recolour_edit", gen, orig))
+    # a generated image at twice the original's resolution with mild noise
+    k = np.ascontiguousarray(kitti[:, 200:900])
+    big = cv2.resize(k, (k.shape[1] * 2, k.shape[0] * 2), interpolation=cv2.INTER_CUBIC)
+    rng = np.random.default_rng(0)
+    big = np.clip(big + rng.normal(0, 4, big.shape), 0, 255).astype(np.uint8)
+    out.append(("resized_noisy", big, k))
+    out.append(("unrelated", cv2.resize(moto, (640, 480)), room0))
+    return out
+
+
+def write_overlays(folder: Path) -> None:
+    from bridgedepth.io import write_image
+    from bridgedepth.labels.masks import mask_overlay, match_size, similarity_mask
+
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, gen, orig in overlay_pairs():
+        r = similarity_mask(gen, orig)
+        panels = [orig, match_size(gen, orig.shape[:2]), mask_overlay(gen, r)]
+        width = 300
+        scaled = [cv2.resize(p, (width, round(p.shape[0] * width / p.shape[1])), interpolation=cv2.INTER_AREA)
+                  for p in panels]
+        strip = np.concatenate([np.pad(p, ((28, 0), (0, 4), (0, 0)), constant_values=255) for p in scaled], axis=1)
+        titles = ["original", "generated", f"mask: {r.final_fraction:.2f} {'accepted' if r.accepted else 'rejected'}"]
+        for i, t in enumerate(titles):
+            cv2.putText(strip, t, (i * (width + 4) + 6, 20), cv2.FONT_HERSHEY_SIMPLEX, 0.55, (0, 0, 0), 1, cv2.LINE_AA)
+        path = folder / f"mask_{name}.png"
+        write_image(path, strip)
+        st = r.stats()
+        print(path, {k: st[k] for k in ("orb_matches", "inliers", "registered_fraction", "direct_fraction",
+                                        "final_fraction", "accepted", "crop")})
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--pairs", type=int, default=24)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--threads", type=int, default=1, help="cv2.setNumThreads for the timed loops")
+    ap.add_argument("--workers", type=int, default=1, help="also time ours over N processes")
+    ap.add_argument("--overlays", type=Path, default=None, help="write the documentation pictures here and exit")
+    a = ap.parse_args()
+    if a.overlays is not None:
+        write_overlays(a.overlays)
+        return
+
+    from bridgedepth.config import LabelConfig
+
+    cv2.setNumThreads(a.threads)
+    pairs = make_pairs(a.pairs)
+    n = len(pairs)
+    print(f"{n} pairs of {SIZE}x{SIZE} from {DATA / 'rgbd'}; best of {a.rounds} rounds; "
+          f"cv2 threads {a.threads}; os.cpu_count() {os.cpu_count()}; load {os.getloadavg()[0]:.1f}")
+
+    ref_rate, ref_cpu, ref_masks, ref_clock = run_reference(pairs, a.rounds)
+    print(f"{'reference (skimage SSIM + OpenCV ORB)':30s}: {ref_rate:7.1f} pairs/s wall, {ref_cpu:7.1f} per CPU-second")
+    print(f"{'':32s}where the time goes: {_profile_lines(ref_clock, n)}")
+
+    variants = [
+        ("ours (float32 SSIM, default)", LabelConfig()),
+        ("ours (float64 SSIM, exact)", LabelConfig(ssim_precision="float64")),
+        ("ours (float32, ORB at 259 px)", LabelConfig(orb_max_side=259)),
+    ]
+    for name, cfg in variants:
+        rate, cpu, masks, clock = run_ours(pairs, cfg, a.rounds)
+        agree = np.mean([np.mean(m == r) for m, r in zip(masks, ref_masks)])
+        worst = min(np.mean(m == r) for m, r in zip(masks, ref_masks))
+        print(f"{name:30s}: {rate:7.1f} pairs/s wall, {cpu:7.1f} per CPU-second;  ratio ours/reference "
+              f"{rate / ref_rate:5.2f}x wall, {cpu / ref_cpu:5.2f}x CPU")
+        print(f"{'':32s}mask pixels equal to the reference's: mean {agree:.5f}, worst pair {worst:.5f}")
+        print(f"{'':32s}where the time goes: {_profile_lines(clock, n)}")
+    groups = make_groups(n)
+    rate = run_groups(groups, LabelConfig(), a.rounds)
+    single = run_ours([(None, g, o) for gens, o in groups for g in gens], LabelConfig(), a.rounds)[0]
+    print(f"ours, 4 generated per original  : {rate:7.1f} pairs/s with MaskComputer.masks() "
+          f"(original's ORB + SSIM statistics shared) vs {single:7.1f} pairs/s one pair at a time")
+    if a.workers > 1:
+        rate = run_parallel(pairs, LabelConfig(), a.workers, a.rounds)
+        print(f"ours (float32) over {a.workers} processes: {rate:7.1f} pairs/s   "
+              f"ratio vs 1-process reference {rate / ref_rate:5.2f}x")
+
+
+if __name__ == "__main__":
+    main()

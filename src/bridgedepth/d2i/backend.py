@@ -94,6 +94,11 @@ class Backend:
 
     denoiser: torch.nn.Module
 
+    def configure(self, dc) -> "Backend":
+        """Apply a D2IConfig's sampling settings (latent backends: resolution, steps, guidance). The
+        tiny backend's resolution is fixed by its trained UNet."""
+        return self
+
     def to(self, device, dtype=None):  # pragma: no cover - overridden
         raise NotImplementedError
 

@@ -100,7 +100,7 @@ def finetune(cfg: Config, d2i_dir: str | os.PathLike, teacher, source, out_dir: 
     rng = random.Random(fc.seed * 7919 + accelerator.process_index)
 
     base_info = read_bridge_json(Path(d2i_dir))
-    backend = load_backend(d2i_dir, dev)
+    backend = load_backend(d2i_dir, dev).configure(cfg.d2i)
     backend.denoiser.requires_grad_(False)
     add_lora(backend.denoiser, fc.lora_rank, fc.lora_alpha, fc.lora_targets)
     backend.denoiser.to(dev)

@@ -63,6 +63,11 @@ class FluxDepthBackend(Backend):
         self.lat = 2 * (resolution // (self.vae_scale * 2))  # latent side
         vae.requires_grad_(False).eval()
 
+    def configure(self, dc):
+        self.resolution, self.default_steps, self.guidance_scale = dc.resolution, dc.num_steps, dc.guidance_scale
+        self.lat = 2 * (self.resolution // (self.vae_scale * 2))
+        return self
+
     def to(self, device, dtype=None):
         for m in (self.denoiser, self.vae):
             m.to(device) if dtype is None else m.to(device=device, dtype=dtype)

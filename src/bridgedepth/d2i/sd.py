@@ -59,6 +59,10 @@ class SDControlNetBackend(Backend):
         for m in (controlnet, vae):
             m.requires_grad_(False).eval()
 
+    def configure(self, dc):
+        self.resolution, self.default_steps = dc.resolution, dc.num_steps
+        return self
+
     def to(self, device, dtype=None):
         for m in (self.denoiser, self.controlnet, self.vae):
             m.to(device) if dtype is None else m.to(device=device, dtype=dtype)

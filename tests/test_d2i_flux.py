@@ -47,3 +47,18 @@ def test_flux_depth_matches_pipeline_and_backprops(tmp_path, monkeypatch):
     g = [p.grad for p in lora_parameters(be.denoiser)]
     assert g and sum(float(x.abs().sum()) for x in g if x is not None) > 0
     assert all(p.grad is None for p in be.vae.parameters())
+    # diffusers-format LoRA file with the transformer prefix; loads back into a fresh backend
+    from safetensors.torch import load_file
+
+    from bridgedepth.d2i.lora import load_lora, save_lora
+
+    save_lora(be.denoiser, tmp_path / "lora.safetensors", prefix=be.lora_prefix)
+    keys = list(load_file(str(tmp_path / "lora.safetensors")))
+    assert keys and all(k.startswith("transformer.") for k in keys)
+    be2 = load_backend(d)
+    add_lora(be2.denoiser, rank=2, alpha=2)
+    load_lora(be2.denoiser, tmp_path / "lora.safetensors")
+    with torch.no_grad():
+        a = sample(be, disp, num_steps=2, seeds=seeds).images
+        b = sample(be2, disp, num_steps=2, seeds=seeds).images
+    assert torch.allclose(a, b, atol=1e-6)

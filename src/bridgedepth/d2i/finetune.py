@@ -23,6 +23,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ..config import Config
+from ..errors import InputError
 from .backend import BRIDGE_JSON, LORA_FILE, load_backend, read_bridge_json, write_json_atomic
 from .common import load_source, prepare_source
 from .lora import add_lora, load_lora, lora_parameters, save_lora
@@ -117,7 +118,8 @@ def finetune(cfg: Config, d2i_dir: str | os.PathLike, teacher, source, out_dir: 
     samples = load_source(source, limit=fc.max_samples + (0 if heldout is not None else fc.heldout))
     if heldout is None:
         if len(samples) <= fc.heldout:
-            raise ValueError(f"need more than finetune.heldout={fc.heldout} source samples, got {len(samples)}")
+            raise InputError(f"{source}: need more than finetune.heldout={fc.heldout} source samples, "
+                             f"got {len(samples)}")
         held, samples = samples[-fc.heldout:], samples[:-fc.heldout]
     else:
         held = load_source(heldout, limit=max(fc.heldout, 1))

@@ -126,6 +126,15 @@ class D2IConfig:
     resolution: int = 64
     num_steps: int = 20
     guidance_scale: float = 1.0
+    # tiny backend architecture and `bridge d2i pretrain`
+    channels: list[int] = field(default_factory=lambda: [32, 64, 64])
+    layers_per_block: int = 1
+    pretrain_steps: int = 1500
+    pretrain_batch_size: int = 16
+    pretrain_lr: float = 1e-3
+    pretrain_max_samples: int = 4000  # source samples held in memory (downsampled)
+    save_every: int = 250
+    seed: int = 0
 
 
 @dataclass
@@ -151,6 +160,14 @@ class FinetuneConfig:
     random_cutoff: bool = False
     grad_clip: float = 1.0
     checkpointing: bool = True
+    decoder_checkpointing: bool = False
+    mixed_precision: Literal["no", "fp16", "bf16"] = "no"
+    num_steps: Optional[int] = None  # sampler steps while fine-tuning (None: d2i.num_steps)
+    heldout: int = 8  # source samples kept out of training for the before/after evaluation
+    max_samples: int = 2000
+    log_every: int = 1
+    sample_every: int = 50  # sample grid PNG every N steps (0: only at the end)
+    save_every: int = 50
     seed: int = 0
     reward: RewardConfig = field(default_factory=RewardConfig)
 

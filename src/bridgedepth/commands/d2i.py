@@ -1,0 +1,50 @@
+"""`bridge d2i pretrain|finetune`: train the tiny depth-to-image backend; reward fine-tune with LoRA."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from ..cli import add_config_args, config_from_args
+from ..config import save_resolved
+
+HELP = "depth-to-image model: pretrain the tiny backend, reward fine-tune with LoRA"
+
+
+def add_arguments(p):
+    sub = p.add_subparsers(dest="action", metavar="ACTION", required=True)
+    pre = sub.add_parser("pretrain", help="train the tiny d2i backend from source RGB-D shards")
+    pre.add_argument("--source", required=True, help="source RGB-D shard directory")
+    pre.add_argument("--out", required=True, help="output d2i directory (diffusers layout + bridge.json)")
+    pre.add_argument("--steps", type=int, default=None, help="training steps (default d2i.pretrain_steps)")
+    add_config_args(pre)
+    ft = sub.add_parser("finetune", help="reward-gradient LoRA fine-tuning (depth consistency + aesthetic)")
+    ft.add_argument("--d2i", required=True, help="d2i model directory (from pretrain, or diffusers-format backend)")
+    ft.add_argument("--teacher", required=True, help="teacher depth model directory (bridge train output)")
+    ft.add_argument("--source", required=True, help="source RGB-D shard directory")
+    ft.add_argument("--heldout", default=None, help="held-out source shards (default: last finetune.heldout samples)")
+    ft.add_argument("--out", required=True, help="output directory (LoRA weights, logs, sample grids)")
+    ft.add_argument("--steps", type=int, default=None, help="fine-tuning steps (default finetune.steps)")
+    add_config_args(ft)
+
+
+def run(args) -> int:
+    cfg = config_from_args(args)
+    out = Path(args.out)
+    save_resolved(cfg, out, f"{args.action}_config.yaml")
+    if args.action == "pretrain":
+        from ..d2i.pretrain import pretrain
+
+        summary = pretrain(cfg, args.source, out, steps=args.steps)
+    else:
+        from ..d2i.finetune import finetune
+
+        summary = finetune(cfg, args.d2i, args.teacher, args.source, out, heldout=args.heldout, steps=args.steps)
+        b, a = summary["heldout_before"], summary["heldout_after"]
+        off = [n for n, d in summary["rewards"].items() if not d["on"]]
+        for n in off:
+            print(f"reward '{n}' is OFF: {summary['rewards'][n]['why']}")
+        print(f"held-out depth reward: {b['depth_reward']:.4f} -> {a['depth_reward']:.4f}; "
+              f"teacher AbsRel: {b['teacher_absrel']:.4f} -> {a['teacher_absrel']:.4f}")
+    print(json.dumps(summary, indent=2, default=str))
+    return 0

@@ -1,0 +1,32 @@
+"""`bridge generate`: N images per source depth map with a d2i model, written as shards."""
+
+from __future__ import annotations
+
+import json
+import os
+
+from ..cli import add_config_args, config_from_args
+
+HELP = "generate RGB images from source depth shards with a D2I model"
+
+
+def add_arguments(p):
+    p.add_argument("--d2i", required=True, help="d2i model directory (pretrained or fine-tuned)")
+    p.add_argument("--source", required=True, help="source RGB-D shard directory")
+    p.add_argument("--out", required=True, help="output shard directory")
+    p.add_argument("--images-per-depth", type=int, default=None, help="images per source map (default generate.images_per_depth)")
+    p.add_argument("--seed", type=int, default=None, help="run seed (default generate.seed)")
+    p.add_argument("--steps", type=int, default=None, help="sampler steps (default generate.steps or d2i.num_steps)")
+    p.add_argument("--rank", type=int, default=int(os.environ.get("RANK", 0)), help="this process's rank")
+    p.add_argument("--world-size", type=int, default=int(os.environ.get("WORLD_SIZE", 1)), help="number of ranks")
+    add_config_args(p)
+
+
+def run(args) -> int:
+    from ..d2i.generate import generate
+
+    cfg = config_from_args(args)
+    summary = generate(cfg, args.d2i, args.source, args.out, images_per_depth=args.images_per_depth,
+                       seed=args.seed, steps=args.steps, rank=args.rank, world_size=args.world_size)
+    print(json.dumps(summary, indent=2))
+    return 0

@@ -1,0 +1,114 @@
+"""Small helpers shared by the d2i modules: source samples -> tensors, disparity normalisation, seeds."""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Iterable, Iterator
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..errors import InputError
+
+
+def disparity_from_depth(depth: np.ndarray, valid: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Inverse depth (1/m) with 0 where invalid; returns (disparity, valid)."""
+    depth = np.asarray(depth, dtype=np.float32)
+    ok = np.isfinite(depth) & (depth > 0)
+    if valid is not None:
+        ok &= np.asarray(valid, dtype=bool)
+    disp = np.zeros_like(depth)
+    disp[ok] = 1.0 / depth[ok]
+    return disp, ok
+
+
+def normalise_disparity(disp: torch.Tensor, valid: torch.Tensor, lo_q: float = 0.02, hi_q: float = 0.98) -> torch.Tensor:
+    """Per-image robust min-max normalisation of disparity over valid pixels to [0, 1]; invalid -> 0.
+
+    ``disp``/``valid``: (B, 1, H, W). Near = 1, far = 0. Robust quantiles keep a few outliers from
+    flattening the map."""
+    out = torch.zeros_like(disp)
+    for b in range(disp.shape[0]):
+        v = valid[b].bool()
+        if v.sum() < 2:
+            continue
+        vals = disp[b][v]
+        lo = torch.quantile(vals, lo_q)
+        hi = torch.quantile(vals, hi_q)
+        scale = (hi - lo).clamp_min(1e-8)
+        out[b] = ((disp[b] - lo) / scale).clamp(0, 1) * v
+    return out
+
+
+def prepare_source(samples: list[dict], resolution: int) -> dict[str, torch.Tensor]:
+    """Resize a list of source sample dicts to ``resolution`` (square) and stack them.
+
+    Returns rgb (B,3,R,R) in [0,1], disp (B,1,R,R) raw inverse depth (0 invalid), valid (B,1,R,R) bool,
+    disp01 (B,1,R,R) normalised disparity condition. RGB uses area interpolation; disparity is averaged
+    over valid pixels only (so holes do not bleed in) and a pixel stays valid when at least half of
+    its footprint was valid."""
+    rgbs, disps, valids = [], [], []
+    for s in samples:
+        if "depth" not in s:
+            raise InputError(f"sample {s.get('__key__', '?')}: has no 'depth' field")
+        disp, ok = disparity_from_depth(s["depth"], s.get("valid"))
+        d = torch.from_numpy(disp)[None, None]
+        v = torch.from_numpy(ok.astype(np.float32))[None, None]
+        vs = F.interpolate(v, size=(resolution, resolution), mode="area")
+        ds = F.interpolate(d * v, size=(resolution, resolution), mode="area") / vs.clamp_min(1e-6)
+        disps.append(ds)
+        valids.append(vs >= 0.5)
+        if "rgb" in s and s["rgb"] is not None:
+            r = torch.from_numpy(np.ascontiguousarray(s["rgb"][..., :3])).permute(2, 0, 1)[None].float() / 255.0
+            rgbs.append(F.interpolate(r, size=(resolution, resolution), mode="area"))
+        else:
+            rgbs.append(torch.zeros(1, 3, resolution, resolution))
+    disp = torch.cat(disps)
+    valid = torch.cat(valids)
+    disp = disp * valid
+    return {"rgb": torch.cat(rgbs).clamp(0, 1), "disp": disp, "valid": valid,
+            "disp01": normalise_disparity(disp, valid)}
+
+
+def load_source(source, limit: int | None = None) -> list[dict]:
+    """``source``: a shard directory (read with bridgedepth.data.shards.iter_samples) or an iterable
+    of sample dicts. Returns up to ``limit`` samples as a list."""
+    if isinstance(source, (str, bytes)) or hasattr(source, "__fspath__"):
+        from pathlib import Path
+
+        path = Path(source)
+        if not path.exists():
+            raise InputError(f"{path}: source shard directory does not exist")
+        try:
+            from ..data.shards import iter_samples
+        except ImportError as e:  # pragma: no cover - until the shard store lands
+            raise InputError(f"{path}: reading shards needs bridgedepth.data.shards ({e})") from e
+        it: Iterable[dict] = iter_samples(path)
+    else:
+        it = source
+    out = []
+    for s in it:
+        out.append(s)
+        if limit is not None and len(out) >= limit:
+            break
+    if not out:
+        raise InputError(f"{source}: no source samples")
+    return out
+
+
+def derive_seed(seed: int, key: str, index: int) -> int:
+    """A 63-bit seed from (run seed, sample key, image index): independent of sharding/batching."""
+    h = hashlib.sha256(f"{int(seed)}/{key}/{int(index)}".encode()).digest()
+    return int.from_bytes(h[:8], "little") & ((1 << 63) - 1)
+
+
+def batches(items: list, size: int) -> Iterator[list]:
+    for i in range(0, len(items), size):
+        yield items[i:i + size]
+
+
+def pick_device(name: str = "auto") -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)

@@ -1,0 +1,98 @@
+"""`bridge generate`: N generated images per source depth map, as shards ready for `bridge label`.
+
+Decision on resolution: the d2i model generates at its own resolution (the tiny backend: 64 px) and
+the generated image is resized (bicubic, clipped) to the source sample's size, so every output sample
+carries rgb, source_rgb, depth and valid at one size (the label stage compares the generated image with
+the original render pixel for pixel). ``meta.generated_size`` records the native generation size.
+
+Seeds: image i of sample KEY gets ``derive_seed(seed, KEY, i)`` (sha256 of the triple), recorded in
+``meta.seed``; output is therefore identical however the input is sharded, batched or ranked."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..config import Config, save_resolved
+from .backend import load_backend
+from .common import derive_seed, pick_device, prepare_source
+from .sampler import sample
+
+
+def _to_size(images01: torch.Tensor, h: int, w: int) -> np.ndarray:
+    if images01.shape[-2:] != (h, w):
+        images01 = F.interpolate(images01, size=(h, w), mode="bicubic", align_corners=False,
+                                 antialias=images01.shape[-1] > w)
+    return (images01.clamp(0, 1).permute(0, 2, 3, 1).cpu().numpy() * 255).round().astype(np.uint8)
+
+
+class Generator:
+    """Callable ``sample -> list of generated samples`` (one per image), usable with map_dataset."""
+
+    def __init__(self, backend, *, images_per_depth: int = 4, seed: int = 0, steps: int | None = None,
+                 batch_size: int = 8):
+        self.backend = backend
+        self.n = int(images_per_depth)
+        self.seed = int(seed)
+        self.steps = int(steps or backend.default_steps)
+        self.batch_size = max(1, int(batch_size))
+        self.images = 0
+
+    @torch.no_grad()
+    def __call__(self, s: dict) -> list[dict]:
+        key = s["__key__"]
+        data = prepare_source([s], self.backend.resolution)
+        h, w = s["depth"].shape[:2]
+        seeds = [derive_seed(self.seed, key, i) for i in range(self.n)]
+        outs: list[np.ndarray] = []
+        for j in range(0, self.n, self.batch_size):
+            ss = seeds[j:j + self.batch_size]
+            roll = sample(self.backend, data["disp01"].expand(len(ss), -1, -1, -1), num_steps=self.steps, seeds=ss)
+            outs.extend(_to_size(roll.images.float(), h, w))
+        self.images += self.n
+        meta_src = dict(s.get("meta") or {})
+        res = []
+        for i, (img, sd) in enumerate(zip(outs, seeds)):
+            o = {"__key__": f"{key}_g{i}", "rgb": img, "depth": s["depth"],
+                 "valid": s.get("valid", s["depth"] > 0),
+                 "meta": {**{k: v for k, v in meta_src.items() if k not in ("seed",)}, "source_key": key,
+                          "seed": sd, "index": i, "steps": self.steps, "generator": self.backend.name,
+                          "generated_size": [self.backend.resolution, self.backend.resolution],
+                          "source_seed": meta_src.get("seed")}}
+            if s.get("rgb") is not None:
+                o["source_rgb"] = s["rgb"]
+            if s.get("intrinsics") is not None:
+                o["intrinsics"] = np.asarray(s["intrinsics"], np.float32)
+            res.append(o)
+        return res
+
+
+def generate(cfg: Config, d2i_dir: str | os.PathLike, source_dir: str | os.PathLike, out_dir: str | os.PathLike,
+             *, images_per_depth: int | None = None, seed: int | None = None, steps: int | None = None,
+             rank: int = 0, world_size: int = 1, progress: bool = True) -> dict:
+    """Generate shards from source shards; returns a summary (images, seconds, images/s)."""
+    from ..data.shards import map_dataset
+
+    gc = cfg.generate
+    backend = load_backend(d2i_dir, pick_device(cfg.device)).configure(cfg.d2i)
+    backend.denoiser.eval()
+    gen = Generator(backend, images_per_depth=images_per_depth or gc.images_per_depth,
+                    seed=gc.seed if seed is None else seed, steps=steps or gc.steps or cfg.d2i.num_steps,
+                    batch_size=gc.batch_size)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    if rank == 0:
+        save_resolved(cfg, out, "generate_config.yaml")
+    t0 = time.time()
+    manifest = map_dataset(source_dir, out, gen, desc="generate", rank=rank, world_size=world_size,
+                           meta={"stage": "generate", "d2i": str(Path(d2i_dir).resolve()), "seed": gen.seed,
+                                 "images_per_depth": gen.n, "steps": gen.steps}, progress=progress)
+    dt = time.time() - t0
+    return {"images": gen.images, "seconds": round(dt, 2), "images_per_s": gen.images / dt if dt > 0 else None,
+            "images_per_depth": gen.n, "steps": gen.steps, "seed": gen.seed, "out": str(out),
+            "samples_total": manifest.num_samples}

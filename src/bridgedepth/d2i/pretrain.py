@@ -1,0 +1,119 @@
+"""`bridge d2i pretrain`: train the tiny backend from scratch on source RGB-D samples.
+
+Epsilon-prediction MSE on (noisy RGB ++ normalised disparity) with random horizontal flips. The source
+set is downsampled to the d2i resolution once and held in memory (64 px: about 16 KB per sample).
+Resumable: ``OUT/checkpoint`` holds the last UNet + optimizer state; finished runs write the diffusers
+layout ``OUT/unet``, ``OUT/scheduler`` and ``OUT/bridge.json``."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from diffusers import UNet2DModel
+from tqdm.auto import tqdm
+
+from ..config import Config
+from .backend import write_json_atomic
+from .common import load_source, pick_device, prepare_source
+from .tiny import TinyBackend
+
+
+def _encode_source(samples: list[dict], resolution: int, chunk: int = 256) -> dict[str, torch.Tensor]:
+    parts = [prepare_source(samples[i:i + chunk], resolution) for i in range(0, len(samples), chunk)]
+    return {k: torch.cat([p[k] for p in parts]) for k in ("rgb", "disp01")}
+
+
+def denoising_loss(backend: TinyBackend, rgb01: torch.Tensor, disp01: torch.Tensor,
+                   generator: torch.Generator | None = None) -> torch.Tensor:
+    """Epsilon-prediction MSE at uniformly drawn training timesteps."""
+    sched = backend.scheduler
+    b = rgb01.shape[0]
+    x0 = rgb01 * 2 - 1
+    noise = torch.randn(x0.shape, generator=generator).to(x0.device)
+    t = torch.randint(0, sched.config.num_train_timesteps, (b,), generator=generator).to(x0.device)
+    xt = sched.add_noise(x0, noise, t)
+    pred = backend.predict(xt, t, backend.encode_condition(disp01))
+    return F.mse_loss(pred, noise)
+
+
+def pretrain(cfg: Config, source, out_dir: str | os.PathLike, *, steps: int | None = None,
+             progress: bool = True) -> dict:
+    """Train the tiny backend; returns a summary dict (also written to OUT/pretrain_summary.json).
+
+    ``source``: a shard directory or an iterable of sample dicts (rgb, depth, valid)."""
+    dc = cfg.d2i
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    steps = int(steps if steps is not None else dc.pretrain_steps)
+    device = pick_device(cfg.device)
+    torch.manual_seed(dc.seed)
+    samples = load_source(source, limit=dc.pretrain_max_samples)
+    data = _encode_source(samples, dc.resolution)
+    n = data["rgb"].shape[0]
+    del samples
+    ckpt = out / "checkpoint"
+    backend = TinyBackend.create(dc.resolution, tuple(dc.channels), dc.layers_per_block, dc.num_steps)
+    start = 0
+    opt = torch.optim.AdamW(backend.denoiser.parameters(), lr=dc.pretrain_lr, weight_decay=1e-4)
+    if (ckpt / "state.pt").exists():
+        backend.denoiser = UNet2DModel.from_pretrained(ckpt / "unet")
+        opt = torch.optim.AdamW(backend.denoiser.parameters(), lr=dc.pretrain_lr, weight_decay=1e-4)
+        state = torch.load(ckpt / "state.pt", map_location="cpu", weights_only=True)
+        opt.load_state_dict(state["optimizer"])
+        start = int(state["step"])
+    backend.to(device)
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: min(1.0, (s + start + 1) / 50) * (0.1 + 0.9 * max(0.0, 1 - (s + start) / max(steps, 1))))
+    gen = torch.Generator("cpu").manual_seed(dc.seed * 1000003 + start)
+    log_path = out / "pretrain_log.jsonl"
+    losses: list[float] = []
+    t0 = time.time()
+    bar = tqdm(range(start, steps), desc="d2i pretrain", disable=not progress, initial=start, total=steps)
+    backend.denoiser.train()
+    for step in bar:
+        idx = torch.randint(0, n, (min(dc.pretrain_batch_size, n),), generator=gen)
+        rgb, disp = data["rgb"][idx], data["disp01"][idx]
+        flip = torch.rand(len(idx), generator=gen) < 0.5
+        rgb = torch.where(flip[:, None, None, None], rgb.flip(-1), rgb).to(device)
+        disp = torch.where(flip[:, None, None, None], disp.flip(-1), disp).to(device)
+        loss = denoising_loss(backend, rgb, disp, gen)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        gn = torch.nn.utils.clip_grad_norm_(backend.denoiser.parameters(), 1.0)
+        opt.step()
+        sched.step()
+        losses.append(loss.item())
+        bar.set_postfix(loss=f"{losses[-1]:.4f}")
+        with open(log_path, "a") as f:
+            f.write(json.dumps({"step": step + 1, "loss": losses[-1], "grad_norm": float(gn),
+                                "lr": sched.get_last_lr()[0]}) + "\n")
+        if dc.save_every and (step + 1) % dc.save_every == 0 and step + 1 < steps:
+            _save_checkpoint(backend, opt, step + 1, ckpt)
+    backend.denoiser.eval()
+    params = sum(p.numel() for p in backend.denoiser.parameters())
+    summary = {"steps": steps, "resumed_from": start, "samples": n, "resolution": dc.resolution,
+               "parameters": params, "final_loss": float(sum(losses[-50:]) / max(len(losses[-50:]), 1))
+               if losses else None, "seconds": round(time.time() - t0, 1)}
+    backend.save(out, extra={"pretrain": summary})
+    write_json_atomic(out / "pretrain_summary.json", summary)
+    if ckpt.exists():
+        shutil.rmtree(ckpt)
+    return summary
+
+
+def _save_checkpoint(backend: TinyBackend, opt, step: int, ckpt: Path) -> None:
+    tmp = ckpt.with_name(ckpt.name + ".tmp")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir(parents=True)
+    backend.denoiser.save_pretrained(tmp / "unet")
+    torch.save({"optimizer": opt.state_dict(), "step": step}, tmp / "state.pt")
+    if ckpt.exists():
+        shutil.rmtree(ckpt)
+    os.replace(tmp, ckpt)

@@ -1,0 +1,97 @@
+"""The embedded ``tiny`` backend: a small pixel-space diffusers UNet2DModel.
+
+Input channels: the noisy RGB image (in [-1, 1]) concatenated with the normalised source disparity
+(mapped to [-1, 1]); output: the epsilon prediction for the RGB channels. DDIM schedule
+(diffusers DDIMScheduler config)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+from diffusers import DDIMScheduler, UNet2DModel
+
+from ..errors import InputError
+from .backend import BRIDGE_JSON, Backend, Schedule, ddim_schedule, read_bridge_json, write_json_atomic
+
+
+def build_unet(resolution: int = 64, channels=(32, 64, 64), layers_per_block: int = 1,
+               attention_head_dim: int = 16) -> UNet2DModel:
+    """The tiny UNet: plain conv blocks at full resolution, attention on the lower levels (LoRA targets)."""
+    n = len(channels)
+    down = ["DownBlock2D"] + ["AttnDownBlock2D"] * (n - 1)
+    up = ["AttnUpBlock2D"] * (n - 1) + ["UpBlock2D"]
+    groups = 8 if all(c % 8 == 0 for c in channels) else 1
+    return UNet2DModel(sample_size=resolution, in_channels=4, out_channels=3,
+                       block_out_channels=tuple(channels), down_block_types=tuple(down),
+                       up_block_types=tuple(up), layers_per_block=layers_per_block,
+                       norm_num_groups=groups, attention_head_dim=attention_head_dim)
+
+
+def build_scheduler() -> DDIMScheduler:
+    return DDIMScheduler(num_train_timesteps=1000, beta_schedule="squaredcos_cap_v2", clip_sample=True,
+                         set_alpha_to_one=True, prediction_type="epsilon", timestep_spacing="trailing")
+
+
+class TinyBackend(Backend):
+    name = "tiny"
+
+    def __init__(self, unet: UNet2DModel, scheduler: DDIMScheduler, default_steps: int = 20):
+        self.denoiser = unet
+        self.scheduler = scheduler
+        self.resolution = int(unet.config.sample_size)
+        self.default_steps = default_steps
+
+    @classmethod
+    def create(cls, resolution: int = 64, channels=(32, 64, 64), layers_per_block: int = 1,
+               default_steps: int = 20) -> "TinyBackend":
+        return cls(build_unet(resolution, channels, layers_per_block), build_scheduler(), default_steps)
+
+    def to(self, device, dtype=None):
+        if dtype is None:
+            self.denoiser.to(device)
+        else:
+            self.denoiser.to(device=device, dtype=dtype)
+        return self
+
+    def encode_condition(self, disp01: torch.Tensor) -> torch.Tensor:
+        return disp01 * 2 - 1
+
+    def initial_latents(self, generators, device) -> torch.Tensor:
+        r = self.resolution
+        dtype = next(self.denoiser.parameters()).dtype
+        noise = [torch.randn((1, 3, r, r), generator=g, dtype=torch.float32) for g in generators]
+        return torch.cat(noise).to(device=device, dtype=dtype) * self.scheduler.init_noise_sigma
+
+    def schedule(self, num_steps: int, device) -> Schedule:
+        return ddim_schedule(self.scheduler, num_steps, device)
+
+    def predict(self, latents, t, cond):
+        x = torch.cat([latents, cond.to(latents.dtype)], dim=1)
+        tt = t.expand(latents.shape[0]) if t.ndim == 0 else t
+        return self.denoiser(x, tt).sample
+
+    def decode(self, latents):
+        return ((latents.float() + 1) / 2).clamp(0, 1)
+
+    def save(self, out_dir, extra: dict | None = None) -> None:
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        unet = getattr(self.denoiser, "module", self.denoiser)
+        unet.save_pretrained(out / "unet")  # writes config.json + diffusion_pytorch_model.safetensors
+        self.scheduler.save_pretrained(out / "scheduler")
+        info = {"backend": "tiny", "resolution": self.resolution, "num_steps": self.default_steps,
+                "condition": "robust min-max normalised disparity (near=1) concatenated to the noisy RGB"}
+        info.update(extra or {})
+        write_json_atomic(out / BRIDGE_JSON, info)
+
+    @classmethod
+    def load(cls, d: str | os.PathLike) -> "TinyBackend":
+        d = Path(d)
+        info = read_bridge_json(d)
+        if not (d / "unet").is_dir():
+            raise InputError(f"{d}: tiny d2i directory has no unet/ folder")
+        unet = UNet2DModel.from_pretrained(d / "unet")
+        sched = DDIMScheduler.from_pretrained(d / "scheduler")
+        return cls(unet, sched, int(info.get("num_steps", 20)))

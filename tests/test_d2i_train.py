@@ -1,0 +1,113 @@
+"""pretrain / finetune end to end on tiny sizes: outputs, LoRA file round trip, resume, logs."""
+
+import json
+
+import pytest
+import torch
+
+from bridgedepth.config import load_config
+from bridgedepth.d2i.backend import LORA_FILE, load_backend
+from bridgedepth.d2i.finetune import finetune
+from bridgedepth.d2i.pretrain import pretrain
+from bridgedepth.d2i.sampler import sample
+from bridgedepth.d2i.synthetic import toy_scenes
+
+SMALL = ["device=cpu", "d2i.resolution=16", "d2i.channels=[8,16]", "d2i.num_steps=3", "d2i.pretrain_batch_size=4",
+         "finetune.batch_size=2", "finetune.heldout=2", "finetune.sample_every=2", "finetune.save_every=1",
+         "finetune.lora_rank=2", "finetune.lora_alpha=2", "finetune.lr=1e-2"]
+
+
+@pytest.fixture(scope="module")
+def pretrained(tmp_path_factory):
+    out = tmp_path_factory.mktemp("d2i")
+    cfg = load_config("tiny", SMALL)
+    s = pretrain(cfg, toy_scenes(8, 24), out, steps=3, progress=False)
+    return out, s
+
+
+@pytest.fixture(scope="module")
+def teacher_dir(tmp_path_factory):
+    from transformers import DepthAnythingForDepthEstimation
+
+    from bridgedepth.d2i.teacher import tiny_teacher_config
+
+    torch.manual_seed(0)
+    d = tmp_path_factory.mktemp("teacher")
+    DepthAnythingForDepthEstimation(tiny_teacher_config()).save_pretrained(d)
+    return d
+
+
+def test_pretrain_writes_diffusers_layout_and_resumes(pretrained, tmp_path):
+    out, s = pretrained
+    assert (out / "unet" / "config.json").exists() and (out / "unet" / "diffusion_pytorch_model.safetensors").exists()
+    assert json.loads((out / "scheduler" / "scheduler_config.json").read_text())["_class_name"] == "DDIMScheduler"
+    info = json.loads((out / "bridge.json").read_text())
+    assert info["backend"] == "tiny" and info["resolution"] == 16
+    assert s["steps"] == 3 and s["final_loss"] > 0
+    assert len((out / "pretrain_log.jsonl").read_text().splitlines()) == 3
+    be = load_backend(out)
+    img = sample(be, torch.rand(2, 1, 16, 16), num_steps=2, seeds=[0, 1]).images
+    assert img.shape == (2, 3, 16, 16) and 0 <= float(img.min()) and float(img.max()) <= 1
+    # resume: a run interrupted after its step-2 checkpoint continues from step 2
+    cfg = load_config("tiny", SMALL + ["d2i.save_every=2"])
+    d = tmp_path / "r"
+    pretrain(cfg, toy_scenes(8, 24), d, steps=2, progress=False)
+    from bridgedepth.d2i import pretrain as pm
+
+    pm._save_checkpoint(load_backend(d), torch.optim.AdamW(load_backend(d).denoiser.parameters()), 2, d / "checkpoint")
+    s2 = pretrain(cfg, toy_scenes(8, 24), d, steps=3, progress=False)
+    assert s2["resumed_from"] == 2 and not (d / "checkpoint").exists()
+
+
+def test_finetune_lora_logs_grids_resume(pretrained, teacher_dir, tmp_path):
+    d2i, _ = pretrained
+    cfg = load_config("tiny", SMALL)
+    out = tmp_path / "ft"
+    s = finetune(cfg, d2i, teacher_dir, toy_scenes(6, 24), out, steps=2, progress=False)
+    assert s["rewards"]["aesthetic"]["on"] is False
+    for k in ("depth_reward", "teacher_absrel", "depth_cosine_centred", "depth_cosine_raw"):
+        assert k in s["heldout_before"] and k in s["heldout_after"]
+    log = [json.loads(x) for x in (out / "finetune_log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in log] == [1, 2]
+    assert all({"loss", "grad_norm", "reward/depth", "reward/aesthetic"} <= set(r) for r in log)
+    assert log[0]["reward/aesthetic"] is None
+    assert (out / "samples" / "step-000002.png").exists() and (out / "samples" / "final-heldout.png").exists()
+    from safetensors.torch import load_file
+
+    sd = load_file(str(out / LORA_FILE))
+    assert sd and all(k.startswith("unet.") and ".lora_" in k for k in sd)
+    assert any(float(v.abs().sum()) > 0 for k, v in sd.items() if "lora_B" in k)  # trained
+    # the fine-tuned directory loads as a backend (base + LoRA) and differs from the base
+    ft = load_backend(out)
+    base = load_backend(d2i)
+    disp = torch.rand(1, 1, 16, 16)
+    a = sample(ft, disp, num_steps=2, seeds=[3]).images
+    b = sample(base, disp, num_steps=2, seeds=[3]).images
+    assert not torch.allclose(a, b)
+    # resume: interrupt a 3-step run during step 3 (checkpoint at step 2), rerun, it continues at step 3
+    import bridgedepth.d2i.finetune as fm
+
+    out2 = tmp_path / "ft2"
+    cfg3 = load_config("tiny", SMALL + ["finetune.save_every=2"])
+    calls = {"n": 0}
+    real = fm.sample
+
+    def flaky(*a, **k):
+        if k.get("grad_steps"):
+            calls["n"] += 1
+            if calls["n"] == 3:
+                raise KeyboardInterrupt
+        return real(*a, **k)
+
+    fm.sample = flaky
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            finetune(cfg3, d2i, teacher_dir, toy_scenes(6, 24), out2, steps=3, progress=False)
+    finally:
+        fm.sample = real
+    assert (out2 / "checkpoints" / "last" / LORA_FILE).exists()
+    s3 = finetune(cfg3, d2i, teacher_dir, toy_scenes(6, 24), out2, steps=3, progress=False)
+    assert s3["resumed_from"] == 2
+    full = [json.loads(x) for x in (out2 / "finetune_log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in full] == [1, 2, 3]
+    assert not (out2 / "checkpoints").exists()

@@ -54,6 +54,7 @@ def main():
     ap.add_argument("--steps", type=int, default=60)
     ap.add_argument("--teacher-steps", type=int, default=300)
     ap.add_argument("--teacher-only", action="store_true")
+    ap.add_argument("--quality-only", action="store_true")
     ap.add_argument("--set", dest="overrides", action="append", default=[])
     a = ap.parse_args()
     torch.set_num_threads(1)
@@ -67,10 +68,33 @@ def main():
     teacher = Path(a.teacher) if a.teacher else train_teacher(out / "teacher", a.teacher_steps, res=res)
     if a.teacher_only:
         return
+    if a.quality_only:
+        print(json.dumps(quality(a.d2i, str(teacher)), indent=2))
+        return
     cfg = load_config("tiny", ["device=cpu", "finetune.heldout=16", "finetune.sample_every=20", *a.overrides])
     src = toy_scenes(200, 2 * res, seed=11)  # unseen toy scenes (the d2i model was pretrained on seed 1)
     s = finetune(cfg, a.d2i, teacher, src, out / "ft", steps=a.steps)
     print(json.dumps({k: s[k] for k in ("heldout_before", "heldout_after", "depth_reward_gain", "seconds")}, indent=2))
+
+
+
+def quality(d2i_dir: str, teacher_dir: str, n: int = 16, steps: int | None = None) -> dict:
+    """Depth consistency (teacher Pearson vs source disparity) of generated images and of the real renders
+    on unseen toy scenes: how far the generator is from 'as depth-consistent as the real image'."""
+    from bridgedepth.d2i.backend import load_backend
+    from bridgedepth.d2i.common import prepare_source
+    from bridgedepth.d2i.finetune import evaluate_depth
+    from bridgedepth.d2i.rewards import masked_cosine
+    from bridgedepth.d2i.synthetic import toy_scenes
+    from bridgedepth.d2i.teacher import load_teacher, teacher_disparity
+
+    be = load_backend(d2i_dir)
+    t = load_teacher(teacher_dir)
+    data = prepare_source(toy_scenes(n, 2 * be.resolution, seed=99), be.resolution)
+    gen = evaluate_depth(be, t, data, num_steps=steps or be.default_steps, seeds=list(range(n)))
+    with torch.no_grad():
+        real = masked_cosine(teacher_disparity(t, data["rgb"]), data["disp"][:, 0], data["valid"][:, 0]).mean()
+    return {"generated": gen, "real_render_depth_reward": float(real)}
 
 
 if __name__ == "__main__":

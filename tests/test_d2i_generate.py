@@ -70,3 +70,25 @@ def test_cli_pretrain_and_generate(setup, run_cli, tmp_path):
     assert json.loads(r.out[r.out.index("{"):])["images"] == 5
     r = run_cli("generate", "--d2i", tmp_path / "nope", "--source", src, "--out", tmp_path / "g3", *sets)
     assert r.code == 2 and "nope" in r.err
+
+
+def test_cli_finetune_then_generate_from_lora(setup, run_cli, tmp_path):
+    import torch
+    from transformers import DepthAnythingForDepthEstimation
+
+    from bridgedepth.d2i.teacher import tiny_teacher_config
+
+    root, src, d2i = setup
+    torch.manual_seed(0)
+    DepthAnythingForDepthEstimation(tiny_teacher_config()).save_pretrained(tmp_path / "teacher")
+    sets = [a for o in SMALL + ["finetune.heldout=2", "finetune.batch_size=2", "finetune.lora_rank=2",
+                                "finetune.lora_alpha=2", "finetune.sample_every=0"] for a in ("--set", o)]
+    r = run_cli("d2i", "finetune", "--d2i", d2i, "--teacher", tmp_path / "teacher", "--source", src,
+                "--out", tmp_path / "ft", "--steps", "1", *sets)
+    assert r.code == 0, r
+    assert "reward 'aesthetic' is OFF" in r.out and "held-out depth reward" in r.out
+    assert (tmp_path / "ft" / "pytorch_lora_weights.safetensors").exists()
+    r = run_cli("generate", "--d2i", tmp_path / "ft", "--source", src, "--out", tmp_path / "g",
+                "--images-per-depth", "1", *sets)
+    assert r.code == 0, r
+    assert {x["meta"]["generator"] for x in iter_samples(tmp_path / "g")} == {"tiny"}

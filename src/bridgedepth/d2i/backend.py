@@ -88,10 +88,16 @@ class Backend:
     """Base class; see the module docstring for the contract."""
 
     name = "base"
+    lora_prefix = "unet."  # key prefix of the diffusers LoRA file
     resolution: int = 64
     default_steps: int = 20
 
     denoiser: torch.nn.Module
+
+    def configure(self, dc) -> "Backend":
+        """Apply a D2IConfig's sampling settings (latent backends: resolution, steps, guidance). The
+        tiny backend's resolution is fixed by its trained UNet."""
+        return self
 
     def to(self, device, dtype=None):  # pragma: no cover - overridden
         raise NotImplementedError
@@ -126,9 +132,15 @@ def write_json_atomic(path: Path, data: dict) -> None:
 
 
 def read_bridge_json(d: Path) -> dict:
+    """``bridge.json`` of a d2i directory. A plain diffusers directory without one is recognised by its
+    layout: ``transformer/`` -> flux-depth, ``controlnet/`` -> sd-controlnet (default sizes/steps)."""
     p = Path(d) / BRIDGE_JSON
     if not p.exists():
-        raise InputError(f"{d}: not a d2i model directory (no {BRIDGE_JSON})")
+        if (Path(d) / "transformer").is_dir():
+            return {"backend": "flux-depth"}
+        if (Path(d) / "controlnet").is_dir():
+            return {"backend": "sd-controlnet"}
+        raise InputError(f"{d}: not a d2i model directory (no {BRIDGE_JSON}, no diffusers transformer/ or controlnet/)")
     try:
         return json.loads(p.read_text())
     except json.JSONDecodeError as e:

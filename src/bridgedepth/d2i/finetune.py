@@ -23,6 +23,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ..config import Config
+from ..errors import InputError
 from .backend import BRIDGE_JSON, LORA_FILE, load_backend, read_bridge_json, write_json_atomic
 from .common import load_source, prepare_source
 from .lora import add_lora, load_lora, lora_parameters, save_lora
@@ -100,7 +101,7 @@ def finetune(cfg: Config, d2i_dir: str | os.PathLike, teacher, source, out_dir: 
     rng = random.Random(fc.seed * 7919 + accelerator.process_index)
 
     base_info = read_bridge_json(Path(d2i_dir))
-    backend = load_backend(d2i_dir, dev)
+    backend = load_backend(d2i_dir, dev).configure(cfg.d2i)
     backend.denoiser.requires_grad_(False)
     add_lora(backend.denoiser, fc.lora_rank, fc.lora_alpha, fc.lora_targets)
     backend.denoiser.to(dev)
@@ -117,7 +118,8 @@ def finetune(cfg: Config, d2i_dir: str | os.PathLike, teacher, source, out_dir: 
     samples = load_source(source, limit=fc.max_samples + (0 if heldout is not None else fc.heldout))
     if heldout is None:
         if len(samples) <= fc.heldout:
-            raise ValueError(f"need more than finetune.heldout={fc.heldout} source samples, got {len(samples)}")
+            raise InputError(f"{source}: need more than finetune.heldout={fc.heldout} source samples, "
+                             f"got {len(samples)}")
         held, samples = samples[-fc.heldout:], samples[:-fc.heldout]
     else:
         held = load_source(heldout, limit=max(fc.heldout, 1))
@@ -188,7 +190,7 @@ def finetune(cfg: Config, d2i_dir: str | os.PathLike, teacher, source, out_dir: 
                "depth_reward_gain": after["depth_reward"] - before["depth_reward"]}
     if accelerator.is_main_process:
         model = accelerator.unwrap_model(denoiser)
-        save_lora(model, out / LORA_FILE)
+        save_lora(model, out / LORA_FILE, prefix=getattr(backend, "lora_prefix", "unet."))
         with torch.no_grad():
             roll = sample(backend, held_data["disp01"][:4], num_steps=num_steps, seeds=held_seeds[:4])
             pred = teacher_disparity(teacher, roll.images)

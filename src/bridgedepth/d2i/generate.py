@@ -79,7 +79,7 @@ def generate(cfg: Config, d2i_dir: str | os.PathLike, source_dir: str | os.PathL
     from ..data.shards import map_dataset
 
     gc = cfg.generate
-    backend = load_backend(d2i_dir, pick_device(cfg.device))
+    backend = load_backend(d2i_dir, pick_device(cfg.device)).configure(cfg.d2i)
     backend.denoiser.eval()
     gen = Generator(backend, images_per_depth=images_per_depth or gc.images_per_depth,
                     seed=gc.seed if seed is None else seed, steps=steps or gc.steps or cfg.d2i.num_steps,

@@ -59,6 +59,10 @@ class SDControlNetBackend(Backend):
         for m in (controlnet, vae):
             m.requires_grad_(False).eval()
 
+    def configure(self, dc):
+        self.resolution, self.default_steps = dc.resolution, dc.num_steps
+        return self
+
     def to(self, device, dtype=None):
         for m in (self.denoiser, self.controlnet, self.vae):
             m.to(device) if dtype is None else m.to(device=device, dtype=dtype)
@@ -164,6 +168,6 @@ def tiny_sd_components(tmp_dir, seed: int = 0) -> dict:
     sched = DDIMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", clip_sample=False,
                           set_alpha_to_one=False, steps_offset=1)
     torch.manual_seed(seed + 3)
-    return {"unet": unet, "controlnet": controlnet, "vae": vae, "scheduler": sched,
-            "text_encoder": tiny_clip_text_encoder(), "tokenizer": tiny_clip_tokenizer(Path(tmp_dir) / "tok"),
+    return {"unet": unet.eval(), "controlnet": controlnet.eval(), "vae": vae.eval(), "scheduler": sched,
+            "text_encoder": tiny_clip_text_encoder().eval(), "tokenizer": tiny_clip_tokenizer(Path(tmp_dir) / "tok"),
             "safety_checker": None, "feature_extractor": None}

@@ -76,4 +76,4 @@ def tiny_teacher_config(head: str = "relative"):
                       reshape_hidden_states=False)
     return DepthAnythingConfig(backbone_config=bc, reassemble_hidden_size=32, neck_hidden_sizes=[16, 16, 32, 32],
                                fusion_hidden_size=16, head_hidden_size=8, patch_size=14,
-                               depth_estimation_type=head, max_depth=1.0)
+                               depth_estimation_type=head, max_depth=1)

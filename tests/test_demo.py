@@ -22,7 +22,7 @@ def test_demo_fast_end_to_end_and_resume(tmp_path, run_cli, shared_data):
     assert "none of them is the paper's" in report
     metrics = json.loads((out / "metrics.json").read_text())
     rel = metrics["relative"]
-    assert set(rel) == {"baseline (source data only)", "+ generated data, pseudo-labels",
+    assert set(rel) == {"untrained (random init, reference)", "baseline (source data only)", "+ generated data, pseudo-labels",
                         "+ fine-tune, pseudo-labels only", "+ fine-tune, hybrid (BRIDGE)"}
     for row in rel.values():
         assert {"procedural test", "nyu", "kitti", "tum", "sun", "redwood"} <= set(row)

@@ -256,10 +256,10 @@ def write_report(out: Path, cfg: Config, runner, fixtures: dict) -> dict:
                         note="δ1 and AbsRel after per-image least-squares scale and shift in disparity space "
                              "(the paper's protocol). Real fixtures: 3 NYU, 3 KITTI, 1 TUM, 1 SUN RGB-D and 5 "
                              "Redwood frames: read them as a sanity check, not as a benchmark.")
-    t2 = _rel_table("Impact of generated data (Table 2 layout)", results["relative"], rel_rows[:2], benches,
+    t2 = _rel_table("Impact of generated data (Table 2 layout)", results["relative"], rel_rows[1:3], benches,
                     note="Same architecture and step budget; the baseline sees the source renders only, the "
                          "second row adds the D2I-generated images with teacher pseudo-labels.")
-    t3 = _rel_table("Hybrid supervision (Table 3 layout)", results["relative"], rel_rows[2:], benches,
+    t3 = _rel_table("Hybrid supervision (Table 3 layout)", results["relative"], rel_rows[3:], benches,
                     note="Both fine-tune the same '+ generated data' student for the same number of steps: with "
                          "pseudo-labels only, or with the exact ground truth inside the similarity mask.")
     t_metric = _metric_table(results["metric"], benches)

@@ -42,6 +42,7 @@ FIXTURES: dict[str, tuple[str, str, str, str]] = {
 }
 
 RELATIVE_MODELS = [  # (row name in the tables, checkpoint folder under OUT)
+    ("untrained (random init, reference)", "untrained"),
     ("baseline (source data only)", "teacher/last"),
     ("+ generated data, pseudo-labels", "students/pseudo/last"),
     ("+ fine-tune, pseudo-labels only", "students/pseudo-ft/last"),
@@ -160,6 +161,10 @@ def evaluate_models(out: Path, cfg: Config, fixtures: dict[str, dict], progress:
     from .evaluation.runner import ModelPredictions, evaluate_dense
     from .mde.predictor import Predictor
 
+    if not (out / "untrained" / "bridge.json").exists():  # the trivial reference: same model, no training
+        from .mde import build_model, save_model
+
+        save_model(build_model(cfg.model.name, seed=cfg.seed), out / "untrained", extra={"stage": "untrained"})
     benches: dict[str, Any] = {"procedural test": ShardSet(out / "scenes" / "test")}
     for name, f in fixtures.items():
         benches[name] = get_benchmark("folder", f["root"], encoding=f["encoding"])
@@ -295,9 +300,11 @@ def run_demo(cfg: Config, out: str | os.PathLike = "runs/demo", *, fixtures_root
     fixtures = stage_fixtures(fx_root, out / "fixtures") if fixtures_root or d.fixtures or default_fixtures_root() else {}
     if not fixtures:
         log("no real RGB-D fixtures found (../shared/data/rgbd): evaluating on procedural scenes only")
-    runner.run("8 evaluate", lambda: {"models": len(RELATIVE_MODELS) + len(METRIC_MODELS),
-                                      "benchmarks": 1 + len(fixtures),
-                                      **{"done": bool(evaluate_models(out, cfg, fixtures, progress))}})
+    def evaluate():
+        evaluate_models(out, cfg, fixtures, progress)
+        return {"models": len(RELATIVE_MODELS) + len(METRIC_MODELS), "benchmarks": 1 + len(fixtures)}
+
+    runner.run("8 evaluate", evaluate)
 
     from .demo_report import write_report
 

@@ -19,7 +19,7 @@ def test_demo_fast_end_to_end_and_resume(tmp_path, run_cli, shared_data):
         assert heading in report, heading
     assert "figure missing" not in report
     assert report.count("data:image/png;base64,") >= 10
-    assert "none of them is the paper's" in report
+    assert "none of them is the paper" in report
     metrics = json.loads((out / "metrics.json").read_text())
     rel = metrics["relative"]
     assert set(rel) == {"untrained (random init, reference)", "baseline (source data only)", "+ generated data, pseudo-labels",

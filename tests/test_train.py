@@ -48,7 +48,8 @@ def shards(tmp_path_factory):
 
 def _cfg(stage="teacher", steps=4, **extra):
     over = [f"train.stage={stage}", f"train.steps={steps}", "model.name=micro", "train.crop_size=42",
-            "train.batch_size=2", "train.lr=1e-4", "device=cpu", "model.max_depth=10"]
+            "train.batch_size=2", "train.lr=1e-4", "device=cpu", "model.max_depth=10",
+            "train.warmup_steps=0"]
     over += [f"{k}={v}" for k, v in extra.items()]
     return load_config("tiny", over)
 
@@ -124,6 +125,14 @@ def test_metric_stage_and_scale_head(shards, tmp_path):
     base = load_model(teacher.out_dir / "last").state_dict()
     after = load_model(sh.out_dir / "last").state_dict()
     assert all(torch.equal(base[k], after[k]) for k in base)
+
+
+def test_poly_schedule_with_warmup():
+    from bridgedepth.mde.trainer import poly_lambda
+
+    f = poly_lambda(total=10, warmup=2, power=1.0)
+    assert [round(f(s), 3) for s in range(4)] == [0.5, 1.0, 1.0, 0.875]
+    assert f(10) == 0.0
 
 
 def test_mixture_weights_are_respected(shards):

@@ -106,11 +106,10 @@ def run(args) -> int:
                              "predict them into different --out folders")
         stems[p.stem] = p
 
-    import torch
-
     from ..mde.predictor import Predictor, read_rgb
 
-    torch.set_grad_enabled(False)
+    # (the predictor runs under torch.inference_mode; never switch autograd off process-wide: the CLI
+    # is also called in-process, e.g. from tests and notebooks)
     predictor = Predictor.from_pretrained(
         args.model, input_size=args.input_size, metric=args.metric, fixed_size=args.fixed_size, device=args.device
     )

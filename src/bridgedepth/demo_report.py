@@ -16,7 +16,7 @@ from .report import Table, image_grid, img_tag, write_html
 
 BANNER = (
     "This is BRIDGE in miniature: procedural scenes instead of Hypersim/TartanAir/..., a tiny pixel-space "
-    "D2I diffusion model (64 px) instead of FLUX.1-Depth-dev, tiny DINOv2+DPT models instead of ViT-G, a "
+    "D2I diffusion model (32 px) instead of FLUX.1-Depth-dev, tiny DINOv2+DPT models instead of ViT-G, a "
     "few minutes of CPU training instead of GPU-weeks, and a handful of real fixture images instead of the "
     "benchmarks' test sets. Every number below was measured in this run; none of them is the paper's, and "
     "none predicts it: at paper scale the absolute values change completely, and so may the size and even "

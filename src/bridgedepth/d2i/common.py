@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 from typing import Iterable, Iterator
 
 import numpy as np
@@ -109,6 +110,10 @@ def batches(items: list, size: int) -> Iterator[list]:
 
 
 def pick_device(name: str = "auto") -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    """``auto``: this process's GPU (``cuda:$LOCAL_RANK`` under torchrun/accelerate) if any, else CPU."""
+    if name in ("auto", "cuda"):
+        if torch.cuda.is_available():
+            return torch.device(f"cuda:{int(os.environ.get('LOCAL_RANK', 0)) % torch.cuda.device_count()}")
+        if name == "auto":
+            return torch.device("cpu")
     return torch.device(name)

@@ -161,7 +161,8 @@ def label(cfg: Config, teacher_dir: str | os.PathLike, generated_dir: str | os.P
     rank = int(os.environ.get("RANK", 0)) if rank is None else rank
     world_size = int(os.environ.get("WORLD_SIZE", 1)) if world_size is None else world_size
     workers = max(1, cfg.label.workers if workers is None else workers)
-    device = "cuda" if cfg.device in ("auto", "cuda") and _cuda() else "cpu"
+    device = (f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}" if cfg.device in ("auto", "cuda") and _cuda()
+              else "cpu")
     input_size = cfg.model.input_size
     t0 = time.perf_counter()
     if workers == 1:

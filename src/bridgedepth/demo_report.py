@@ -265,6 +265,10 @@ def write_report(out: Path, cfg: Config, runner, fixtures: dict) -> dict:
     t_metric = _metric_table(results["metric"], benches)
     ft = stages.get("3b D2I reward fine-tune", {}).get("summary", {})
     lab = stages.get("5 label", {}).get("summary", {})
+    if lab and not lab.get("accepted"):
+        t3.note += (f" In this run none of the {lab.get('samples', 0)} generated images passed the similarity test "
+                    "(final mask > 50 % of the pixels), so the hybrid fine-tune saw no ground-truth pixels and is "
+                    "the pseudo-label fine-tune again: the tiny D2I model's images are far from the renders.")
     timing = Table("Stage timings (this machine)", ["stage", "seconds", "status"], runner.timing_table())
 
     figs = {

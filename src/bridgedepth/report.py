@@ -18,37 +18,41 @@ class Table:
     lower_is_better: set[str] = field(default_factory=set)
     higher_is_better: set[str] = field(default_factory=set)
 
-    def best_index(self, col: int) -> int | None:
+    def best_rows(self, col: int) -> set[int]:
+        """Rows holding the best value of a column (all of them on a tie; none if all are equal)."""
         name = self.columns[col]
-        vals = [(i, r[col]) for i, r in enumerate(self.rows) if isinstance(r[col], (int, float))]
-        if len(vals) < 2:
-            return None
+        vals = [(i, r[col]) for i, r in enumerate(self.rows)
+                if isinstance(r[col], (int, float)) and r[col] == r[col]]
+        if len(vals) < 2 or len({v for _, v in vals}) == 1:
+            return set()
         if name in self.lower_is_better:
-            return min(vals, key=lambda t: t[1])[0]
-        if name in self.higher_is_better:
-            return max(vals, key=lambda t: t[1])[0]
-        return None
+            best = min(v for _, v in vals)
+        elif name in self.higher_is_better:
+            best = max(v for _, v in vals)
+        else:
+            return set()
+        return {i for i, v in vals if v == best}
 
     def to_markdown(self) -> str:
-        best = {c: self.best_index(c) for c in range(len(self.columns))}
+        best = {c: self.best_rows(c) for c in range(len(self.columns))}
         lines = ["| " + " | ".join(self.columns) + " |", "|" + "---|" * len(self.columns)]
         for i, r in enumerate(self.rows):
             cells = []
             for c, v in enumerate(r):
                 s = _fmt(v)
-                cells.append(f"**{s}**" if best[c] == i else s)
+                cells.append(f"**{s}**" if i in best[c] else s)
             lines.append("| " + " | ".join(cells) + " |")
         return "\n".join(lines)
 
     def to_html(self) -> str:
-        best = {c: self.best_index(c) for c in range(len(self.columns))}
+        best = {c: self.best_rows(c) for c in range(len(self.columns))}
         head = "".join(f"<th>{html.escape(c)}</th>" for c in self.columns)
         body = []
         for i, r in enumerate(self.rows):
             tds = []
             for c, v in enumerate(r):
                 s = html.escape(_fmt(v))
-                tds.append(f"<td class='best'>{s}</td>" if best[c] == i else f"<td>{s}</td>")
+                tds.append(f"<td class='best'>{s}</td>" if i in best[c] else f"<td>{s}</td>")
             body.append("<tr>" + "".join(tds) + "</tr>")
         note = f"<p class='note'>{html.escape(self.note)}</p>" if self.note else ""
         return (f"<h3>{html.escape(self.title)}</h3><table><thead><tr>{head}</tr></thead>"

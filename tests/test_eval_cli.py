@@ -114,14 +114,22 @@ def test_errors_name_the_file(run_cli, shared_data, tmp_path):
     assert r.code == 2 and "nyuv2" in r.err
 
 
-def test_model_without_depth_model_code_is_a_clear_error(run_cli, shared_data, tmp_path):
-    from bridgedepth import mde
+def test_model_path_with_a_real_checkpoint(run_cli, shared_data, tmp_path):
+    """`--model` with a real (tiny, random) bridgedepth checkpoint, end to end, and a missing one."""
+    import json
 
-    if hasattr(mde, "load_model") and hasattr(mde, "Predictor"):
-        pytest.skip("bridgedepth.mde is present; the model path is tested with it")
+    from bridgedepth.mde import build_model, save_model
+
+    save_model(build_model("micro", seed=0), tmp_path / "ckpt")
     r = run_cli("eval", "--dataset", "folder", "--root", shared_data / "rgbd/nyu_sync", "--encoding", "png-mm",
-                "--model", tmp_path)
-    assert r.code == 2 and "--predictions" in r.err
+                "--model", tmp_path / "ckpt", "--json", tmp_path / "r.json", "--quiet")
+    assert r.code == 0, r
+    res = json.loads((tmp_path / "r.json").read_text())
+    assert res["n_images"] == 3 and res["alignment"] == "disparity"
+    assert 0 < res["metrics"]["delta1"] <= 1 and res["metrics"]["abs_rel"] > 0
+    bad = run_cli("eval", "--dataset", "folder", "--root", shared_data / "rgbd/nyu_sync", "--encoding", "png-mm",
+                  "--model", tmp_path / "missing")
+    assert bad.code == 2 and "missing" in bad.err
 
 
 def test_suite_and_compare(run_cli, shared_data, tmp_path):

@@ -24,7 +24,6 @@ def toy_scene(index: int, size: int = 64, seed: int = 0) -> dict:
     normal_shade = np.ones((h, w), np.float32)
 
     def hit(t, lab, shade):
-        nonlocal depth, label, normal_shade
         m = (t > 0.05) & (t < depth)
         depth[m] = t[m]
         label[m] = lab

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from ...errors import InputError
-from .base import Benchmark, GroundTruth, Item
+from .base import Benchmark, Item
 
 
 class ShardSet(Benchmark):

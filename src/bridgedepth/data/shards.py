@@ -48,7 +48,6 @@ TMP_MARK = ".tmp-"
 LOCK_NAME = ".manifest.lock"
 _KEY_RE = re.compile(r"^[A-Za-z0-9_\-]+$")
 _FIELD_RE = re.compile(r"^[A-Za-z0-9_\-]+$")
-_PNG_EXTS = ("png",)
 _IMAGE_EXTS = ("png", "jpg", "jpeg")
 
 __all__ = [

@@ -164,6 +164,16 @@ class KITTI(Benchmark):
         raise InputError(f"kitti: unknown crop {crop!r}; choose garg, eigen or none")
 
 
+def _rgb_depth_split(bench, limit) -> list[Item]:
+    """Items of a split list whose lines are ``RGB DEPTH`` (paths relative to the root)."""
+    rows = read_split(bench.split)
+    rows = rows[:limit] if limit else rows
+    bad = [r for r in rows if len(r) < 2]
+    if bad:
+        raise InputError(f"{bench.split}: {bench.name} split lines need 'RGB DEPTH': {' '.join(bad[0])}")
+    return [Item(rel_key(r[0]), bench.root / r[0], bench.root / r[1]) for r in rows]
+
+
 class ETH3D(Benchmark):
     """ETH3D high-res multi-view DSLR images (454). Ground truth: headerless little-endian float32
     4032x6048 files (named like the JPEG), inf = invalid; 1e-5..inf m."""
@@ -176,12 +186,7 @@ class ETH3D(Benchmark):
     description = "ETH3D (454), raw float32 4032x6048, inf invalid, 1e-5..inf m"
 
     def _list(self, limit):
-        rows = read_split(self.split)
-        rows = rows[:limit] if limit else rows
-        bad = [r for r in rows if len(r) < 2]
-        if bad:
-            raise InputError(f"{self.split}: {self.name} split lines need 'RGB DEPTH': {' '.join(bad[0])}")
-        return [Item(rel_key(r[0]), self.root / r[0], self.root / r[1]) for r in rows]
+        return _rgb_depth_split(self, limit)
 
 
 class ScanNet(Benchmark):
@@ -195,12 +200,7 @@ class ScanNet(Benchmark):
     description = "ScanNet val (800 sampled), depth/1000, 1e-3..10 m"
 
     def _list(self, limit):
-        rows = read_split(self.split)
-        rows = rows[:limit] if limit else rows
-        bad = [r for r in rows if len(r) < 2]
-        if bad:
-            raise InputError(f"{self.split}: {self.name} split lines need 'RGB DEPTH': {' '.join(bad[0])}")
-        return [Item(rel_key(r[0]), self.root / r[0], self.root / r[1]) for r in rows]
+        return _rgb_depth_split(self, limit)
 
 
 class DIODE(Benchmark):

@@ -23,7 +23,7 @@ import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
 from ..errors import InputError
-from .shards import ShardError, iter_shard, load_manifest
+from .shards import iter_shard, require_complete
 
 
 def _dist_rank_world() -> tuple[int, int]:
@@ -84,13 +84,7 @@ class ShardDataset(IterableDataset):
         self.epoch = 0
         self.shards: list[tuple[Path, str, int]] = []  # (path, sha256, samples)
         for d in self.dirs:
-            m = load_manifest(d)
-            if not m.complete and not allow_incomplete:
-                bad = m.incomplete()
-                raise ShardError(
-                    f"{d}: {len(bad)} incomplete shard(s) ({', '.join(bad[:5])}); "
-                    "finish the writer or pass allow_incomplete=True"
-                )
+            m = require_complete(d, "finish the writer or pass allow_incomplete=True", allow_incomplete)
             self.shards += [(d / s.name, s.sha256 or "", s.samples) for s in m.shards if s.complete]
 
     @property

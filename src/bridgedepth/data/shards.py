@@ -547,6 +547,19 @@ def load_manifest(in_dir: str | os.PathLike) -> Manifest:
 # --------------------------------------------------------------------------------------------
 
 
+
+def require_complete(in_dir: str | os.PathLike, hint: str, allow_incomplete: bool = False) -> Manifest:
+    """The manifest of ``in_dir``; a :class:`ShardError` naming the incomplete shards (and ``hint``,
+    what to do about them) unless every shard is complete or ``allow_incomplete``."""
+    m = load_manifest(in_dir)
+    if not m.complete and not allow_incomplete:
+        bad = m.incomplete()
+        raise ShardError(
+            f"{in_dir}: {len(bad)} incomplete shard(s) ({', '.join(bad[:5])}{' ...' if len(bad) > 5 else ''}); {hint}"
+        )
+    return m
+
+
 def _shard_is_complete(d: Path, name: str, check: Callable[[ShardInfo], bool] = lambda s: True) -> bool:
     info = _read_status(d, name)
     if info is None or not info.complete or not check(info):
@@ -724,12 +737,7 @@ def map_dataset(
     ``fields`` limits which input fields are decoded. The input set must be complete.
     """
     _check_rank(rank, world_size)
-    src = load_manifest(in_dir)
-    if not src.complete:
-        raise ShardError(
-            f"{in_dir}: input has incomplete shards ({', '.join(src.incomplete()[:5])}"
-            f"{' ...' if len(src.incomplete()) > 5 else ''}); finish writing it first"
-        )
+    src = require_complete(in_dir, "finish writing the input first")
     d = Path(out_dir)
     if d.resolve() == Path(in_dir).resolve():
         raise InputError(f"{out_dir}: output directory must differ from the input directory")
@@ -820,13 +828,7 @@ def iter_samples(
     Refuses an incomplete dataset (unless ``allow_incomplete``: then only complete shards are read)
     and, with ``verify``, any shard whose sha256 differs from its status file.
     """
-    m = load_manifest(in_dir)
-    if not m.complete and not allow_incomplete:
-        bad = m.incomplete()
-        raise ShardError(
-            f"{in_dir}: {len(bad)} incomplete shard(s) ({', '.join(bad[:5])}{' ...' if len(bad) > 5 else ''}); "
-            "rerun the writer to finish them"
-        )
+    m = require_complete(in_dir, "rerun the writer to finish them", allow_incomplete)
     wanted = None if fields is None else list(fields)
     for s in m.shards:
         if not s.complete:

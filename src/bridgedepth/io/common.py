@@ -31,11 +31,7 @@ class FormatError(InputError):
 
 def read_file_bytes(path: str | os.PathLike, what: str = "file") -> bytes:
     """Read a whole file, turning missing / directory / empty into a :class:`FormatError`."""
-    p = Path(path)
-    if not p.exists():
-        raise FormatError(p, f"no such {what}")
-    if p.is_dir():
-        raise FormatError(p, f"is a directory, not a {what}")
+    p = check_file(path, what)
     try:
         data = p.read_bytes()
     except OSError as e:

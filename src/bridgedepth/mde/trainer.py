@@ -341,13 +341,17 @@ def train(
     best = state.get("best_score")
     extra_meta = {"stage": t.stage, "config": to_dict(cfg), "data": [d.__dict__ for d in data]}
 
+    def write_checkpoint(name: str, step: int, with_optimizer: bool) -> None:
+        """Main process only. ``best`` has no optimiser state: only ``last`` is resumed from."""
+        st = {"step": step, "loader": loader.state(), "best_score": best, "stage": t.stage}
+        _save_checkpoint(out, name, accelerator.unwrap_model(model) if scale_head is None else model,
+                         optimizer if with_optimizer else None, scheduler, st, save_model, extra_meta,
+                         scale_head=accelerator.unwrap_model(scale_head) if scale_head is not None else None)
+
     def checkpoint(name: str, step: int) -> None:
         accelerator.wait_for_everyone()
         if accelerator.is_main_process:
-            st = {"step": step, "loader": loader.state(), "best_score": best, "stage": t.stage}
-            _save_checkpoint(out, name, accelerator.unwrap_model(model) if scale_head is None else model,
-                             optimizer, scheduler, st, save_model, extra_meta,
-                             scale_head=accelerator.unwrap_model(scale_head) if scale_head is not None else None)
+            write_checkpoint(name, step, with_optimizer=True)
         accelerator.wait_for_everyone()
 
     def run_validation(step: int) -> dict:
@@ -363,14 +367,8 @@ def train(
         score = metrics.get(val_key)
         if score is not None and math.isfinite(score) and (best is None or score < best):
             best = float(score)
-            checkpoint_main_only("best", step)
+            write_checkpoint("best", step, with_optimizer=False)
         return metrics
-
-    def checkpoint_main_only(name: str, step: int) -> None:
-        st = {"step": step, "loader": loader.state(), "best_score": best, "stage": t.stage}
-        _save_checkpoint(out, name, accelerator.unwrap_model(model) if scale_head is None else model,
-                         None, None, st, save_model, extra_meta,
-                         scale_head=accelerator.unwrap_model(scale_head) if scale_head is not None else None)
 
     end = t.steps if stop_after is None else min(t.steps, start_step + stop_after)
     bar = tqdm(total=t.steps, initial=start_step, desc=f"train {t.stage}", unit="step",

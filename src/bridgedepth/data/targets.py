@@ -13,6 +13,7 @@ from typing import Literal
 import numpy as np
 
 from ..errors import InputError
+from .augment import color_jitter, random_crop_flip
 
 SOURCE_NONE, SOURCE_PSEUDO, SOURCE_GT = 0, 1, 2
 TargetKind = Literal["gt", "pseudo", "hybrid", "metric"]
@@ -104,3 +105,18 @@ def sample_target(sample: dict, kind: TargetKind) -> tuple[np.ndarray, np.ndarra
         valid = np.asarray(sample.get("valid", depth > 0), bool)
         return hybrid_target(pseudo, depth, valid, mask, bool(meta.get("accepted", False)))
     raise InputError(f"unknown target kind '{kind}' (gt, pseudo, hybrid, metric)")
+
+
+def training_view(sample: dict, kind: TargetKind, train_cfg, rng: np.random.Generator) -> dict:
+    """One augmented training crop of a sample: ``{"rgb", "target", "valid", "source"}``.
+
+    ``train_cfg`` is a :class:`bridgedepth.config.TrainConfig` (crop size, flip, colour jitter).
+    The target, valid mask and per-pixel source map (``SOURCE_*``) follow the image through the same
+    crop and flip (nearest-neighbour resizing). This is what one worker does per sample; the trainer
+    collates the results.
+    """
+    target, valid, source = sample_target(sample, kind)
+    rgb, (target, valid, source) = random_crop_flip(rng, sample["rgb"], [target, valid, source],
+                                                    train_cfg.crop_size, hflip=train_cfg.hflip)
+    rgb = color_jitter(rng, rgb, train_cfg.color_jitter)
+    return {"rgb": rgb, "target": target, "valid": valid, "source": source}

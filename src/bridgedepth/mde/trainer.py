@@ -36,8 +36,7 @@ import numpy as np
 import torch
 
 from ..config import Config, save_resolved, to_dict
-from ..data.augment import color_jitter, random_crop_flip
-from ..data.targets import TargetKind, sample_target
+from ..data.targets import TargetKind, training_view
 from ..errors import InputError
 from .model import apply_scale, enable_checkpointing, forward_with_features, parameter_groups
 
@@ -102,7 +101,7 @@ class _SourceStream:
         for _ in range(self.consumed):  # resume inside an epoch: skip what was already used
             next(self._it)
 
-    def next(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def next(self) -> dict:
         if self._it is None:
             self._start_epoch()
         for _attempt in range(2):
@@ -119,13 +118,22 @@ class _SourceStream:
             self.trace.append(f"{self.epoch} {sample.get('__key__')}")
         t = self.cfg.train
         rng = np.random.default_rng(_key_seed(t.seed, self.index, self.epoch, sample.get("__key__")))
-        target, valid, _source = sample_target(sample, self.data.target)
-        rgb, (target, valid) = random_crop_flip(rng, sample["rgb"], [target, valid], t.crop_size, hflip=t.hflip)
-        rgb = color_jitter(rng, rgb, t.color_jitter)
-        return rgb, target, valid
+        return training_view(sample, self.data.target, t, rng)
 
     def state(self) -> dict:
         return {"epoch": self.epoch, "consumed": self.consumed}
+
+
+def collate_views(views: list[dict]) -> dict[str, torch.Tensor]:
+    """Stack :func:`~bridgedepth.data.targets.training_view` outputs into a batch: ``image``
+    (ImageNet-normalised float), ``target`` (float), ``valid`` (bool), ``source`` (uint8 SOURCE_*)."""
+    x = torch.from_numpy(np.stack([v["rgb"] for v in views])).permute(0, 3, 1, 2).float().div_(255.0)
+    return {
+        "image": (x - IMAGENET_MEAN) / IMAGENET_STD,
+        "target": torch.from_numpy(np.stack([v["target"] for v in views])).float(),
+        "valid": torch.from_numpy(np.stack([v["valid"] for v in views])),
+        "source": torch.from_numpy(np.stack([v["source"] for v in views])),
+    }
 
 
 class MixtureLoader:
@@ -153,19 +161,11 @@ class MixtureLoader:
         self.batch_size = cfg.train.batch_size
 
     def next_batch(self) -> dict[str, torch.Tensor]:
-        rgbs, targets, valids = [], [], []
+        views = []
         for _ in range(self.batch_size):
             i = int(self.rng.choice(len(self.sources), p=self.p)) if len(self.sources) > 1 else 0
-            rgb, target, valid = self.sources[i].next()
-            rgbs.append(rgb)
-            targets.append(target)
-            valids.append(valid)
-        x = torch.from_numpy(np.stack(rgbs)).permute(0, 3, 1, 2).float().div_(255.0)
-        return {
-            "image": (x - IMAGENET_MEAN) / IMAGENET_STD,
-            "target": torch.from_numpy(np.stack(targets)).float(),
-            "valid": torch.from_numpy(np.stack(valids)),
-        }
+            views.append(self.sources[i].next())
+        return collate_views(views)
 
     def state(self) -> dict:
         return {"sources": [s.state() for s in self.sources], "rng": self.rng.bit_generator.state}
@@ -250,8 +250,8 @@ def _stage_loss(cfg: Config):
 
     loss = DepthLoss(cfg.train.loss)
     if cfg.train.stage in ("metric", "scale-head"):
-        return loss.metric
-    return lambda pred, target, valid: loss(pred, target, valid).total
+        return lambda pred, target, valid, source: loss.metric(pred, target, valid)
+    return lambda pred, target, valid, source: loss(pred, target, valid).total
 
 
 def train(
@@ -386,13 +386,14 @@ def train(
                     image = batch["image"].to(accelerator.device)
                     target = batch["target"].to(accelerator.device)
                     valid = batch["valid"].to(accelerator.device)
+                    source = batch["source"].to(accelerator.device)
                     if scale_head is not None:
                         with torch.no_grad():
                             disp, feats = forward_with_features(model, image)
                         pred = apply_scale(disp, *scale_head(feats[-1]), max_depth=cfg.model.max_depth)
                     else:
                         pred = model(pixel_values=image).predicted_depth
-                    loss = loss_fn(pred, target, valid)
+                    loss = loss_fn(pred, target, valid, source)
                     accelerator.backward(loss)
                     grad_norm = None
                     if accelerator.sync_gradients and t.grad_clip:

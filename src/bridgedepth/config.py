@@ -43,6 +43,7 @@ class ScenesConfig:
     samples_per_shard: int = 256
     workers: int = 1  # rendering processes (each writes whole shards)
     aspect_range: Optional[list[float]] = None  # [lo, hi] width/height per scene; None = fixed size
+    look: Literal["standard", "synthetic", "real"] = "standard"  # image look (docs/scenes.md)
 
 
 @dataclass
@@ -145,6 +146,9 @@ class D2IConfig:
     pretrain_batch_size: int = 16
     pretrain_lr: float = 1e-3
     pretrain_max_samples: int = 4000  # source samples held in memory (downsampled)
+    pretrain_condition: Literal["depth", "pseudo"] = "depth"  # condition on 1/depth or on a teacher's `pseudo`
+    patch: int = 1  # tiny backend: UNet on pixel-unshuffled images (space-to-depth by this factor)
+    prediction_type: Literal["epsilon", "v_prediction"] = "epsilon"  # tiny backend training target
     save_every: int = 250
     seed: int = 0
 
@@ -156,6 +160,7 @@ class RewardConfig:
     depth_mean_centre: bool = True
     aesthetic_head: Optional[str] = None  # LAION head .pth / .safetensors
     clip_path: Optional[str] = None  # local CLIP ViT-L/14 dir; None turns the aesthetic term off
+    aesthetic_model: Optional[str] = None  # toy aesthetic scorer dir (bridge zoo); used instead of CLIP + head
 
 
 @dataclass
@@ -257,6 +262,39 @@ class DemoConfig:
 
 
 @dataclass
+class ZooConfig:
+    """`bridge zoo build`: the toy foundation models shipped with the package (docs/zoo.md).
+
+    Scene seeds: ``seed`` + 0 teacher training (synthetic look), + 1 teacher validation (synthetic),
+    + 2 the D2I foundation's "photographs" (real look; their depth is never used), + 3 the cards'
+    held-out real-look scenes. None of them may equal a demo seed (tests check it)."""
+
+    seed: int = 1000
+    scene_size: list[int] = field(default_factory=lambda: [128, 128])  # [H, W]
+    teacher_scenes: int = 4000
+    photo_scenes: int = 3000
+    val_scenes: int = 64
+    # depth foundation (the DINOv2 + teacher stand-in), trained on the synthetic look with ground truth
+    depth_arch: str = "toy"
+    depth_steps: int = 3000
+    depth_batch_size: int = 8
+    depth_lr: float = 1.0e-4  # decoder x10 (train.decoder_lr_mult)
+    depth_warmup_steps: int = 100
+    # D2I foundation (the FLUX.1-Depth stand-in): real-look photos conditioned on the teacher's estimate
+    d2i_resolution: int = 96
+    d2i_patch: int = 4
+    d2i_channels: list[int] = field(default_factory=lambda: [64, 128, 192])
+    d2i_steps: int = 4000
+    d2i_batch_size: int = 16
+    d2i_lr: float = 5.0e-4
+    d2i_sampling_steps: int = 20
+    # toy aesthetic scorer (the CLIP + LAION stand-in)
+    scorer_steps: int = 1500
+    scorer_size: int = 64
+    threads: Optional[int] = None  # torch threads (None: torch's default)
+
+
+@dataclass
 class Config:
     """The whole run. Every run writes the resolved version of this next to its outputs."""
 
@@ -275,6 +313,7 @@ class Config:
     label: LabelConfig = field(default_factory=LabelConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     demo: DemoConfig = field(default_factory=DemoConfig)
+    zoo: ZooConfig = field(default_factory=ZooConfig)
     stages: dict[str, dict[str, Any]] = field(default_factory=dict)  # per-stage raw overrides
 
 

@@ -21,14 +21,13 @@ import copy
 import json
 import os
 import shutil
-import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
 
 from .config import Config, save_resolved
+from .stages import StageRecord, StageRunner, _jsonable  # noqa: F401  (re-exported: the demo's stage runner)
 
 # Real fixtures (../shared/data/rgbd) evaluated through the `folder` benchmark:
 # name -> (rgb source, depth source, encoding, kind of scene). Sources are folders or single files.
@@ -53,61 +52,9 @@ METRIC_MODELS = [  # metric head, or a frozen relative model with a scale head: 
 ]
 
 
-@dataclass
-class StageRecord:
-    name: str
-    seconds: float
-    skipped: bool
-    summary: dict = field(default_factory=dict)
-
-
-class StageRunner:
-    """Runs named stages once: a finished stage leaves a record in ``stages.json`` and is skipped on a
-    rerun (its own outputs are resumable too, so an interrupted stage continues where it stopped)."""
-
-    def __init__(self, out: Path, log: Callable[[str], None] = print):
-        self.out = out
-        self.path = out / "stages.json"
-        self.log = log
-        self.done: dict[str, dict] = json.loads(self.path.read_text()) if self.path.exists() else {}
-        self.records: list[StageRecord] = []
-
-    def run(self, name: str, fn: Callable[[], dict | None]) -> dict:
-        if name in self.done:
-            rec = self.done[name]
-            self.log(f"[{name}] done already ({rec['seconds']:.0f} s): skipped")
-            self.records.append(StageRecord(name, rec["seconds"], True, rec.get("summary", {})))
-            return rec.get("summary", {})
-        self.log(f"[{name}] running ...")
-        t0 = time.perf_counter()
-        summary = fn() or {}
-        dt = time.perf_counter() - t0
-        self.done[name] = {"seconds": dt, "summary": _jsonable(summary)}
-        tmp = self.path.with_name("stages.json.tmp")
-        tmp.write_text(json.dumps(self.done, indent=1))
-        os.replace(tmp, self.path)
-        self.records.append(StageRecord(name, dt, False, summary))
-        self.log(f"[{name}] finished in {dt:.1f} s")
-        return summary
-
-    def timing_table(self) -> list[list]:
-        rows = [[r.name, r.seconds, "skipped (done before)" if r.skipped else "ran"] for r in self.records]
-        rows.append(["total", sum(r.seconds for r in self.records), ""])
-        return rows
-
-
-def _jsonable(x: Any) -> Any:
-    if isinstance(x, dict):
-        return {str(k): _jsonable(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_jsonable(v) for v in x]
-    if isinstance(x, (np.floating, np.integer)):
-        return x.item()
-    if isinstance(x, Path):
-        return str(x)
-    if isinstance(x, (str, int, float, bool)) or x is None:
-        return x
-    return str(x)
+def demo_seeds(cfg: Config) -> dict[str, int]:
+    """The scene seeds of the demo's sets (the test seed must never reach a training set)."""
+    return {"train": cfg.seed, "val": cfg.seed + 1, "test": cfg.seed + 2}
 
 
 def _with(cfg: Config, **train) -> Config:
@@ -220,11 +167,12 @@ def run_demo(cfg: Config, out: str | os.PathLike = "runs/demo", *, fixtures_root
 
     def scenes():
         kw = dict(kind=cfg.scenes.kind, size=size, samples_per_shard=sps, progress=progress)
-        write_scenes(sc / "train", d.train_scenes, seed=cfg.seed, **kw)
-        write_scenes(sc / "val", d.val_scenes, seed=cfg.seed + 1, **kw)
-        write_scenes(sc / "test", d.test_scenes, seed=cfg.seed + 2, **kw)
+        seeds = demo_seeds(cfg)
+        write_scenes(sc / "train", d.train_scenes, seed=seeds["train"], **kw)
+        write_scenes(sc / "val", d.val_scenes, seed=seeds["val"], **kw)
+        write_scenes(sc / "test", d.test_scenes, seed=seeds["test"], **kw)
         # the source depth maps that get generated images: the first `gen_sources` training scenes
-        write_scenes(sc / "gen", min(d.gen_sources, d.train_scenes), seed=cfg.seed, **kw)
+        write_scenes(sc / "gen", min(d.gen_sources, d.train_scenes), seed=seeds["train"], **kw)
         write_contact_sheet(sc / "test", figs / "scenes.png", limit=12, columns=4, cell=160)
         return {"train": d.train_scenes, "val": d.val_scenes, "test": d.test_scenes, "gen": d.gen_sources}
 

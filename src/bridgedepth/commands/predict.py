@@ -96,8 +96,9 @@ def run(args) -> int:
         raise InputError(f"--outputs: unknown kind(s) {bad}; choose from {', '.join(OUTPUT_KINDS)}")
     if args.batch_size < 1:
         raise InputError("--batch-size must be at least 1")
-    if args.input_size is not None and (args.input_size < 14 or args.input_size % 14):
-        raise InputError(f"--input-size must be a positive multiple of 14, got {args.input_size}")
+    if args.input_size is not None and args.input_size < 8:
+        raise InputError(f"--input-size must be at least 8 (it is rounded to the model's patch size), "
+                         f"got {args.input_size}")
     paths = collect_inputs(args.inputs)
     stems: dict[str, Path] = {}
     for p in paths:

@@ -30,6 +30,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="rendering processes, each writing whole shards (default: scenes.workers)")
     p.add_argument("--aspect-range", type=float, nargs=2, default=None, metavar=("LO", "HI"),
                    help="draw each scene's width/height ratio from [LO, HI] at about the same pixel count")
+    p.add_argument("--look", default=None, choices=["standard", "synthetic", "real"],
+                   help="image look: standard (full shader), synthetic (flat palette, like synthetic source "
+                        "sets) or real (full shader + camera effects); depth is the same (default: scenes.look)")
     p.add_argument("--preview", default=None, metavar="DIR",
                    help="instead of rendering, write a contact sheet (RGB | depth) of the scenes in DIR to --out")
     p.add_argument("--max", type=int, default=24, help="--preview: number of scenes on the sheet")
@@ -76,16 +79,18 @@ def run(args: argparse.Namespace) -> int:
         sc.workers = args.workers
     if args.aspect_range is not None:
         sc.aspect_range = list(args.aspect_range)
+    if args.look is not None:
+        sc.look = args.look
     if sc.workers < 1:
         raise InputError(f"--workers {sc.workers}: must be >= 1")
     size = parse_size(sc.size)
     t0 = time.perf_counter()
     manifest = write_scenes(args.out, sc.train_count, kind=sc.kind, size=size, seed=sc.seed,
                             samples_per_shard=sc.samples_per_shard, workers=sc.workers,
-                            aspect_range=sc.aspect_range, progress=not args.quiet)
+                            aspect_range=sc.aspect_range, progress=not args.quiet, look=sc.look)
     dt = time.perf_counter() - t0
     save_resolved(cfg, args.out)
-    print(f"{args.out}: {manifest.num_samples} {sc.kind} scenes at {size[0]}x{size[1]} in "
+    print(f"{args.out}: {manifest.num_samples} {sc.kind} {sc.look}-look scenes at {size[0]}x{size[1]} in "
           f"{manifest.num_shards} shard(s); {'complete' if manifest.complete else 'INCOMPLETE'} "
           f"({dt:.1f} s this run)")
     return 0 if manifest.complete else 1

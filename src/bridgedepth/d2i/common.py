@@ -42,18 +42,33 @@ def normalise_disparity(disp: torch.Tensor, valid: torch.Tensor, lo_q: float = 0
     return out
 
 
-def prepare_source(samples: list[dict], resolution: int) -> dict[str, torch.Tensor]:
+def prepare_source(samples: list[dict], resolution: int, condition: str = "depth") -> dict[str, torch.Tensor]:
     """Resize a list of source sample dicts to ``resolution`` (square) and stack them.
 
     Returns rgb (B,3,R,R) in [0,1], disp (B,1,R,R) raw inverse depth (0 invalid), valid (B,1,R,R) bool,
     disp01 (B,1,R,R) normalised disparity condition. RGB uses area interpolation; disparity is averaged
     over valid pixels only (so holes do not bleed in) and a pixel stays valid when at least half of
-    its footprint was valid."""
+    its footprint was valid.
+
+    ``condition="pseudo"`` takes the disparity from the sample's ``pseudo`` field (a teacher's
+    *estimated* relative disparity, as `bridge label` writes it; every finite pixel valid) instead of
+    1 / depth: how a D2I foundation is trained on photographs whose depth is only estimated."""
+    if condition not in ("depth", "pseudo"):
+        raise InputError(f"condition {condition!r}: expected 'depth' or 'pseudo'")
     rgbs, disps, valids = [], [], []
     for s in samples:
-        if "depth" not in s:
+        if condition == "pseudo":
+            if "pseudo" not in s:
+                raise InputError(f"sample {s.get('__key__', '?')}: has no 'pseudo' field (label it with a teacher)")
+            disp = np.asarray(s["pseudo"], np.float32)
+            ok = np.isfinite(disp)
+            disp = np.where(ok, disp, 0.0).astype(np.float32)
+            if ok.any():  # relative disparity may be shifted below 0: move its minimum to 0 (min-max is shift-free)
+                disp = np.where(ok, disp - disp[ok].min(), 0.0).astype(np.float32)
+        elif "depth" not in s:
             raise InputError(f"sample {s.get('__key__', '?')}: has no 'depth' field")
-        disp, ok = disparity_from_depth(s["depth"], s.get("valid"))
+        else:
+            disp, ok = disparity_from_depth(s["depth"], s.get("valid"))
         d = torch.from_numpy(disp)[None, None]
         v = torch.from_numpy(ok.astype(np.float32))[None, None]
         vs = F.interpolate(v, size=(resolution, resolution), mode="area")

@@ -24,14 +24,17 @@ from .common import load_source, pick_device, prepare_source
 from .tiny import TinyBackend
 
 
-def _encode_source(samples: list[dict], resolution: int, chunk: int = 256) -> dict[str, torch.Tensor]:
-    parts = [prepare_source(samples[i:i + chunk], resolution) for i in range(0, len(samples), chunk)]
+def _encode_source(samples: list[dict], resolution: int, chunk: int = 256, condition: str = "depth"
+                   ) -> dict[str, torch.Tensor]:
+    parts = [prepare_source(samples[i:i + chunk], resolution, condition=condition)
+             for i in range(0, len(samples), chunk)]
     return {k: torch.cat([p[k] for p in parts]) for k in ("rgb", "disp01")}
 
 
 def denoising_loss(backend: TinyBackend, rgb01: torch.Tensor, disp01: torch.Tensor,
                    generator: torch.Generator | None = None) -> torch.Tensor:
-    """Epsilon-prediction MSE at uniformly drawn training timesteps."""
+    """Epsilon- (or v-, by the scheduler's ``prediction_type``) prediction MSE at uniformly drawn
+    training timesteps."""
     sched = backend.scheduler
     b = rgb01.shape[0]
     x0 = rgb01 * 2 - 1
@@ -39,6 +42,8 @@ def denoising_loss(backend: TinyBackend, rgb01: torch.Tensor, disp01: torch.Tens
     t = torch.randint(0, sched.config.num_train_timesteps, (b,), generator=generator).to(x0.device)
     xt = sched.add_noise(x0, noise, t)
     pred = backend.predict(xt, t, backend.encode_condition(disp01))
+    if sched.config.prediction_type == "v_prediction":
+        return F.mse_loss(pred, sched.get_velocity(x0, noise, t))
     return F.mse_loss(pred, noise)
 
 
@@ -54,11 +59,12 @@ def pretrain(cfg: Config, source, out_dir: str | os.PathLike, *, steps: int | No
     device = pick_device(cfg.device)
     torch.manual_seed(dc.seed)
     samples = load_source(source, limit=dc.pretrain_max_samples)
-    data = _encode_source(samples, dc.resolution)
+    data = _encode_source(samples, dc.resolution, condition=dc.pretrain_condition)
     n = data["rgb"].shape[0]
     del samples
     ckpt = out / "checkpoint"
-    backend = TinyBackend.create(dc.resolution, tuple(dc.channels), dc.layers_per_block, dc.num_steps)
+    backend = TinyBackend.create(dc.resolution, tuple(dc.channels), dc.layers_per_block, dc.num_steps,
+                                 patch=dc.patch, prediction_type=dc.prediction_type)
     start = 0
     opt = torch.optim.AdamW(backend.denoiser.parameters(), lr=dc.pretrain_lr, weight_decay=1e-4)
     if (ckpt / "state.pt").exists():
@@ -98,6 +104,7 @@ def pretrain(cfg: Config, source, out_dir: str | os.PathLike, *, steps: int | No
     backend.denoiser.eval()
     params = sum(p.numel() for p in backend.denoiser.parameters())
     summary = {"steps": steps, "resumed_from": start, "samples": n, "resolution": dc.resolution,
+               "condition": dc.pretrain_condition, "patch": dc.patch, "prediction_type": dc.prediction_type,
                "parameters": params, "final_loss": float(sum(losses[-50:]) / max(len(losses[-50:]), 1))
                if losses else None, "seconds": round(time.time() - t0, 1)}
     backend.save(out, extra={"pretrain": summary})

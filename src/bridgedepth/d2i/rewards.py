@@ -9,7 +9,9 @@ better, differentiable w.r.t. the images); ``loss(r) -> (B,)`` turns it into the
   ``mean_centre`` both maps are centred over the valid pixels first (cosine = Pearson correlation,
   invariant to the teacher's unknown disparity shift and scale).
 * ``aesthetic``: the LAION improved-aesthetic MLP on the unit-normalised CLIP image embedding; loss
-  ``-score``. Off (and reported as off) when no CLIP directory is configured.
+  ``-score``. Or, with ``aesthetic_model`` set, the toy scorer that ``bridge zoo build`` trains
+  (:mod:`bridgedepth.d2i.scorer`: photograph-like vs synthetic or degraded images; its logit is the
+  score). Off (and reported as off) when neither is configured.
 
 Paper objective: ``0.9 * (1 - cos) - 0.1 * aesthetic``."""
 
@@ -186,6 +188,13 @@ def build_rewards(rc, teacher, device=None) -> RewardRegistry:
     reg.register("depth", depth_reward(teacher, rc.depth_mean_centre), rc.depth_weight, loss=lambda r: 1 - r)
     if rc.aesthetic_weight == 0:
         reg.disable("aesthetic", "weight is 0")
+    elif rc.aesthetic_model:
+        from .scorer import load_scorer
+
+        toy = load_scorer(rc.aesthetic_model)
+        if device is not None:
+            toy.to(device)
+        reg.register("aesthetic", lambda img, batch: toy(img), rc.aesthetic_weight)
     elif not rc.clip_path:
         reg.disable("aesthetic", "no CLIP model configured (finetune.reward.clip_path)")
     elif not rc.aesthetic_head:

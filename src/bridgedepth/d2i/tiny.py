@@ -1,8 +1,13 @@
 """The embedded ``tiny`` backend: a small pixel-space diffusers UNet2DModel.
 
 Input channels: the noisy RGB image (in [-1, 1]) concatenated with the normalised source disparity
-(mapped to [-1, 1]); output: the epsilon prediction for the RGB channels. DDIM schedule
-(diffusers DDIMScheduler config)."""
+(mapped to [-1, 1]); output: the epsilon (or v) prediction for the RGB channels. DDIM schedule
+(diffusers DDIMScheduler config).
+
+``patch`` > 1 runs the UNet on pixel-unshuffled images (space-to-depth by ``patch``: a 96 px RGB image
+becomes 24 x 24 x 48 channels at patch 4, and the condition 24 x 24 x 16), and pixel-shuffles its
+output back: a latent-free way to make a pixel-space model at 96-128 px affordable on a CPU (the
+UNet's 3x3 convolutions still mix neighbouring patches, so there is no block grid)."""
 
 from __future__ import annotations
 
@@ -10,6 +15,7 @@ import os
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from diffusers import DDIMScheduler, UNet2DModel
 
 from ..errors import InputError
@@ -17,36 +23,43 @@ from .backend import BRIDGE_JSON, Backend, Schedule, ddim_schedule, read_bridge_
 
 
 def build_unet(resolution: int = 64, channels=(32, 64, 64), layers_per_block: int = 1,
-               attention_head_dim: int = 16) -> UNet2DModel:
-    """The tiny UNet: plain conv blocks at full resolution, attention on the lower levels (LoRA targets)."""
+               attention_head_dim: int = 16, patch: int = 1) -> UNet2DModel:
+    """The tiny UNet: plain conv blocks at full resolution, attention on the lower levels (LoRA targets).
+    With ``patch`` > 1 it works on the pixel-unshuffled image (``resolution / patch`` per side)."""
+    if patch < 1 or resolution % patch:
+        raise InputError(f"d2i.patch {patch}: must be >= 1 and divide the resolution {resolution}")
     n = len(channels)
     down = ["DownBlock2D"] + ["AttnDownBlock2D"] * (n - 1)
     up = ["AttnUpBlock2D"] * (n - 1) + ["UpBlock2D"]
     groups = 8 if all(c % 8 == 0 for c in channels) else 1
-    return UNet2DModel(sample_size=resolution, in_channels=4, out_channels=3,
+    return UNet2DModel(sample_size=resolution // patch, in_channels=4 * patch * patch, out_channels=3 * patch * patch,
                        block_out_channels=tuple(channels), down_block_types=tuple(down),
                        up_block_types=tuple(up), layers_per_block=layers_per_block,
                        norm_num_groups=groups, attention_head_dim=attention_head_dim)
 
 
-def build_scheduler() -> DDIMScheduler:
+def build_scheduler(prediction_type: str = "epsilon") -> DDIMScheduler:
+    if prediction_type not in ("epsilon", "v_prediction"):
+        raise InputError(f"d2i.prediction_type {prediction_type!r}: expected epsilon or v_prediction")
     return DDIMScheduler(num_train_timesteps=1000, beta_schedule="squaredcos_cap_v2", clip_sample=True,
-                         set_alpha_to_one=True, prediction_type="epsilon", timestep_spacing="trailing")
+                         set_alpha_to_one=True, prediction_type=prediction_type, timestep_spacing="trailing")
 
 
 class TinyBackend(Backend):
     name = "tiny"
 
-    def __init__(self, unet: UNet2DModel, scheduler: DDIMScheduler, default_steps: int = 20):
+    def __init__(self, unet: UNet2DModel, scheduler: DDIMScheduler, default_steps: int = 20, patch: int = 1):
         self.denoiser = unet
         self.scheduler = scheduler
-        self.resolution = int(unet.config.sample_size)
+        self.patch = int(patch)
+        self.resolution = int(unet.config.sample_size) * self.patch
         self.default_steps = default_steps
 
     @classmethod
     def create(cls, resolution: int = 64, channels=(32, 64, 64), layers_per_block: int = 1,
-               default_steps: int = 20) -> "TinyBackend":
-        return cls(build_unet(resolution, channels, layers_per_block), build_scheduler(), default_steps)
+               default_steps: int = 20, patch: int = 1, prediction_type: str = "epsilon") -> "TinyBackend":
+        return cls(build_unet(resolution, channels, layers_per_block, patch=patch), build_scheduler(prediction_type),
+                   default_steps, patch)
 
     def to(self, device, dtype=None):
         if dtype is None:
@@ -70,7 +83,11 @@ class TinyBackend(Backend):
     def predict(self, latents, t, cond):
         x = torch.cat([latents, cond.to(latents.dtype)], dim=1)
         tt = t.expand(latents.shape[0]) if t.ndim == 0 else t
-        return self.denoiser(x, tt).sample
+        if self.patch == 1:
+            return self.denoiser(x, tt).sample
+        p = self.patch
+        x = torch.cat([F.pixel_unshuffle(latents, p), F.pixel_unshuffle(cond.to(latents.dtype), p)], dim=1)
+        return F.pixel_shuffle(self.denoiser(x, tt).sample, p)
 
     def decode(self, latents):
         return ((latents.float() + 1) / 2).clamp(0, 1)
@@ -82,6 +99,7 @@ class TinyBackend(Backend):
         unet.save_pretrained(out / "unet")  # writes config.json + diffusion_pytorch_model.safetensors
         self.scheduler.save_pretrained(out / "scheduler")
         info = {"backend": "tiny", "resolution": self.resolution, "num_steps": self.default_steps,
+                "patch": self.patch,
                 "condition": "robust min-max normalised disparity (near=1) concatenated to the noisy RGB"}
         info.update(extra or {})
         write_json_atomic(out / BRIDGE_JSON, info)
@@ -94,4 +112,4 @@ class TinyBackend(Backend):
             raise InputError(f"{d}: tiny d2i directory has no unet/ folder")
         unet = UNet2DModel.from_pretrained(d / "unet")
         sched = DDIMScheduler.from_pretrained(d / "scheduler")
-        return cls(unet, sched, int(info.get("num_steps", 20)))
+        return cls(unet, sched, int(info.get("num_steps", 20)), int(info.get("patch", 1)))

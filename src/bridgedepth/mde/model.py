@@ -230,7 +230,7 @@ def forward_with_features(model, pixel_values: torch.Tensor) -> tuple[torch.Tens
 # ------------------------------------------------------------------------------------------------
 
 
-def image_processor_for(input_size: int = 518):
+def image_processor_for(input_size: int = 518, multiple: int = 14):
     """The transformers image processor that reproduces Depth-Anything-V2's preprocessing."""
     from transformers import DPTImageProcessor
 
@@ -238,7 +238,7 @@ def image_processor_for(input_size: int = 518):
         do_resize=True,
         size={"height": input_size, "width": input_size},
         keep_aspect_ratio=True,
-        ensure_multiple_of=14,
+        ensure_multiple_of=multiple,
         resample=3,  # PIL bicubic
         do_rescale=True,
         rescale_factor=1 / 255,
@@ -282,7 +282,7 @@ def save_model(
     tmp = Path(tempfile.mkdtemp(prefix=".tmp-ckpt-", dir=out))
     try:
         model.save_pretrained(tmp, safe_serialization=True)
-        image_processor_for(input_size).save_pretrained(tmp)
+        image_processor_for(input_size, int(model.config.patch_size)).save_pretrained(tmp)
         if scale_head is not None:
             save_file({k: v.detach().contiguous().cpu() for k, v in scale_head.state_dict().items()},
                       str(tmp / SCALE_HEAD_FILE))

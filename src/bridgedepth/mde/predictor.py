@@ -65,7 +65,8 @@ def _to_rgb_array(image: Any) -> np.ndarray:
     return image
 
 
-def preprocess(rgb: np.ndarray, input_size: int = 518, *, fixed_size: bool = False) -> torch.Tensor:
+def preprocess(rgb: np.ndarray, input_size: int = 518, *, fixed_size: bool = False,
+               multiple: int = PATCH) -> torch.Tensor:
     """RGB uint8 (H, W, 3) -> normalised float32 tensor (1, 3, H', W'), Depth-Anything-V2's way.
 
     Fused: one OpenCV bicubic resize on float32 and one multiply-add per channel into the output buffer
@@ -75,7 +76,7 @@ def preprocess(rgb: np.ndarray, input_size: int = 518, *, fixed_size: bool = Fal
 
     rgb = _to_rgb_array(rgb)
     h, w = rgb.shape[:2]
-    th, tw = target_size(h, w, input_size, fixed_size=fixed_size)
+    th, tw = target_size(h, w, input_size, fixed_size=fixed_size, multiple=multiple)
     img = cv2.resize(rgb.astype(np.float32), (tw, th), interpolation=cv2.INTER_CUBIC)
     a = (1.0 / (255.0 * np.asarray(IMAGENET_STD, np.float32))).astype(np.float32)
     b = (-np.asarray(IMAGENET_MEAN, np.float32) / np.asarray(IMAGENET_STD, np.float32)).astype(np.float32)
@@ -123,7 +124,7 @@ def predict_tensor(
         raise ValueError(f"images01 must be (B, 3, H, W), got {tuple(images01.shape)}")
     h, w = images01.shape[-2:]
     size = input_size or default_input_size(model)
-    th, tw = target_size(h, w, size, fixed_size=fixed_size)
+    th, tw = target_size(h, w, size, fixed_size=fixed_size, multiple=int(model.config.patch_size))
     x = images01
     if (th, tw) != (h, w):
         x = F.interpolate(x, size=(th, tw), mode="bicubic", align_corners=False)
@@ -288,6 +289,7 @@ class Predictor:
         self.device = torch.device(device) if device else next(model.parameters()).device
         self.model = model.eval().to(self.device)
         self.input_size = int(input_size or default_input_size(model))
+        self.patch = int(model.config.patch_size)  # network sizes are multiples of the patch size
         self.fixed_size = fixed_size
         self.is_metric_head = model.config.depth_estimation_type == "metric"
         self.scale_head = scale_head.eval().to(self.device) if scale_head is not None else None
@@ -324,7 +326,7 @@ class Predictor:
     def predict_batch(self, images: Sequence[Any]) -> list[DepthResult]:
         """Predict a list of images (arrays, PIL images or paths); same-size inputs run as one batch."""
         rgbs = [_to_rgb_array(im) for im in images]
-        xs = [preprocess(r, self.input_size, fixed_size=self.fixed_size) for r in rgbs]
+        xs = [preprocess(r, self.input_size, fixed_size=self.fixed_size, multiple=self.patch) for r in rgbs]
         out: list[DepthResult | None] = [None] * len(rgbs)
         groups: dict[tuple, list[int]] = {}
         for i, x in enumerate(xs):

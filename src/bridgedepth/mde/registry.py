@@ -5,8 +5,9 @@ with patch 14 and a 37x37 position-embedding grid (518 px), layer scale, the DPT
 ``out_channels``, and the four transformer blocks whose outputs feed the head (0-based block indices, as
 Depth-Anything-V2's ``intermediate_layer_idx``). ViT-G uses the fused SwiGLU feed-forward.
 
-``tiny`` and ``micro`` are ours: ``tiny`` is the embedded CPU default (trains to a useful teacher in a few
-minutes at ~140 px on 2 cores), ``micro`` exists for unit tests.
+``tiny``, ``toy`` and ``micro`` are ours: ``tiny`` is the old embedded CPU default (patch 14: only a 9x9 to
+10x10 token grid at ~140 px); ``toy`` is the shipped toy foundation depth model (patch 8 at 128 px: a
+16x16 token grid, 1.3 M parameters; see docs/zoo.md); ``micro`` exists for unit tests.
 """
 
 from __future__ import annotations
@@ -47,6 +48,9 @@ ARCHS: dict[str, ArchSpec] = {
     "vitg": ArchSpec(1536, 40, 24, 384, (1536, 1536, 1536, 1536), (9, 19, 29, 39), swiglu=True),
     # Embedded CPU default: ~3 M parameters, native grid 10x10 at 140 px.
     "tiny": ArchSpec(192, 6, 3, 64, (48, 96, 192, 192), (1, 2, 4, 5), image_size=140),
+    # The shipped toy foundation (bridgedepth.zoo): patch 8, 16x16 tokens at 128 px, ~1.3 M parameters.
+    "toy": ArchSpec(128, 4, 2, 32, (32, 64, 128, 128), (0, 1, 2, 3), patch_size=8, image_size=128,
+                    head_hidden_size=16),
     # Unit tests: a few thousand parameters, native grid 4x4 at 56 px.
     "micro": ArchSpec(32, 4, 2, 16, (8, 16, 32, 32), (0, 1, 2, 3), image_size=56, head_hidden_size=8),
 }

@@ -14,13 +14,13 @@ import numpy as np
 
 from ...errors import InputError
 from .builders import BUILDERS, Builder
-from .render import Scene, render
+from .render import LOOKS, Scene, render
 
 KINDS = ("indoor", "outdoor", "object", "mixed")
 _KIND_CODE = {"indoor": 1, "outdoor": 2, "object": 3, "mixed": 4}
 MIXED_WEIGHTS = {"indoor": 0.4, "outdoor": 0.4, "object": 0.2}
 
-__all__ = ["KINDS", "render_scene", "build_scene", "scene_rng", "parse_size"]
+__all__ = ["KINDS", "LOOKS", "render_scene", "build_scene", "scene_rng", "parse_size"]
 
 
 def parse_size(text) -> tuple[int, int]:
@@ -84,18 +84,24 @@ def build_scene(seed: int, kind: str = "mixed", size=(256, 256), *, index: int =
     return scene, rng
 
 
-def render_scene(seed: int, kind: str = "mixed", size=(256, 256), *, index: int = 0, aspect_range=None) -> dict:
+def render_scene(seed: int, kind: str = "mixed", size=(256, 256), *, index: int = 0, aspect_range=None,
+                 look: str = "standard") -> dict:
     """Render one procedural RGB-D scene.
 
-    Same (seed, kind, size, index, aspect_range) -> byte-identical arrays. ``size`` is (H, W) or
-    "HxW"; ``aspect_range=(lo, hi)`` draws a width/height ratio per scene at about the same pixel
-    count. Returns the shared sample dict (docs/architecture.md)."""
+    Same (seed, kind, size, index, aspect_range, look) -> byte-identical arrays. ``size`` is (H, W)
+    or "HxW"; ``aspect_range=(lo, hi)`` draws a width/height ratio per scene at about the same pixel
+    count. ``look`` (``standard``, ``synthetic``, ``real``; see :mod:`.render`) changes only the
+    image: the geometry, depth and key of a (seed, kind, index) are the same in every look.
+    Returns the shared sample dict (docs/architecture.md)."""
+    if look not in LOOKS:
+        raise InputError(f"look {look!r}: expected one of {', '.join(LOOKS)}")
     scene, rng = build_scene(seed, kind, size, index=index, aspect_range=aspect_range)
-    rgb, depth, valid = render(scene, rng)
+    rgb, depth, valid = render(scene, rng, look)
     cam = scene.camera
     v = depth[valid]
     meta = {
         "source": "procedural",
+        "look": look,
         "kind": scene.kind,
         "requested_kind": kind,
         "seed": int(seed),

@@ -16,9 +16,10 @@ from . import KINDS, parse_size, render_scene
 GENERATOR = "bridgedepth.scenes/1"
 
 
-def dataset_meta(kind: str, size, seed: int, aspect_range=None) -> dict:
+def dataset_meta(kind: str, size, seed: int, aspect_range=None, look: str = "standard") -> dict:
     h, w = parse_size(size)
     return {
+        "look": look,
         "generator": GENERATOR,
         "kind": kind,
         "size": [h, w],
@@ -27,8 +28,11 @@ def dataset_meta(kind: str, size, seed: int, aspect_range=None) -> dict:
     }
 
 
-def _make(i: int, *, seed: int, kind: str, size, aspect_range):
-    return render_scene(seed, kind, size, index=i, aspect_range=aspect_range)
+def _make(i: int, *, seed: int, kind: str, size, aspect_range, look="standard", first_index=0):
+    return render_scene(seed, kind, size, index=first_index + i, aspect_range=aspect_range, look=look)
+
+
+_DEFAULTS = {"look": "standard", "first_index": 0}
 
 
 def _check_existing(out: Path, meta: dict) -> None:
@@ -40,7 +44,8 @@ def _check_existing(out: Path, meta: dict) -> None:
 
     old = load_manifest(out).meta or {}
     if old.get("generator", "").startswith("bridgedepth.scenes"):
-        diff = [k for k in ("kind", "size", "seed", "aspect_range") if old.get(k) != meta.get(k)]
+        diff = [k for k in ("kind", "size", "seed", "aspect_range", "look", "first_index")
+                if old.get(k, _DEFAULTS.get(k)) != meta.get(k, _DEFAULTS.get(k))]
         if diff:
             raise InputError(
                 f"{out}: already holds scenes written with different options "
@@ -62,13 +67,21 @@ def _rank_main(rank, world_size, out, count, kw, sps, meta, progress):
 
 
 def write_scenes(out, count: int, *, kind: str = "mixed", size=(256, 256), seed: int = 0,
-                 samples_per_shard: int = 256, workers: int = 1, aspect_range=None, progress: bool = True):
-    """Render scenes ``0 .. count-1`` of (seed, kind) into shards under ``out``; returns the manifest.
+                 samples_per_shard: int = 256, workers: int = 1, aspect_range=None, progress: bool = True,
+                 look: str = "standard", first_index: int = 0):
+    """Render scenes ``first_index .. first_index + count - 1`` of (seed, kind) into shards under
+    ``out`` in ``look``; returns the manifest.
 
     Rerunning skips complete shards. ``workers > 1`` renders disjoint shards in that many processes
-    (the shard store's rank / world-size split), with identical output."""
+    (the shard store's rank / world-size split), with identical output. The same (seed, kind, index)
+    in two looks has the same geometry and depth (the domain-gap world: docs/scenes.md)."""
     from ..shards import load_manifest, write_dataset
+    from . import LOOKS
 
+    if look not in LOOKS:
+        raise InputError(f"--look {look!r}: expected one of {', '.join(LOOKS)}")
+    if first_index < 0:
+        raise InputError(f"first index {first_index}: must be >= 0")
     if kind not in KINDS:
         raise InputError(f"--kind {kind!r}: expected one of {', '.join(KINDS)}")
     if count < 0:
@@ -84,9 +97,12 @@ def write_scenes(out, count: int, *, kind: str = "mixed", size=(256, 256), seed:
         aspect_range = (lo, hi)
     h, w = parse_size(size)
     out = Path(out)
-    meta = dataset_meta(kind, (h, w), seed, aspect_range)
+    meta = dataset_meta(kind, (h, w), seed, aspect_range, look)
+    if first_index:
+        meta["first_index"] = int(first_index)
     _check_existing(out, meta)
-    kw = dict(seed=int(seed), kind=kind, size=(h, w), aspect_range=aspect_range)
+    kw = dict(seed=int(seed), kind=kind, size=(h, w), aspect_range=aspect_range, look=look,
+              first_index=int(first_index))
     num_shards = -(-count // samples_per_shard) if count else 0
     workers = max(1, min(int(workers), max(num_shards, 1)))
     if workers == 1:

@@ -1,5 +1,16 @@
 """Shading: z-buffer ray cast, textures, Lambert + Blinn lighting, shadow maps, screen-space AO, sky,
-aerial perspective, tone mapping. All passes are whole-image NumPy operations."""
+aerial perspective, tone mapping. All passes are whole-image NumPy operations.
+
+Three *looks* render the same geometry (the scene description is built before any look is chosen):
+
+* ``standard`` — the full shader (textures, shadows, AO, gloss, fog, sky), the historical default;
+* ``synthetic`` — what the toy's source datasets look like: one flat colour per surface snapped to a
+  narrow palette, ambient plus one shadowless headlight, a plain gradient sky, aliased edges, no
+  camera effects (the analogue of simple synthetic renders);
+* ``real`` — stands in for photographs: the full shader followed by a camera model (exposure and
+  white-balance error, vignetting, lens blur, chromatic aberration, signal-dependent sensor noise,
+  JPEG compression), each drawn per scene.
+"""
 
 from __future__ import annotations
 
@@ -161,8 +172,123 @@ def _sky(scene: Scene, d: tuple, sun_dir) -> np.ndarray:
     return col.astype(np.float32)
 
 
-def render(scene: Scene, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Render ``scene`` -> (rgb uint8 (H, W, 3), depth float32 metres (0 where invalid), valid bool)."""
+LOOKS = ("standard", "synthetic", "real")
+
+# The synthetic look's palette: 8 hues x 3 values at reduced saturation (a "narrow palette").
+_PALETTE_HUES = 8
+_PALETTE_VALUES = (0.35, 0.55, 0.78)
+
+
+def _palette_colour(rgb: np.ndarray) -> np.ndarray:
+    """Snap one linear RGB colour (3,) to the synthetic look's palette."""
+    import colorsys
+
+    h, s, v = colorsys.rgb_to_hsv(*[float(np.clip(c, 0.0, 1.0)) for c in rgb])
+    h = round(h * _PALETTE_HUES) % _PALETTE_HUES / _PALETTE_HUES
+    s = 0.0 if s < 0.12 else 0.35
+    v = min(_PALETTE_VALUES, key=lambda x: abs(x - v))
+    return np.asarray(colorsys.hsv_to_rgb(h, s, v), np.float32)
+
+
+def render(scene: Scene, rng: np.random.Generator, look: str = "standard") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Render ``scene`` -> (rgb uint8 (H, W, 3), depth float32 metres (0 where invalid), valid bool).
+
+    ``look`` is one of :data:`LOOKS` (module docstring); depth and validity do not depend on it."""
+    if look not in LOOKS:
+        raise ValueError(f"look {look!r}: expected one of {', '.join(LOOKS)}")
+    if look == "synthetic":
+        return _render_synthetic(scene)
+    rgb, depth, valid = _render_standard(scene, rng)
+    if look == "real":
+        rgb = camera_effects(rgb, rng)
+    return rgb, depth, valid
+
+
+def _render_synthetic(scene: Scene) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Flat palette colours, ambient + headlight Lambert, gradient sky; deterministic (no noise)."""
+    cam = scene.camera
+    H, W = cam.H, cam.W
+    t, pid, fps = raycast(cam, scene.prims)
+    hit = np.isfinite(t)
+    tt = np.where(hit, t, 0.0).astype(np.float32)
+    d = cam.dirs
+    P = np.stack([np.float32(cam.pos[k]) + tt * d[k] for k in range(3)])
+    Pf = P.reshape(3, -1)
+    N = np.zeros((3, H * W), np.float32)
+    A = np.zeros((3, H * W), np.float32)
+    for i, p in enumerate(scene.prims):
+        fp = fps[i]
+        if fp is None:
+            continue
+        y0, y1, x0, x1 = fp
+        ys, xs = np.nonzero(pid[y0:y1, x0:x1] == i)
+        if len(ys) == 0:
+            continue
+        flat = (ys + y0) * W + (xs + x0)
+        n, uv = p.surface(Pf[0, flat], Pf[1, flat], Pf[2, flat])
+        if p.world_uv:
+            uv = Pf[:2, flat]
+        N[:, flat] = n
+        A[:, flat] = _palette_colour(scene.materials[p.material].albedo(uv).mean(1))[:, None]
+    N = N.reshape(3, H, W)
+    A = A.reshape(3, H, W)
+    facing = N[0] * d[0] + N[1] * d[1] + N[2] * d[2]
+    np.negative(N, out=N, where=(facing > 0)[None])
+    # a headlight from above-left of the camera, in world coordinates
+    L = np.asarray(cam.R, np.float64) @ np.array([-0.35, -0.5, -0.8])
+    L = (L / np.linalg.norm(L)).astype(np.float32)
+    ndl = np.maximum(N[0] * L[0] + N[1] * L[1] + N[2] * L[2], 0.0)
+    color = A * (np.float32(0.5) + np.float32(0.5) * ndl)[None]
+    if scene.sky is not None:
+        ez = d[2] / np.sqrt(d[0] * d[0] + d[1] * d[1] + d[2] * d[2])
+        zen = _palette_colour(np.asarray(scene.sky.get("zenith", (0.2, 0.35, 0.7))))[:, None, None]
+        hor = _palette_colour(np.asarray(scene.sky.get("horizon", (0.7, 0.75, 0.85))))[:, None, None]
+        sky = hor + (zen - hor) * np.clip(ez, 0.0, 1.0)[None]
+        color = np.where(hit[None], color, sky)
+    else:
+        color = np.where(hit[None], color, 0.0)
+    img = np.sqrt(np.clip(color, 0.0, 1.0)).transpose(1, 2, 0)
+    rgb = np.clip(img * 255.0 + 0.5, 0, 255).astype(np.uint8)
+    valid = hit & (t <= scene.max_depth)
+    depth = np.where(valid, t, 0.0).astype(np.float32)
+    return np.ascontiguousarray(rgb), depth, valid
+
+
+def camera_effects(rgb: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """A photograph-like camera model applied to an sRGB-ish uint8 render; parameters drawn from ``rng``:
+    exposure error (+-0.7 EV) and white balance (+-12 % per channel), vignetting, lens blur,
+    lateral chromatic aberration, signal-dependent sensor noise, JPEG compression (quality 55-90)."""
+    H, W = rgb.shape[:2]
+    lin = (rgb.astype(np.float32) / np.float32(255.0)) ** 2
+    ev = float(rng.uniform(-0.7, 0.7))
+    wb = rng.uniform(0.88, 1.12, 3).astype(np.float32)
+    lin = lin * np.float32(2.0**ev) * wb[None, None, :]
+    yy, xx = np.mgrid[0:H, 0:W].astype(np.float32)
+    r2 = ((xx - (W - 1) / 2) / (W / 2)) ** 2 + ((yy - (H - 1) / 2) / (H / 2)) ** 2
+    lin = lin * (1.0 - np.float32(rng.uniform(0.15, 0.45)) * r2 / 2.0)[..., None]
+    img = np.sqrt(np.clip(lin / (1.0 + 0.15 * lin), 0.0, 1.0)).astype(np.float32)
+    sigma = float(rng.uniform(0.25, 0.9)) * min(H, W) / 256.0
+    if sigma > 0.2:
+        img = cv2.GaussianBlur(img, (0, 0), sigma)
+    ca = float(rng.uniform(0.0, 0.6)) * min(H, W) / 256.0
+    if ca > 0.05:
+        for ch, sgn in ((0, 1.0), (2, -1.0)):
+            m = np.float32([[1 + sgn * ca / W, 0, -sgn * ca / 2], [0, 1 + sgn * ca / H, -sgn * ca / 2]])
+            img[..., ch] = cv2.warpAffine(img[..., ch], m, (W, H), flags=cv2.INTER_LINEAR,
+                                          borderMode=cv2.BORDER_REFLECT)
+    shot = float(rng.uniform(2e-4, 1.5e-3))
+    read = float(rng.uniform(0.002, 0.01))
+    noise = rng.standard_normal((H, W, 3), dtype=np.float32)
+    img = img + noise * np.sqrt(shot * np.clip(img, 0, 1) + read * read).astype(np.float32)
+    out = np.clip(img * 255.0 + 0.5, 0, 255).astype(np.uint8)
+    q = int(rng.integers(55, 91))
+    ok, buf = cv2.imencode(".jpg", out[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, q])
+    if ok:
+        out = np.ascontiguousarray(cv2.imdecode(buf, cv2.IMREAD_COLOR)[..., ::-1])
+    return out
+
+
+def _render_standard(scene: Scene, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     cam = scene.camera
     H, W = cam.H, cam.W
     t, pid, fps = raycast(cam, scene.prims)

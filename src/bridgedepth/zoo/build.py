@@ -1,0 +1,343 @@
+"""`bridge zoo build`: train the toy foundation models from procedural scenes (docs/zoo.md).
+
+The recipe mirrors how the paper's foundations came to be, in the toy world of two looks
+(:mod:`bridgedepth.data.scenes.render`):
+
+1. ``scenes``     synthetic-look scenes with exact depth (the source datasets; teacher training and
+                  validation) and real-look scenes (the "photographs"; their depth is dropped);
+                  held-out real-look scenes for the cards' measurements. Seeds: ``zoo.seed + 0..3``.
+2. ``depth``      the depth foundation (arch ``toy``: patch 8, 16x16 tokens at 128 px) trained as a
+                  teacher on the synthetic look with ground truth (SSI + GM), like DA-V2's teacher.
+3. ``photos``     the teacher pseudo-labels the photographs: their *estimated* relative disparity.
+4. ``aesthetic``  the toy aesthetic scorer: photographs vs synthetic renders and degraded photographs.
+5. ``d2i``        the D2I foundation (tiny backend, pixel-unshuffled UNet at 96 px, v-prediction)
+                  trained on the photographs conditioned on the teacher's estimate, as FLUX.1-Depth
+                  was trained on photographs with estimated depth, never their ground truth.
+6. ``evaluate``   measured quality for the cards (held-out real-look scenes, seed ``zoo.seed + 3``).
+7. ``install``    (``--install``) model folders with cards into the package (``bridgedepth/zoo/models``).
+
+Every stage is resumable (each training checkpoints; the stage runner skips finished stages), so an
+interrupted build continues with the same command. Everything runs on the CPU (a GPU is used when
+``device`` allows it, nothing depends on one).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import platform
+import shutil
+import time
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from ..config import Config, save_resolved, to_dict
+from ..errors import InputError
+from ..stages import StageRunner, _jsonable
+from . import CARD_JSON, MODELS, folder_bytes, models_dir, weight_files
+
+SEED_OFFSETS = {"teacher_train": 0, "teacher_val": 1, "photos": 2, "heldout": 3}
+
+
+def build_seeds(cfg: Config) -> dict[str, int]:
+    """The scene seeds every zoo training or measurement set uses (each a distinct scene family)."""
+    return {k: cfg.zoo.seed + v for k, v in SEED_OFFSETS.items()}
+
+
+def training_seeds(cfg: Config) -> set[int]:
+    """Seeds whose scenes reach any shipped model's training (the demo's test seeds must avoid them)."""
+    s = build_seeds(cfg)
+    return {s["teacher_train"], s["teacher_val"], s["photos"]}
+
+
+def _depth_cfg(cfg: Config, out: Path) -> Config:
+    z = cfg.zoo
+    c = copy.deepcopy(cfg)
+    c.model.name = z.depth_arch
+    c.model.input_size = int(z.scene_size[0])
+    c.model.init_from = None
+    t = c.train
+    t.stage, t.steps, t.batch_size, t.lr = "teacher", z.depth_steps, z.depth_batch_size, z.depth_lr
+    t.warmup_steps = z.depth_warmup_steps
+    t.crop_size = int(min(z.scene_size))
+    t.save_every = max(50, z.depth_steps // 20)
+    t.val_every = max(50, z.depth_steps // 10)
+    t.seed = z.seed
+    return c
+
+
+def _d2i_cfg(cfg: Config, photo_count: int) -> Config:
+    z = cfg.zoo
+    c = copy.deepcopy(cfg)
+    d = c.d2i
+    d.backend, d.resolution, d.patch = "tiny", z.d2i_resolution, z.d2i_patch
+    d.channels, d.layers_per_block = list(z.d2i_channels), 1
+    d.prediction_type, d.pretrain_condition = "v_prediction", "pseudo"
+    d.pretrain_steps, d.pretrain_batch_size, d.pretrain_lr = z.d2i_steps, z.d2i_batch_size, z.d2i_lr
+    d.pretrain_max_samples = photo_count
+    d.num_steps = z.d2i_sampling_steps
+    d.save_every = max(50, z.d2i_steps // 20)
+    d.seed = z.seed
+    return c
+
+
+def _images(dir_: Path, size: int, limit: int | None = None):
+    """(N, 3, size, size) float tensor in [0, 1] of a shard set's rgb (area-resized)."""
+    import torch
+    import torch.nn.functional as F
+
+    from ..data.shards import iter_samples
+
+    out = []
+    for i, s in enumerate(iter_samples(dir_, fields=["rgb"])):
+        if limit is not None and i >= limit:
+            break
+        x = torch.from_numpy(np.ascontiguousarray(s["rgb"])).permute(2, 0, 1)[None].float() / 255
+        out.append(F.interpolate(x, size=(size, size), mode="area"))
+    if not out:
+        raise InputError(f"{dir_}: no images")
+    return torch.cat(out)
+
+
+def _hardware() -> dict:
+    import torch
+
+    dev = "cpu"
+    if torch.cuda.is_available():
+        dev = torch.cuda.get_device_name(0)
+    return {"machine": platform.machine(), "processor": platform.processor() or platform.machine(),
+            "cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(), "device": dev,
+            "torch": torch.__version__}
+
+
+def build(cfg: Config, out: str | os.PathLike = "runs/zoo", *, install: bool = False, progress: bool = True,
+          log: Callable[[str], None] = print) -> dict:
+    """Run (or resume) the recipe in ``out``; with ``install`` copy the models into the package.
+    Returns ``{"quality": ..., "stages": ..., "installed": [paths]}``."""
+    import torch
+
+    from ..data.scenes.dataset import write_scenes
+    from ..data.shards import map_dataset
+
+    z = cfg.zoo
+    if z.threads:
+        torch.set_num_threads(int(z.threads))
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    save_resolved(cfg, out)
+    runner = StageRunner(out, log)
+    seeds = build_seeds(cfg)
+    size = tuple(z.scene_size)
+    sc = out / "scenes"
+    sps = 256
+
+    def scenes():
+        kw = dict(kind="mixed", size=size, samples_per_shard=sps, progress=progress)
+        write_scenes(sc / "teacher_train", z.teacher_scenes, seed=seeds["teacher_train"], look="synthetic", **kw)
+        write_scenes(sc / "teacher_val", z.val_scenes, seed=seeds["teacher_val"], look="synthetic", **kw)
+        write_scenes(sc / "photos", z.photo_scenes, seed=seeds["photos"], look="real", **kw)
+        write_scenes(sc / "heldout_real", z.val_scenes, seed=seeds["heldout"], look="real", **kw)
+        write_scenes(sc / "heldout_synthetic", z.val_scenes, seed=seeds["heldout"], look="synthetic", **kw)
+        return {"seeds": seeds, "size": list(size), "teacher": z.teacher_scenes, "photos": z.photo_scenes,
+                "heldout": z.val_scenes}
+
+    runner.run("1 scenes", scenes)
+
+    def depth():
+        from ..evaluation.validate import make_shard_validator
+        from ..mde.trainer import TrainData, train
+
+        dcfg = _depth_cfg(cfg, out)
+        t0 = time.time()
+        r = train(dcfg, [TrainData(str(sc / "teacher_train"), "gt")], out / "depth",
+                  validate=make_shard_validator(sc / "teacher_val", dcfg), progress=progress)
+        return {"steps": r.steps, "final_loss": r.final_loss, "best_val_abs_rel": r.best_score,
+                "seconds_this_run": round(time.time() - t0, 1), "resumed_from": r.resumed_from}
+
+    runner.run("2 depth foundation (teacher on the synthetic look)", depth)
+    teacher_dir = out / "depth" / "last"
+
+    def photos():
+        from ..mde.predictor import Predictor
+
+        pred = Predictor.from_pretrained(teacher_dir, fast=True)
+
+        def fn(s):
+            disp = pred.predict(s["rgb"]).values.astype(np.float16)
+            meta = dict(s.get("meta") or {})
+            meta["pseudo_from"] = str(teacher_dir)
+            # the photograph's depth is never used: only the image and the teacher's estimate go on
+            return [{"__key__": s["__key__"], "rgb": s["rgb"], "pseudo": disp, "meta": meta}]
+
+        m = map_dataset(sc / "photos", out / "photos_labelled", fn, desc="pseudo-labelling photos",
+                        fields=["rgb", "meta"], meta={"stage": "zoo photos", "teacher": str(teacher_dir)},
+                        progress=progress)
+        return {"samples": m.num_samples}
+
+    runner.run("3 photos pseudo-labelled by the teacher", photos)
+
+    def aesthetic():
+        from ..d2i.scorer import train_scorer
+
+        real = _images(out / "photos_labelled", z.scorer_size)
+        syn = _images(sc / "teacher_train", z.scorer_size, limit=real.shape[0])
+        return train_scorer(real, syn, out / "aesthetic", steps=z.scorer_steps, seed=z.seed, size=z.scorer_size,
+                            progress=progress)
+
+    runner.run("4 toy aesthetic scorer", aesthetic)
+
+    def d2i():
+        from ..d2i.pretrain import pretrain
+
+        return pretrain(_d2i_cfg(cfg, z.photo_scenes), out / "photos_labelled", out / "d2i", progress=progress)
+
+    runner.run("5 D2I foundation (photos, teacher-estimated depth)", d2i)
+
+    def evaluate():
+        return measure_quality(cfg, out, progress=progress)
+
+    quality = runner.run("6 evaluate", evaluate)
+    installed = []
+    if install:
+        installed = install_models(cfg, out, quality, runner, log=log)
+    return {"quality": quality, "stages": {r.name: r.seconds for r in runner.records}, "installed": installed}
+
+
+def measure_quality(cfg: Config, out: Path, progress: bool = False) -> dict:
+    """What the cards report: AbsRel / delta1 of the depth foundation and of the vertical-gradient prior on
+    held-out real- and synthetic-look scenes; the teacher on D2I images of the held-out depth maps vs on
+    their real-look renders; the scorer on photographs, synthetic renders and D2I samples."""
+    import torch
+
+    from ..d2i.backend import load_backend
+    from ..d2i.generate import Generator
+    from ..d2i.scorer import load_scorer
+    from ..data.benchmarks.shard_set import ShardSet
+    from ..data.shards import map_dataset
+    from ..evaluation.baselines import VerticalGradientPrior
+    from ..evaluation.runner import ModelPredictions, evaluate_dense
+    from ..mde.predictor import Predictor
+
+    sc = out / "scenes"
+    teacher = Predictor.from_pretrained(out / "depth" / "last", fast=True)
+
+    def score(bench_dir, predictor):
+        r = evaluate_dense(ShardSet(bench_dir), ModelPredictions(predictor), prediction_type="disparity",
+                           alignment="disparity", disparity_floor=cfg.eval.disparity_floor, progress=False)
+        return {"absrel": round(float(r.metrics["abs_rel"]), 4), "delta1": round(float(r.metrics["delta1"]), 4),
+                "n": int(r.n_images)}
+
+    q: dict = {"depth": {}, "d2i": {}, "aesthetic": {}}
+    for name in ("heldout_real", "heldout_synthetic"):
+        q["depth"][name] = score(sc / name, teacher)
+        q["depth"][name + "_vertical_prior"] = score(sc / name, VerticalGradientPrior())
+    backend = load_backend(out / "d2i", "cpu")
+    backend.denoiser.eval()
+    gen = Generator(backend, images_per_depth=1, seed=cfg.zoo.seed, steps=backend.default_steps)
+    gdir = out / "eval" / "generated_heldout"
+    map_dataset(sc / "heldout_real", gdir, gen, desc="D2I on held-out depth maps", progress=progress)
+    q["d2i"]["teacher_on_generated"] = score(gdir, teacher)
+    q["d2i"]["teacher_on_real_look"] = q["depth"]["heldout_real"]
+    q["d2i"]["ratio"] = round(q["d2i"]["teacher_on_generated"]["absrel"]
+                              / max(q["d2i"]["teacher_on_real_look"]["absrel"], 1e-9), 3)
+    scorer = load_scorer(out / "aesthetic")
+    with torch.no_grad():
+        for name, d in (("photos", sc / "heldout_real"), ("synthetic", sc / "heldout_synthetic"),
+                        ("d2i_samples", gdir)):
+            q["aesthetic"][name + "_mean_logit"] = round(float(scorer(_images(d, scorer.size)).mean()), 3)
+    card = json.loads((out / "aesthetic" / "scorer.json").read_text())
+    q["aesthetic"]["heldout"] = card.get("heldout", {})
+    (out / "quality.json").write_text(json.dumps(_jsonable(q), indent=1))
+    return q
+
+
+# ------------------------------------------------------------------------------------------------
+# Installing into the package, with model cards
+# ------------------------------------------------------------------------------------------------
+
+
+def _card_text(name: str, card: dict) -> str:
+    lines = [f"# bridgedepth toy `{name}` model", "", f"Stands in for: {MODELS[name][0]}.", "",
+             "Trained by `bridge zoo build` on procedural scenes only (no downloaded data). "
+             "See docs/zoo.md for the toy world and the recipe.", "", "## Card", ""]
+    for k in ("data", "seeds", "steps", "wall_seconds", "hardware", "parameters", "dtype", "sha256", "quality"):
+        if k in card:
+            lines.append(f"- **{k}**: `{json.dumps(card[k])}`")
+    lines += ["", "## Configuration", "", "```json", json.dumps(card.get("config", {}), indent=1), "```", "",
+              "Licence: Apache-2.0 (the project's). Intended use: the embedded CPU default, tests, demos.", ""]
+    return "\n".join(lines)
+
+
+def install_models(cfg: Config, out: Path, quality: dict, runner: StageRunner,
+                   log: Callable[[str], None] = print, dest: Path | None = None) -> list[str]:
+    """Copy the built models into ``dest`` (default: the package's zoo folder) with their cards.
+    The D2I UNet is stored in float16 (loaded back in float32); the others in float32."""
+    import torch
+    from diffusers import UNet2DModel
+
+    dest = Path(dest) if dest else models_dir()
+    dest.mkdir(parents=True, exist_ok=True)
+    secs = {r.name: r.seconds for r in runner.records}
+    done = runner.done
+    hw = _hardware()
+    seeds = build_seeds(cfg)
+    z = cfg.zoo
+    cards: dict[str, dict] = {
+        "depth": {"data": f"{z.teacher_scenes} synthetic-look procedural scenes {z.scene_size} (ground truth)",
+                  "seeds": {"train": seeds["teacher_train"], "val": seeds["teacher_val"]},
+                  "steps": z.depth_steps, "quality": quality.get("depth"),
+                  "config": {k: v for k, v in to_dict(cfg.zoo).items() if k.startswith("depth")},
+                  "output": "relative disparity (affine-invariant inverse depth)"},
+        "d2i": {"data": f"{z.photo_scenes} real-look procedural 'photographs' conditioned on the depth "
+                        f"model's estimated disparity (their ground truth is never used)",
+                "seeds": {"photos": seeds["photos"]}, "steps": z.d2i_steps, "quality": quality.get("d2i"),
+                "config": {k: v for k, v in to_dict(cfg.zoo).items() if k.startswith("d2i")}},
+        "aesthetic": {"data": "real-look photographs (label 1) vs synthetic-look renders and degraded photographs "
+                              "(label 0)", "seeds": {"photos": seeds["photos"], "synthetic": seeds["teacher_train"]},
+                      "steps": z.scorer_steps, "quality": quality.get("aesthetic"),
+                      "config": {k: v for k, v in to_dict(cfg.zoo).items() if k.startswith("scorer")}},
+    }
+    stage_of = {"depth": "2 ", "d2i": "5 ", "aesthetic": "4 "}
+    installed = []
+    for name in MODELS:
+        target = dest / name
+        tmp = dest / f".{name}.tmp"
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        if name == "depth":
+            src = out / "depth" / "last"
+            tmp.mkdir(parents=True)
+            for f in ("config.json", "model.safetensors", "bridge.json", "preprocessor_config.json"):
+                if (src / f).exists():
+                    shutil.copy2(src / f, tmp / f)
+            dtype = "float32"
+        elif name == "d2i":
+            src = out / "d2i"
+            tmp.mkdir(parents=True)
+            unet = UNet2DModel.from_pretrained(src / "unet")
+            unet.to(torch.float16).save_pretrained(tmp / "unet")
+            shutil.copytree(src / "scheduler", tmp / "scheduler")
+            shutil.copy2(src / "bridge.json", tmp / "bridge.json")
+            dtype = "float16 (loaded as float32)"
+        else:
+            shutil.copytree(out / "aesthetic", tmp)
+            dtype = "float32"
+        card = cards[name]
+        key = next((k for k in done if k.startswith(stage_of[name])), None)
+        card["wall_seconds"] = round(float(done[key]["seconds"]), 1) if key else secs.get(key)
+        card["hardware"] = hw
+        card["dtype"] = dtype
+        card["sha256"] = weight_files(tmp)
+        card["megabytes"] = round(folder_bytes(tmp) / 2**20, 2)
+        card["built"] = time.strftime("%Y-%m-%d")
+        (tmp / CARD_JSON).write_text(json.dumps(_jsonable(card), indent=1))
+        (tmp / "README.md").write_text(_card_text(name, card))
+        if target.exists():
+            shutil.rmtree(target)
+        os.replace(tmp, target)
+        installed.append(str(target))
+        log(f"installed {name} -> {target} ({card['megabytes']} MB)")
+    return installed

@@ -1,0 +1,198 @@
+"""The toy world (two looks of one geometry) and the zoo of shipped toy foundation models."""
+
+from __future__ import annotations
+
+import json
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from bridgedepth.config import load_config
+from bridgedepth.data.scenes import render_scene
+from bridgedepth.errors import InputError
+
+
+# ------------------------------------------------------------------------------------------------
+# Looks
+# ------------------------------------------------------------------------------------------------
+
+
+def _texture(rgb: np.ndarray) -> float:
+    g = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY).astype(np.float32)
+    return float(np.abs(cv2.Laplacian(g, cv2.CV_32F)).mean())
+
+
+@pytest.mark.parametrize("index", [0, 1, 2, 3])
+def test_looks_share_geometry_and_differ_in_appearance(index):
+    s = {look: render_scene(5, "mixed", (64, 80), index=index, look=look) for look in ("synthetic", "standard", "real")}
+    for look in ("synthetic", "real"):
+        np.testing.assert_array_equal(s[look]["depth"], s["standard"]["depth"])
+        np.testing.assert_array_equal(s[look]["valid"], s["standard"]["valid"])
+        assert s[look]["__key__"] == s["standard"]["__key__"]
+        assert s[look]["meta"]["look"] == look
+    assert not np.array_equal(s["real"]["rgb"], s["standard"]["rgb"])
+    # synthetic: flat palette colours, much less texture than the photograph-like look
+    assert _texture(s["synthetic"]["rgb"]) < 0.6 * _texture(s["real"]["rgb"])
+    colours = np.unique(s["synthetic"]["rgb"].reshape(-1, 3), axis=0)
+    assert len(colours) < len(np.unique(s["real"]["rgb"].reshape(-1, 3), axis=0)) / 4
+
+
+def test_looks_are_deterministic_and_validated():
+    a = render_scene(2, "outdoor", (48, 48), look="real")
+    b = render_scene(2, "outdoor", (48, 48), look="real")
+    np.testing.assert_array_equal(a["rgb"], b["rgb"])
+    with pytest.raises(InputError, match="look"):
+        render_scene(2, "outdoor", (48, 48), look="painted")
+
+
+def test_write_scenes_refuses_mixing_looks(tmp_path):
+    from bridgedepth.data.scenes.dataset import write_scenes
+
+    write_scenes(tmp_path / "s", 3, size=(32, 32), seed=1, look="synthetic", progress=False)
+    with pytest.raises(InputError, match="look"):
+        write_scenes(tmp_path / "s", 3, size=(32, 32), seed=1, look="real", progress=False)
+
+
+# ------------------------------------------------------------------------------------------------
+# Building blocks of the foundations
+# ------------------------------------------------------------------------------------------------
+
+
+def test_tiny_backend_patch_and_v_prediction_round_trip(tmp_path):
+    from bridgedepth.d2i.backend import load_backend
+    from bridgedepth.d2i.pretrain import denoising_loss
+    from bridgedepth.d2i.sampler import sample
+    from bridgedepth.d2i.tiny import TinyBackend
+
+    b = TinyBackend.create(32, (16, 32), 1, default_steps=3, patch=4, prediction_type="v_prediction")
+    assert b.resolution == 32 and b.denoiser.config.sample_size == 8 and b.denoiser.config.in_channels == 64
+    loss = denoising_loss(b, torch.rand(2, 3, 32, 32), torch.rand(2, 1, 32, 32), torch.Generator().manual_seed(0))
+    loss.backward()
+    assert torch.isfinite(loss)
+    b.save(tmp_path / "d2i")
+    b2 = load_backend(tmp_path / "d2i", "cpu")
+    assert b2.patch == 4 and b2.scheduler.config.prediction_type == "v_prediction"
+    disp = torch.rand(1, 1, 32, 32)
+    r1 = sample(b, disp, num_steps=3, seeds=[4]).images
+    r2 = sample(b2, disp, num_steps=3, seeds=[4]).images
+    assert r1.shape == (1, 3, 32, 32)
+    torch.testing.assert_close(r1, r2)
+    with pytest.raises(InputError, match="patch"):
+        TinyBackend.create(30, (16, 32), patch=4)
+
+
+def test_prepare_source_conditions_on_the_teachers_estimate():
+    from bridgedepth.d2i.common import prepare_source
+
+    rng = np.random.default_rng(0)
+    depth = rng.uniform(1, 5, (16, 16)).astype(np.float32)
+    pseudo = (1 / depth).astype(np.float32)
+    a = prepare_source([{"depth": depth}], 16)["disp01"]
+    # the estimate is relative: any positive scale and shift of it gives the same condition
+    b = prepare_source([{"pseudo": 3.0 * pseudo - 7.0}], 16, condition="pseudo")["disp01"]
+    torch.testing.assert_close(a, b, atol=1e-5, rtol=0)
+    with pytest.raises(InputError, match="pseudo"):
+        prepare_source([{"depth": depth}], 16, condition="pseudo")
+
+
+def test_toy_aesthetic_scorer_round_trip_and_reward(tmp_path):
+    from bridgedepth.config import RewardConfig
+    from bridgedepth.d2i.rewards import build_rewards
+    from bridgedepth.d2i.scorer import DEGRADATIONS, ToyAestheticScorer, degrade, load_scorer
+
+    m = ToyAestheticScorer(32, (8, 8))
+    m.save(tmp_path / "sc")
+    m2 = load_scorer(tmp_path / "sc")
+    x = torch.rand(3, 3, 40, 40, requires_grad=True)
+    torch.testing.assert_close(m(x), m2(x))
+    m2(x).sum().backward()
+    assert x.grad is not None and x.grad.abs().sum() > 0  # differentiable w.r.t. the image (a reward)
+    g = torch.Generator().manual_seed(0)
+    for k in DEGRADATIONS:
+        y = degrade(x.detach(), k, g)
+        assert y.shape == x.shape and float(y.min()) >= 0 and float(y.max()) <= 1
+    reg = build_rewards(RewardConfig(aesthetic_model=str(tmp_path / "sc")), teacher=None)
+    assert reg.describe()["aesthetic"] == {"weight": 0.1, "on": True}
+    with pytest.raises(InputError, match="scorer"):
+        load_scorer(tmp_path)
+
+
+def test_predictor_uses_the_models_patch_size():
+    from bridgedepth.mde import build_model
+    from bridgedepth.mde.predictor import Predictor, preprocess
+
+    m = build_model("toy")
+    assert m.config.patch_size == 8
+    x = preprocess(np.zeros((97, 131, 3), np.uint8), 128, multiple=8)
+    assert x.shape[-2] % 8 == 0 and x.shape[-1] % 8 == 0 and min(x.shape[-2:]) >= 128
+    r = Predictor(m).predict(np.random.default_rng(0).integers(0, 255, (97, 131, 3), dtype=np.uint8))
+    assert r.values.shape == (97, 131)
+
+
+# ------------------------------------------------------------------------------------------------
+# The zoo
+# ------------------------------------------------------------------------------------------------
+
+
+def test_zoo_seeds_never_reach_the_demo_test_sets():
+    from bridgedepth.pipeline import demo_seeds
+    from bridgedepth.zoo.build import build_seeds, training_seeds
+
+    for preset in ("tiny", "tiny-fast", "zoo", "zoo-fast"):
+        cfg = load_config(preset)
+        test = {demo_seeds(cfg)["test"]}
+        assert not (training_seeds(cfg) & test), preset
+        assert build_seeds(cfg)["heldout"] not in training_seeds(cfg)
+
+
+def test_zoo_fast_build_installs_loadable_models_with_cards(tmp_path, monkeypatch):
+    from bridgedepth.d2i.backend import load_backend
+    from bridgedepth.d2i.scorer import load_scorer
+    from bridgedepth.mde import load_model
+    from bridgedepth.zoo import list_models, model_path, sha256_file
+    from bridgedepth.zoo.build import build
+
+    monkeypatch.setenv("BRIDGE_ZOO_DIR", str(tmp_path / "models"))
+    with pytest.raises(InputError, match="zoo build"):
+        model_path("depth")
+    cfg = load_config("zoo-fast")
+    logs: list[str] = []
+    res = build(cfg, tmp_path / "build", install=True, progress=False, log=logs.append)
+    assert len(res["installed"]) == 3
+    q = res["quality"]
+    assert set(q) == {"depth", "d2i", "aesthetic"}
+    assert 0 <= q["depth"]["heldout_real"]["absrel"] < 10 and q["depth"]["heldout_real"]["n"] == 8
+    assert q["depth"]["heldout_real_vertical_prior"]["n"] == 8
+    load_model(model_path("depth"))
+    b = load_backend(model_path("d2i"), "cpu")
+    assert next(b.denoiser.parameters()).dtype == torch.float32  # stored float16, loaded float32
+    load_scorer(model_path("aesthetic"))
+    for e in list_models():
+        assert e.present
+        card = json.loads((e.path / "card.json").read_text())
+        for rel, digest in card["sha256"].items():
+            assert sha256_file(e.path / rel) == digest
+        assert (e.path / "README.md").read_text().startswith(f"# bridgedepth toy `{e.name}` model")
+        for k in ("data", "seeds", "steps", "wall_seconds", "hardware", "config", "quality"):
+            assert k in card, (e.name, k)
+    # photographs' depth never travels: the D2I foundation's data holds only images and estimates
+    from bridgedepth.data.shards import iter_samples
+
+    s = next(iter(iter_samples(tmp_path / "build" / "photos_labelled")))
+    assert "depth" not in s and "pseudo" in s
+    # a rerun resumes: every stage is skipped
+    logs.clear()
+    build(cfg, tmp_path / "build", progress=False, log=logs.append)
+    assert sum("skipped" in line for line in logs) == 6
+
+
+def test_cli_zoo_list(capsys, monkeypatch, tmp_path):
+    from bridgedepth.cli import main
+
+    monkeypatch.setenv("BRIDGE_ZOO_DIR", str(tmp_path))
+    assert main(["zoo", "list", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert [r["name"] for r in rows] == ["depth", "d2i", "aesthetic"]
+    assert not any(r["present"] for r in rows)

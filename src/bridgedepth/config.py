@@ -244,20 +244,22 @@ class EvalConfig:
 
 @dataclass
 class DemoConfig:
-    """Sizes of `bridge demo` (the whole pipeline on the embedded default)."""
+    """Sizes of `bridge demo` (the whole pipeline on the embedded default, from the shipped foundations)."""
 
-    train_scenes: int = 1200
-    val_scenes: int = 48
-    test_scenes: int = 96
+    train_scenes: int = 1200  # synthetic-look source scenes with exact depth
+    val_scenes: int = 32  # held-out synthetic depth maps (D2I before / after fine-tuning)
+    test_scenes: int = 96  # real-look test scenes (the toy's "real benchmark")
+    photo_scenes: int = 256  # real-look images for the DA-V2-style and oracle rows
     scene_size: list[int] = field(default_factory=lambda: [128, 128])  # [H, W]
-    gen_sources: int = 160  # source depth maps that get generated images
-    teacher_steps: int = 500
-    student_steps: int = 500  # baseline and + generated data (same budget)
-    hybrid_steps: int = 150  # fine-tune: pseudo-labels only vs full hybrid (same budget)
-    metric_steps: int = 150
-    scale_head_steps: int = 150
-    d2i_pretrain_steps: int = 600
+    gen_sources: int = 64  # source depth maps that get generated images
+    student_steps: int = 150  # every trained row (same initialisation, same budget)
+    hybrid_steps: int = 60  # Table 3: the two fine-tunes of the '+ generated' student
+    metric_steps: int = 60
+    scale_head_steps: int = 60
     d2i_finetune_steps: int = 40
+    seeds: int = 1  # repeat every trained row over this many training seeds (mean and spread)
+    threads: Optional[int] = None  # torch threads (None: torch's default)
+    zoo_preset: str = "zoo"  # --from-scratch: the recipe that builds the foundations first
     fixtures: Optional[str] = None  # real RGB-D fixtures folder (default: ../shared/data/rgbd if present)
 
 

@@ -33,10 +33,29 @@ from .teacher import load_teacher, teacher_disparity
 
 
 @torch.no_grad()
+def image_statistics(images01: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Per-image colour and texture statistics (B,): mean HSV saturation, mean |Laplacian| of the grey
+    image (texture energy), and the share of the image taken by its most common coarse colour (a
+    collapse to one colour drives it towards 1)."""
+    x = images01.detach().float().clamp(0, 1)
+    mx, mn = x.max(1).values, x.min(1).values
+    sat = ((mx - mn) / mx.clamp_min(1e-6)).flatten(1).mean(1)
+    g = (0.299 * x[:, 0] + 0.587 * x[:, 1] + 0.114 * x[:, 2])[:, None]
+    lap = torch.tensor([[0.0, 1.0, 0.0], [1.0, -4.0, 1.0], [0.0, 1.0, 0.0]], device=x.device).view(1, 1, 3, 3)
+    tex = torch.nn.functional.conv2d(g, lap).abs().flatten(1).mean(1)
+    q = (x * 3.999).long()  # 4 levels per channel: 64 coarse colours
+    code = (q[:, 0] * 16 + q[:, 1] * 4 + q[:, 2]).flatten(1)
+    dom = torch.stack([torch.bincount(c, minlength=64).max() for c in code]).float() / code.shape[1]
+    return {"saturation": sat, "texture": tex, "dominant_colour_share": dom}
+
+
+@torch.no_grad()
 def evaluate_depth(backend, teacher, data: dict, *, num_steps: int, seeds: list[int], batch_size: int = 8,
-                   mean_centre: bool = True) -> dict:
-    """Held-out depth consistency (cosine, centred and not) and teacher AbsRel on generated images."""
-    cos_c, cos_r, absrel = [], [], []
+                   mean_centre: bool = True, aesthetic=None) -> dict:
+    """Held-out depth consistency (cosine, centred and not), teacher AbsRel on generated images, colour and
+    texture statistics (:func:`image_statistics`) and, with an ``aesthetic`` scorer (images -> (B,)), its mean."""
+    cos_c, cos_r, absrel, aes = [], [], [], []
+    stats: dict[str, list] = {}
     dev = backend.device
     n = data["disp01"].shape[0]
     for i in range(0, n, batch_size):
@@ -47,10 +66,18 @@ def evaluate_depth(backend, teacher, data: dict, *, num_steps: int, seeds: list[
         cos_c.append(masked_cosine(pred, disp, valid, True).cpu())
         cos_r.append(masked_cosine(pred, disp, valid, False).cpu())
         absrel.append(aligned_absrel(pred, disp, valid).cpu())
+        for k, v in image_statistics(roll.images).items():
+            stats.setdefault(k, []).append(v.cpu())
+        if aesthetic is not None:
+            aes.append(aesthetic(roll.images.float()).detach().float().cpu())
     c, r, a = torch.cat(cos_c), torch.cat(cos_r), torch.cat(absrel)
-    return {"depth_cosine_centred": float(c.mean()), "depth_cosine_raw": float(r.mean()),
-            "depth_reward": float((c if mean_centre else r).mean()), "teacher_absrel": float(np.nanmean(a.numpy())),
-            "count": int(n)}
+    out = {"depth_cosine_centred": float(c.mean()), "depth_cosine_raw": float(r.mean()),
+           "depth_reward": float((c if mean_centre else r).mean()), "teacher_absrel": float(np.nanmean(a.numpy())),
+           "count": int(n)}
+    out.update({k: float(torch.cat(v).mean()) for k, v in stats.items()})
+    if aes:
+        out["aesthetic"] = float(torch.cat(aes).mean())
+    return out
 
 
 def _grid(data: dict, images: torch.Tensor, pred: torch.Tensor) -> np.ndarray:
@@ -112,6 +139,8 @@ def finetune(cfg: Config, d2i_dir: str | os.PathLike, teacher, source, out_dir: 
         teacher_dir = None
     teacher.to(dev)
     rewards = build_rewards(fc.reward, teacher, dev)
+    aes_term = rewards.terms.get("aesthetic")
+    aesthetic_fn = (lambda img: aes_term.fn(img, {})) if aes_term is not None else None
     num_steps = int(fc.num_steps or cfg.d2i.num_steps)
 
     res = backend.resolution
@@ -146,7 +175,7 @@ def finetune(cfg: Config, d2i_dir: str | os.PathLike, teacher, source, out_dir: 
     denoiser.eval()  # no dropout/batch statistics: rewards drive the update
     if before is None:
         before = evaluate_depth(backend, teacher, held_data, num_steps=num_steps, seeds=held_seeds,
-                                mean_centre=fc.reward.depth_mean_centre)
+                                mean_centre=fc.reward.depth_mean_centre, aesthetic=aesthetic_fn)
     log_path = out / "finetune_log.jsonl"
     if start == 0 and log_path.exists():
         log_path.unlink()
@@ -183,11 +212,13 @@ def finetune(cfg: Config, d2i_dir: str | os.PathLike, teacher, source, out_dir: 
             _save_ckpt(accelerator.unwrap_model(denoiser), opt, step + 1, rng, before, ckpt)
     accelerator.wait_for_everyone()
     after = evaluate_depth(backend, teacher, held_data, num_steps=num_steps, seeds=held_seeds,
-                           mean_centre=fc.reward.depth_mean_centre)
+                           mean_centre=fc.reward.depth_mean_centre, aesthetic=aesthetic_fn)
     summary = {"steps": steps, "resumed_from": start, "seconds": round(time.time() - t0, 1), "sampler_steps": num_steps,
                "grad_steps": fc.grad_steps, "random_cutoff": fc.random_cutoff, "rewards": rewards.describe(),
                "heldout_before": before, "heldout_after": after,
                "depth_reward_gain": after["depth_reward"] - before["depth_reward"]}
+    if "aesthetic" in after:
+        summary["aesthetic_gain"] = after["aesthetic"] - before["aesthetic"]
     if accelerator.is_main_process:
         model = accelerator.unwrap_model(denoiser)
         save_lora(model, out / LORA_FILE, prefix=getattr(backend, "lora_prefix", "unet."))

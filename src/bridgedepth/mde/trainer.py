@@ -250,8 +250,18 @@ def _stage_loss(cfg: Config):
 
     loss = DepthLoss(cfg.train.loss)
     if cfg.train.stage in ("metric", "scale-head"):
-        return lambda pred, target, valid, source: loss.metric(pred, target, valid)
-    return lambda pred, target, valid, source: loss(pred, target, valid).total
+        # GT beyond the head's range (sigmoid * max_depth, or the scale head's depth cap) is masked out,
+        # as Depth-Anything-V2's metric training does: no prediction can reach it.
+        cap = float(cfg.model.max_depth) if cfg.train.loss.mask_beyond_max_depth else None
+
+        def metric_loss(pred, target, valid, source):
+            if cap is not None:
+                valid = valid & (target <= cap)
+            return loss.metric(pred, target, valid)
+
+        return metric_loss
+    # the source map decides which pixels may be trimmed (loss.trim_sources)
+    return lambda pred, target, valid, source: loss(pred, target, valid, source).total
 
 
 def train(

@@ -187,11 +187,12 @@ def _build_stage_model(cfg: Config, init_from: str | None):
     model = load_model(src)
     model.train()
     if head == "metric" and model.config.depth_estimation_type != "metric":
-        # Same parameters, another output activation: rebuild with a metric head, copy the weights.
-        arch = model.bridge_arch or cfg.model.name
-        metric = build_model(arch, head="metric", max_depth=cfg.model.max_depth)
-        metric.load_state_dict(model.state_dict())
-        model = metric
+        # Encoder and decoder are kept; the last conv is negated (and damped) so that the first metric
+        # predictions are ordered like depth, not like the relative disparity (relative_to_metric).
+        from .model import relative_to_metric
+
+        model = relative_to_metric(model, cfg.model.max_depth)
+        model.train()
     return model
 
 

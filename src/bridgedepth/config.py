@@ -82,15 +82,22 @@ class ModelConfig:
 
 @dataclass
 class LossConfig:
-    """Depth losses (bridgedepth.mde.losses): total = ssi_weight * SSI + gm_weight * GM; SiLog for metric."""
+    """Depth losses (bridgedepth.mde.losses; formulas in docs/training.md): total = ssi_weight * SSI +
+    gm_weight * GM in MiDaS's normalisation (SSI over 2M, GM over M per scale); SiLog for metric."""
 
     ssi_weight: float = 1.0
     gm_weight: float = 4.0
     gm_scales: int = 4
-    trim: float = 0.1  # per image, drop this share of the largest per-pixel SSI losses
+    # per image, drop this share of the largest per-pixel SSI losses among the pixels trim_sources names
+    trim: float = 0.1
+    trim_sources: Literal["pseudo", "all"] = "pseudo"  # pseudo: teacher pseudo-label pixels only; GT is kept
+    # median_mad: prediction and target each by their median / mean absolute deviation (MiDaS ssitrim;
+    # the scale is positive, so inverted disparity is penalised); lstsq: least-squares fit, scale >= 0
+    alignment: Literal["median_mad", "lstsq"] = "median_mad"
     ssi_residual: Literal["absolute", "squared"] = "absolute"
-    target_normalization: Literal["mad", "none"] = "mad"  # per-image median/MAD of the target before the fit
+    target_normalization: Literal["mad", "none"] = "mad"  # lstsq only: per-image median/MAD of the target first
     silog_lambda: float = 0.5
+    mask_beyond_max_depth: bool = True  # metric stages: GT depth > model.max_depth is not supervised
 
 
 @dataclass

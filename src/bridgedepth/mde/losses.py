@@ -1,26 +1,37 @@
 """Depth losses (MiDaS / Depth Anything), batched, masked and differentiable.
 
 All functions take ``pred`` and ``target`` of shape (B, H, W) and a boolean ``mask`` (B, H, W); invalid
-pixels never enter a fit, a median or a mean, and changing their values changes nothing.
+pixels never enter a fit, a median or a sum, and changing their values changes nothing. The formulas
+are those of MiDaS (Ranftl et al., "Towards Robust Monocular Depth Estimation: Mixing Datasets for
+Zero-shot Cross-dataset Transfer", TPAMI), in MiDaS's normalisation; docs/training.md states them in
+full. Per image, with ``M`` the number of valid pixels:
 
-Relative (affine-invariant disparity) training::
+**Alignment** (``alignment``), both in disparity space:
 
-    total = ssi_weight * SSI + gm_weight * GM        (1 : 4 by default, the paper's "1:4")
+- ``"median_mad"`` (default; MiDaS's ``ssitrim`` / ``ssimae`` and Depth Anything's affine-invariant
+  loss): prediction *and* target are each normalised by their own median ``t(d)`` and mean absolute
+  deviation ``s(d) = (1/M) sum |d - t(d)|``: ``d_hat = (d - t(d)) / s(d)``. ``s(d) > 0``, so an inverted
+  prediction cannot be fitted: ``relative_loss(-t, t)`` is twice the SSI of a constant prediction.
+- ``"lstsq"`` (MiDaS's ``ssimse`` alignment): the target is normalised as ``target_normalization`` says
+  (``"mad"``: by its median/MAD as above; ``"none"``: raw), then the prediction is fitted to it by the
+  per-image least-squares scale and shift, ``d_hat = s*d + t``. The scale is clamped at ``s >= 0``: a
+  prediction anti-correlated with the target gets ``s = 0`` (the loss of a constant prediction, and no
+  gradient through that image) instead of being fitted by a negative scale.
 
-- **SSI**: per image, the least-squares scale ``s`` and shift ``t`` of the prediction against the target
-  over valid pixels (2x2 normal equations, differentiable: gradients flow through ``s`` and ``t``), the
-  per-pixel residual ``r = s*pred + t - target``, per-pixel loss ``|r|`` (default, ``"absolute"``) or ``r**2``
-  (``"squared"``), then *trimming*: per image, the ``trim`` fraction (10 %) of valid pixels with the largest
-  loss is dropped and the loss is the mean over the kept pixels. The absolute residual is the default
-  because, with trimming, it is the MiDaS ``ssitrim`` objective that Depth Anything trains with: it is
-  robust to the label noise of pseudo-labels and to outliers of synthetic GT (sky, glass), where the
-  squared residual lets a few pixels dominate the gradient.
-- Targets are normalised per image before the fit (``target_normalization="mad"``: subtract the median,
-  divide by the mean absolute deviation over valid pixels) so that a loss value means the same for a
-  metric-disparity GT (1/m) and a relative pseudo-label. ``"none"`` fits the raw target.
-- **GM**: multi-scale gradient matching on the aligned residual ``r``: for ``gm_scales`` (4) scales, by
-  strided subsampling (step 1, 2, 4, 8), the mean absolute x- and y-difference of ``r`` over pixel pairs
-  where both pixels are valid. It is not trimmed (as in MiDaS).
+**SSI**: ``r = d_hat - d_hat*``, per-pixel ``rho(r) = |r|`` (``ssi_residual="absolute"``) or ``r**2``
+(``"squared"``). *Trimming*: among the pixels eligible for trimming (``trim_sources="pseudo"``: the
+teacher pseudo-label pixels of the source map, ``source == SOURCE_PSEUDO``; ``"all"``: every valid pixel;
+no source map given: every valid pixel) the ``floor(trim * n_eligible)`` largest ``rho`` are dropped;
+ground-truth pixels are always kept. ``SSI = (1 / 2M) * sum_kept rho(r)`` -- MiDaS's 1/(2M), with M
+counting all valid pixels (trimmed ones included), as in MiDaS's ``ssitrim``.
+
+**GM** (MiDaS's ``L_reg``): on the same residual map ``R = d_hat - d_hat*``, for scales ``k = 0..K-1``
+(``gm_scales``, 4) with ``R^k = R[::2^k, ::2^k]``: ``GM = sum_k (1 / M_k) sum_i (|grad_x R^k_i| +
+|grad_y R^k_i|)``, forward differences over neighbouring pairs whose two pixels are valid, ``M_k`` the
+number of valid pixels of the scale-k map. Not trimmed.
+
+**Total**: ``ssi_weight * SSI + gm_weight * GM``: the weights multiply the terms in MiDaS's units (MiDaS
+itself uses ``1 : 0.5``; our default ``1 : 4`` is the value given as BRIDGE's, see docs/training.md).
 
 Metric training: **SiLog** ``sqrt(mean(d^2) - lambda * mean(d)^2)`` with ``d = log(pred) - log(gt)`` per image,
 ``lambda = 0.5``.
@@ -32,14 +43,22 @@ graph).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
 
+from ..data.targets import SOURCE_PSEUDO
+
 __all__ = [
+    "ALIGNMENTS",
+    "TRIM_SOURCES",
     "align_scale_shift",
+    "masked_median",
+    "median_mad_normalize",
     "normalize_target",
+    "trim_keep_mask",
     "trimmed_mean",
     "ssi_loss",
     "gradient_matching_loss",
@@ -48,6 +67,9 @@ __all__ = [
     "DepthLoss",
     "LossTerms",
 ]
+
+ALIGNMENTS = ("median_mad", "lstsq")
+TRIM_SOURCES = ("pseudo", "all")
 
 
 def _f32(x: Tensor) -> Tensor:
@@ -64,7 +86,7 @@ def _check(pred: Tensor, target: Tensor, mask: Tensor) -> Tensor:
     return mask.bool()
 
 
-def align_scale_shift(pred: Tensor, target: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
+def align_scale_shift(pred: Tensor, target: Tensor, mask: Tensor, *, nonnegative: bool = False) -> tuple[Tensor, Tensor]:
     """Per-image least-squares ``(scale, shift)`` (each (B,)) minimising ``sum_mask (s*pred + t - target)^2``.
 
     The 2x2 normal equations ``[[sum p^2, sum p], [sum p, n]] [s, t] = [sum p*g, sum g]`` are solved in their
@@ -72,6 +94,8 @@ def align_scale_shift(pred: Tensor, target: Tensor, mask: Tensor) -> tuple[Tenso
     cancellation of ``n * sum p^2 - (sum p)^2``): ``s = sum p'g' / sum p'^2``, ``t = mean g - s * mean p``.
     Differentiable w.r.t. ``pred`` and ``target``. Degenerate images (a constant prediction, or fewer than
     two valid pixels) get ``s = 0`` and ``t`` = mean of the valid targets (0 when there are none).
+    ``nonnegative=True`` clamps the scale at 0 (then ``t`` = mean target): the constrained least-squares
+    optimum when the unconstrained one is negative.
     """
     m = _check(pred, target, mask)
     zeros = torch.zeros_like(pred)
@@ -87,57 +111,100 @@ def align_scale_shift(pred: Tensor, target: Tensor, mask: Tensor) -> tuple[Tenso
     b = (pc * gc).sum((1, 2))
     # degenerate when the prediction's variance vanishes relative to its magnitude
     ok = a > 1e-12 * n_safe * (mean_p * mean_p + 1e-12)
+    if nonnegative:
+        ok = ok & (b > 0)
     scale = torch.where(ok, b / torch.where(ok, a, torch.ones_like(a)), torch.zeros_like(a))
     shift = mean_g - scale * mean_p
     return scale, shift
 
 
-def normalize_target(target: Tensor, mask: Tensor) -> Tensor:
-    """Per image: (target - median) / mean|target - median| over valid pixels (no gradient needed)."""
+def masked_median(x: Tensor, mask: Tensor) -> Tensor:
+    """Per-image median (B,) of the valid values of ``x`` (B, H, W): for an even count the mean of the two
+    middle values (NumPy's convention); 0 for an image without valid pixels. Differentiable (the
+    gradient goes to the middle value(s))."""
+    b = x.shape[0]
+    flat = x.reshape(b, -1)
+    fmask = mask.reshape(b, -1).bool()
+    n = fmask.sum(1)
+    big = torch.finfo(flat.dtype).max
+    vals = torch.where(fmask, flat, torch.full_like(flat, big)).sort(dim=1).values
+    lo = ((n - 1).clamp_min(0) // 2)[:, None]
+    hi = (n // 2).clamp_max(flat.shape[1] - 1)[:, None]
+    has = (n > 0)[:, None]
+    v_lo = torch.where(has, vals.gather(1, lo), torch.zeros_like(lo, dtype=flat.dtype))
+    v_hi = torch.where(has, vals.gather(1, hi), torch.zeros_like(hi, dtype=flat.dtype))
+    return (0.5 * (v_lo + v_hi)).squeeze(1)
+
+
+def median_mad_normalize(x: Tensor, mask: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """MiDaS's per-image normalisation ``(x - t(x)) / s(x)``, ``t`` = median, ``s = (1/M) sum |x - t|`` over
+    the valid pixels. Returns ``(x_hat, t, s)`` (``t``, ``s`` of shape (B,)). A (numerically) constant
+    image (``s <= 1e-6 |t| + 1e-12``) is divided by 1 instead, so its ``x_hat`` is ~0. Differentiable."""
     mask = mask.bool()
-    flat = torch.where(mask, target, torch.full_like(target, float("nan"))).flatten(1)
-    med = torch.nanmedian(flat, dim=1).values
-    med = torch.nan_to_num(med, nan=0.0)
-    dev = (target - med[:, None, None]).abs()
-    cnt = mask.sum((1, 2)).clamp_min(1)
-    mad = torch.where(mask, dev, torch.zeros_like(dev)).sum((1, 2)) / cnt
-    mad = torch.where(mad > 1e-12, mad, torch.ones_like(mad))
-    return (target - med[:, None, None]) / mad[:, None, None]
+    t = masked_median(x, mask)
+    dev = torch.where(mask, (x - t[:, None, None]).abs(), torch.zeros_like(x))
+    s = dev.sum((1, 2)) / mask.sum((1, 2)).clamp_min(1).to(x.dtype)
+    ok = s > 1e-6 * t.abs() + 1e-12
+    s_safe = torch.where(ok, s, torch.ones_like(s))
+    return (x - t[:, None, None]) / s_safe[:, None, None], t, torch.where(ok, s, torch.zeros_like(s))
 
 
-def trimmed_mean(per_pixel: Tensor, mask: Tensor, trim: float = 0.1) -> tuple[Tensor, Tensor]:
-    """Per-image mean of ``per_pixel`` over the valid pixels left after dropping the largest ``trim`` share.
+def normalize_target(target: Tensor, mask: Tensor) -> Tensor:
+    """Per image: (target - median) / mean|target - median| over valid pixels (see :func:`median_mad_normalize`)."""
+    return median_mad_normalize(target, mask.bool())[0]
 
-    With ``n`` valid pixels, ``floor(trim * n)`` pixels with the largest values are dropped (ties broken by
-    position, so exactly that many). Returns (per-image loss (B,), kept mask (B, H, W)); an image without
-    valid pixels gets 0.
-    """
+
+def trim_keep_mask(per_pixel: Tensor, mask: Tensor, trim: float = 0.1, eligible: Tensor | None = None) -> Tensor:
+    """The pixels (B, H, W) kept after trimming: per image, among the ``eligible`` valid pixels (default:
+    all valid pixels), the ``floor(trim * n_eligible)`` with the largest ``per_pixel`` value are dropped
+    (ties broken by position, so exactly that many); valid pixels that are not eligible are always kept."""
     if not 0.0 <= trim < 1.0:
         raise ValueError(f"trim must be in [0, 1), got {trim}")
     mask = mask.bool()
-    b = per_pixel.shape[0]
-    flat = per_pixel.reshape(b, -1)
-    fmask = mask.reshape(b, -1)
-    n = fmask.sum(1)
-    keep_n = n - torch.floor(n.to(torch.float64) * trim).to(n.dtype)
+    elig = mask if eligible is None else mask & eligible.bool()
     if trim == 0.0:
-        keep = fmask
-    else:
-        big = torch.finfo(flat.dtype).max
-        vals = torch.where(fmask, flat.detach(), torch.full_like(flat, big))
-        order = torch.argsort(vals, dim=1, stable=True)
-        rank = torch.empty_like(order)
-        rank.scatter_(1, order, torch.arange(flat.shape[1], device=flat.device).expand(b, -1).contiguous())
-        keep = fmask & (rank < keep_n[:, None])
-    total = torch.where(keep, flat, torch.zeros_like(flat)).sum(1)
-    loss = total / keep_n.clamp_min(1).to(flat.dtype)
-    return loss, keep.reshape(mask.shape)
+        return mask
+    b = per_pixel.shape[0]
+    flat = per_pixel.reshape(b, -1).detach()
+    fel = elig.reshape(b, -1)
+    n = fel.sum(1)
+    drop_n = torch.floor(n.to(torch.float64) * trim).to(n.dtype)
+    # rank eligible pixels from the largest value down; non-eligible ones sort last
+    low = torch.finfo(flat.dtype).min
+    vals = torch.where(fel, flat, torch.full_like(flat, low))
+    order = torch.argsort(vals, dim=1, descending=True, stable=True)
+    rank = torch.empty_like(order)
+    rank.scatter_(1, order, torch.arange(flat.shape[1], device=flat.device).expand(b, -1).contiguous())
+    dropped = fel & (rank < drop_n[:, None])
+    return mask & ~dropped.reshape(mask.shape)
+
+
+def trimmed_mean(per_pixel: Tensor, mask: Tensor, trim: float = 0.1, eligible: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    """Per-image mean of ``per_pixel`` over the pixels :func:`trim_keep_mask` keeps (Depth Anything's "ignore
+    the largest-loss share" as a plain mean). Returns (per-image loss (B,), kept mask (B, H, W)); an image
+    without valid pixels gets 0. :func:`ssi_loss` uses MiDaS's 1/(2M) normalisation instead."""
+    keep = trim_keep_mask(per_pixel, mask, trim, eligible)
+    b = per_pixel.shape[0]
+    k = keep.reshape(b, -1)
+    flat = per_pixel.reshape(b, -1)
+    total = torch.where(k, flat, torch.zeros_like(flat)).sum(1)
+    return total / k.sum(1).clamp_min(1).to(flat.dtype), keep
 
 
 def _batch_mean(per_image: Tensor, has_valid: Tensor, anchor: Tensor) -> Tensor:
     if bool(has_valid.any()):
         return per_image[has_valid].mean()
     return anchor.sum() * 0.0
+
+
+def _trim_eligible(source: Tensor | None, mask: Tensor, trim_sources: str) -> Tensor | None:
+    if trim_sources not in TRIM_SOURCES:
+        raise ValueError(f"trim_sources must be one of {list(TRIM_SOURCES)}, got {trim_sources!r}")
+    if source is None or trim_sources == "all":
+        return None
+    if source.shape != mask.shape:
+        raise ValueError(f"source must be (B, H, W) like the mask; got {tuple(source.shape)}, {tuple(mask.shape)}")
+    return source == SOURCE_PSEUDO
 
 
 @dataclass
@@ -147,8 +214,8 @@ class LossTerms:
     total: Tensor
     ssi: Tensor
     gm: Tensor
-    scale: Tensor  # (B,) fitted per-image scale (for logging)
-    shift: Tensor  # (B,)
+    scale: Tensor  # (B,) per-image scale applied to the prediction (for logging)
+    shift: Tensor  # (B,) per-image shift, in the (normalised) target's units
 
     def as_floats(self) -> dict[str, float]:
         return {"loss": float(self.total.detach()), "ssi": float(self.ssi.detach()), "gm": float(self.gm.detach())}
@@ -159,21 +226,35 @@ def ssi_loss(
     target: Tensor,
     mask: Tensor,
     *,
+    alignment: str = "median_mad",
     residual: str = "absolute",
     trim: float = 0.1,
+    trim_eligible: Tensor | None = None,
     target_normalization: str = "mad",
     return_details: bool = False,
 ):
-    """Scale-and-shift-invariant loss (see module docstring). Returns a scalar, or with ``return_details``
+    """Scale-and-shift-invariant loss ``(1/2M) sum_kept rho(d_hat - d_hat*)`` (see module docstring).
+
+    ``trim_eligible`` (bool (B, H, W)) restricts trimming to those pixels (None: all valid pixels).
+    ``target_normalization`` applies to ``alignment="lstsq"`` only (median/MAD alignment normalises the
+    target by definition). Returns a scalar, or with ``return_details``
     ``(loss, aligned_residual (B,H,W), keep_mask, scale, shift)``."""
     pred, target = _f32(pred), _f32(target)
     mask = _check(pred, target, mask)
-    if target_normalization == "mad":
-        target = normalize_target(target, mask)
-    elif target_normalization != "none":
+    if target_normalization not in ("mad", "none"):
         raise ValueError(f"target_normalization must be 'mad' or 'none', got {target_normalization!r}")
-    scale, shift = align_scale_shift(pred, target, mask)
-    r = scale[:, None, None] * pred + shift[:, None, None] - target
+    if alignment == "median_mad":
+        p_hat, t_p, s_p = median_mad_normalize(pred, mask)
+        g_hat = normalize_target(target, mask)
+        scale = torch.where(s_p > 0, 1.0 / torch.where(s_p > 0, s_p, torch.ones_like(s_p)), torch.ones_like(s_p))
+        shift = -t_p * scale
+        r = p_hat - g_hat
+    elif alignment == "lstsq":
+        g_hat = normalize_target(target, mask) if target_normalization == "mad" else target
+        scale, shift = align_scale_shift(pred, g_hat, mask, nonnegative=True)
+        r = scale[:, None, None] * pred + shift[:, None, None] - g_hat
+    else:
+        raise ValueError(f"alignment must be one of {list(ALIGNMENTS)}, got {alignment!r}")
     r = torch.where(mask, r, torch.zeros_like(r))
     if residual == "absolute":
         per_pixel = r.abs()
@@ -181,7 +262,9 @@ def ssi_loss(
         per_pixel = r * r
     else:
         raise ValueError(f"residual must be 'absolute' or 'squared', got {residual!r}")
-    per_image, keep = trimmed_mean(per_pixel, mask, trim)
+    keep = trim_keep_mask(per_pixel, mask, trim, trim_eligible)
+    n_valid = mask.sum((1, 2)).clamp_min(1).to(per_pixel.dtype)
+    per_image = torch.where(keep, per_pixel, torch.zeros_like(per_pixel)).sum((1, 2)) / (2.0 * n_valid)
     loss = _batch_mean(per_image, mask.flatten(1).any(1), pred)
     if return_details:
         return loss, r, keep, scale, shift
@@ -189,11 +272,11 @@ def ssi_loss(
 
 
 def gradient_matching_loss(residual: Tensor, mask: Tensor, scales: int = 4) -> Tensor:
-    """Multi-scale gradient matching on an (aligned) residual map (B, H, W).
+    """MiDaS's multi-scale gradient matching ``L_reg`` on an (aligned) residual map (B, H, W).
 
-    Scale k subsamples with stride ``2**k``; the term per scale is the mean of ``|dr/dx|`` and ``|dr/dy|`` over
-    neighbouring pairs where both pixels are valid (per image); terms are summed over scales and averaged
-    over images.
+    Scale k subsamples with stride ``2**k``; its term is ``(1 / M_k) sum (|dR/dx| + |dR/dy|)`` over
+    neighbouring pairs whose two pixels are valid, ``M_k`` the valid pixels of that scale; terms are
+    summed over scales (per image) and averaged over the images that have a valid pair.
     """
     mask = mask.bool()
     total = residual.new_zeros(residual.shape[0])
@@ -206,9 +289,9 @@ def gradient_matching_loss(residual: Tensor, mask: Tensor, scales: int = 4) -> T
         my = m[:, 1:, :] & m[:, :-1, :]
         gx = torch.where(mx, (r[:, :, 1:] - r[:, :, :-1]).abs(), torch.zeros_like(r[:, :, 1:]))
         gy = torch.where(my, (r[:, 1:, :] - r[:, :-1, :]).abs(), torch.zeros_like(r[:, 1:, :]))
-        cnt = mx.sum((1, 2)) + my.sum((1, 2))
-        total = total + (gx.sum((1, 2)) + gy.sum((1, 2))) / cnt.clamp_min(1).to(r.dtype)
-        any_pairs |= cnt > 0
+        m_k = m.sum((1, 2))
+        total = total + (gx.sum((1, 2)) + gy.sum((1, 2))) / m_k.clamp_min(1).to(r.dtype)
+        any_pairs |= (mx.sum((1, 2)) + my.sum((1, 2))) > 0
     return _batch_mean(total, any_pairs, residual)
 
 
@@ -216,19 +299,26 @@ def relative_loss(
     pred: Tensor,
     target: Tensor,
     mask: Tensor,
+    source: Tensor | None = None,
     *,
     ssi_weight: float = 1.0,
     gm_weight: float = 4.0,
     gm_scales: int = 4,
     trim: float = 0.1,
+    trim_sources: str = "pseudo",
+    alignment: str = "median_mad",
     ssi_residual: str = "absolute",
     target_normalization: str = "mad",
 ) -> LossTerms:
     """``ssi_weight * SSI + gm_weight * GM`` for a relative disparity prediction against a disparity target
-    (GT 1/depth or a pseudo-label); the argument names are :class:`bridgedepth.config.LossConfig`'s."""
+    (GT 1/depth, a pseudo-label or a hybrid of both); ``source`` is the per-pixel source map (uint8
+    ``SOURCE_*``, (B, H, W)) that decides which pixels may be trimmed (None: all valid pixels). The
+    keyword names are :class:`bridgedepth.config.LossConfig`'s."""
+    mask = mask.bool()
     ssi, r, _, scale, shift = ssi_loss(
-        pred, target, mask, residual=ssi_residual, trim=trim, target_normalization=target_normalization,
-        return_details=True,
+        pred, target, mask, alignment=alignment, residual=ssi_residual, trim=trim,
+        trim_eligible=_trim_eligible(source, mask, trim_sources),
+        target_normalization=target_normalization, return_details=True,
     )
     gm = gradient_matching_loss(r, mask, gm_scales) if gm_weight else ssi * 0.0
     return LossTerms(ssi_weight * ssi + gm_weight * gm, ssi, gm, scale.detach(), shift.detach())
@@ -252,7 +342,8 @@ def silog_loss(pred_depth: Tensor, gt_depth: Tensor, mask: Tensor, lam: float = 
 class DepthLoss(nn.Module):
     """Module wrapper configured from :class:`bridgedepth.config.LossConfig`.
 
-    ``DepthLoss(cfg)(pred, target, mask)`` -> :class:`LossTerms` (relative); ``.metric(pred, gt, mask)`` -> SiLog.
+    ``DepthLoss(cfg)(pred, target, mask, source=None)`` -> :class:`LossTerms` (relative);
+    ``.metric(pred, gt, mask)`` -> SiLog.
     """
 
     def __init__(self, cfg=None, **overrides):
@@ -263,12 +354,19 @@ class DepthLoss(nn.Module):
         vals = {k: getattr(cfg, k) for k in LossConfig.__dataclass_fields__}
         vals.update(overrides)
         self.cfg = LossConfig(**vals)
+        if self.cfg.alignment not in ALIGNMENTS:
+            raise ValueError(f"loss.alignment must be one of {list(ALIGNMENTS)}, got {self.cfg.alignment!r}")
+        if self.cfg.trim_sources not in TRIM_SOURCES:
+            raise ValueError(f"loss.trim_sources must be one of {list(TRIM_SOURCES)}, got {self.cfg.trim_sources!r}")
+        if not (0.0 <= self.cfg.trim < 1.0 and math.isfinite(self.cfg.trim)):
+            raise ValueError(f"loss.trim must be in [0, 1), got {self.cfg.trim}")
 
-    def forward(self, pred: Tensor, target: Tensor, mask: Tensor) -> LossTerms:
+    def forward(self, pred: Tensor, target: Tensor, mask: Tensor, source: Tensor | None = None) -> LossTerms:
         c = self.cfg
         return relative_loss(
-            pred, target, mask, ssi_weight=c.ssi_weight, gm_weight=c.gm_weight, gm_scales=c.gm_scales,
-            trim=c.trim, ssi_residual=c.ssi_residual, target_normalization=c.target_normalization,
+            pred, target, mask, source, ssi_weight=c.ssi_weight, gm_weight=c.gm_weight, gm_scales=c.gm_scales,
+            trim=c.trim, trim_sources=c.trim_sources, alignment=c.alignment, ssi_residual=c.ssi_residual,
+            target_normalization=c.target_normalization,
         )
 
     def metric(self, pred_depth: Tensor, gt_depth: Tensor, mask: Tensor) -> Tensor:

@@ -128,6 +128,41 @@ def _init_dpt_like_original(model) -> None:
             model.head.conv3.bias.fill_(1.0)
 
 
+SIGN_AWARE_DAMPING = 0.3
+
+
+def relative_to_metric(model, max_depth: float, damping: float = SIGN_AWARE_DAMPING):
+    """A metric-head model (``sigmoid * max_depth``) that starts from a relative model, decoder included.
+
+    The relative head's last conv outputs disparity-ordered values (``ReLU(x)`` is the disparity): read
+    as sigmoid logits of *depth* they order the first metric predictions inversely. Here every weight is
+    copied and the last conv (``head.conv3``) is multiplied by ``-damping``, so that the logits are
+    ``-damping * x``: depth = ``max_depth * sigmoid(-damping * x)``, a decreasing function of the relative
+    disparity, whose rank correlation with GT depth is the relative model's with GT disparity. The damping
+    keeps the sigmoid out of saturation for relative outputs up to ~10 (docs/training.md, measurements).
+    """
+    from transformers import DepthAnythingForDepthEstimation
+
+    if model.config.depth_estimation_type != "relative":
+        raise InputError("relative_to_metric needs a relative model")
+    if not max_depth > 0 or float(max_depth) != int(max_depth):
+        raise InputError(f"max_depth must be a positive whole number of metres, got {max_depth}")
+    if not damping > 0:
+        raise InputError(f"damping must be > 0, got {damping}")
+    cfg = model.config.__class__.from_dict(model.config.to_dict())
+    cfg.depth_estimation_type = "metric"
+    cfg.max_depth = int(max_depth)
+    metric = DepthAnythingForDepthEstimation(cfg)
+    metric.load_state_dict(model.state_dict())
+    with torch.no_grad():
+        metric.head.conv3.weight.mul_(-float(damping))
+        metric.head.conv3.bias.mul_(-float(damping))
+    set_attention(metric, getattr(model.backbone.config, "_attn_implementation", None) or "sdpa")
+    metric.bridge_arch = getattr(model, "bridge_arch", None)
+    metric.bridge_meta = getattr(model, "bridge_meta", {})
+    return metric
+
+
 def set_attention(model, attn_implementation: str = "sdpa") -> None:
     """Attention kernel of the DINOv2 encoder: ``"sdpa"`` (PyTorch fused, default) or ``"eager"``."""
     model.backbone.set_attn_implementation(attn_implementation)

@@ -187,11 +187,12 @@ def _build_stage_model(cfg: Config, init_from: str | None):
     model = load_model(src)
     model.train()
     if head == "metric" and model.config.depth_estimation_type != "metric":
-        # Same parameters, another output activation: rebuild with a metric head, copy the weights.
-        arch = model.bridge_arch or cfg.model.name
-        metric = build_model(arch, head="metric", max_depth=cfg.model.max_depth)
-        metric.load_state_dict(model.state_dict())
-        model = metric
+        # Encoder and decoder are kept; the last conv is negated (and damped) so that the first metric
+        # predictions are ordered like depth, not like the relative disparity (relative_to_metric).
+        from .model import relative_to_metric
+
+        model = relative_to_metric(model, cfg.model.max_depth)
+        model.train()
     return model
 
 
@@ -250,8 +251,18 @@ def _stage_loss(cfg: Config):
 
     loss = DepthLoss(cfg.train.loss)
     if cfg.train.stage in ("metric", "scale-head"):
-        return lambda pred, target, valid, source: loss.metric(pred, target, valid)
-    return lambda pred, target, valid, source: loss(pred, target, valid).total
+        # GT beyond the head's range (sigmoid * max_depth, or the scale head's depth cap) is masked out,
+        # as Depth-Anything-V2's metric training does: no prediction can reach it.
+        cap = float(cfg.model.max_depth) if cfg.train.loss.mask_beyond_max_depth else None
+
+        def metric_loss(pred, target, valid, source):
+            if cap is not None:
+                valid = valid & (target <= cap)
+            return loss.metric(pred, target, valid)
+
+        return metric_loss
+    # the source map decides which pixels may be trimmed (loss.trim_sources)
+    return lambda pred, target, valid, source: loss(pred, target, valid, source).total
 
 
 def train(

@@ -154,6 +154,11 @@ def test_loss_config_weights_used():
     assert torch.allclose(b.total, b.ssi + 4 * b.gm)
     with pytest.raises(ValueError):
         ssi_loss(pred, target, mask, residual="cubic")
+    from bridgedepth.config import ConfigError
+
+    for bad in (dict(trim=1.5), dict(trim=-0.1), dict(alignment="huber"), dict(trim_sources="gt"), dict(gm_scales=0)):
+        with pytest.raises(ConfigError, match="train.loss"):
+            DepthLoss(LossConfig(**bad))
 
 
 def test_half_precision_inputs_computed_in_float32():

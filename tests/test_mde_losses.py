@@ -154,6 +154,11 @@ def test_loss_config_weights_used():
     assert torch.allclose(b.total, b.ssi + 4 * b.gm)
     with pytest.raises(ValueError):
         ssi_loss(pred, target, mask, residual="cubic")
+    from bridgedepth.config import ConfigError
+
+    for bad in (dict(trim=1.5), dict(trim=-0.1), dict(alignment="huber"), dict(trim_sources="gt"), dict(gm_scales=0)):
+        with pytest.raises(ConfigError, match="train.loss"):
+            DepthLoss(LossConfig(**bad))
 
 
 def test_half_precision_inputs_computed_in_float32():
@@ -276,4 +281,4 @@ def test_metric_gt_beyond_max_depth_is_masked(stage):
     # switched off, the 150 m pixels give a loss no prediction in range can remove
     fn_off = _stage_loss(load_config("tiny", [f"train.stage={stage}", "model.max_depth=80",
                                               "train.loss.mask_beyond_max_depth=false"]))
-    assert float(fn_off(pred, gt, valid, None)) > 0.1
+    assert float(fn_off(pred, gt, valid, None).detach()) > 0.1

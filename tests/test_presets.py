@@ -137,6 +137,7 @@ def test_paper_key_numbers():
     loss = cfg.train.loss
     assert (loss.ssi_weight, loss.gm_weight, loss.gm_scales) == (1.0, 4.0, 4)
     assert loss.trim == pytest.approx(0.1) and loss.silog_lambda == pytest.approx(0.5)
+    assert (loss.trim_sources, loss.alignment, loss.mask_beyond_max_depth) == ("pseudo", "median_mad", True)
     assert cfg.train.decoder_lr_mult == pytest.approx(10.0)
     assert cfg.train.mixed_precision == "bf16"
     # The seven source datasets.

@@ -348,18 +348,21 @@ class DepthLoss(nn.Module):
 
     def __init__(self, cfg=None, **overrides):
         super().__init__()
-        from ..config import LossConfig
+        from ..config import ConfigError, LossConfig
 
         cfg = cfg or LossConfig()
         vals = {k: getattr(cfg, k) for k in LossConfig.__dataclass_fields__}
         vals.update(overrides)
-        self.cfg = LossConfig(**vals)
-        if self.cfg.alignment not in ALIGNMENTS:
-            raise ValueError(f"loss.alignment must be one of {list(ALIGNMENTS)}, got {self.cfg.alignment!r}")
-        if self.cfg.trim_sources not in TRIM_SOURCES:
-            raise ValueError(f"loss.trim_sources must be one of {list(TRIM_SOURCES)}, got {self.cfg.trim_sources!r}")
-        if not (0.0 <= self.cfg.trim < 1.0 and math.isfinite(self.cfg.trim)):
-            raise ValueError(f"loss.trim must be in [0, 1), got {self.cfg.trim}")
+        self.cfg = c = LossConfig(**vals)
+        if c.alignment not in ALIGNMENTS:
+            raise ConfigError(f"train.loss.alignment: {c.alignment!r} is not one of {list(ALIGNMENTS)}")
+        if c.trim_sources not in TRIM_SOURCES:
+            raise ConfigError(f"train.loss.trim_sources: {c.trim_sources!r} is not one of {list(TRIM_SOURCES)}")
+        if not (math.isfinite(c.trim) and 0.0 <= c.trim < 1.0):
+            raise ConfigError(f"train.loss.trim: must be in [0, 1), got {c.trim}")
+        if c.gm_scales < 1 or c.ssi_weight < 0 or c.gm_weight < 0:
+            raise ConfigError(f"train.loss: gm_scales must be >= 1 and the weights >= 0, got gm_scales={c.gm_scales}, "
+                              f"ssi_weight={c.ssi_weight}, gm_weight={c.gm_weight}")
 
     def forward(self, pred: Tensor, target: Tensor, mask: Tensor, source: Tensor | None = None) -> LossTerms:
         c = self.cfg

@@ -1,38 +1,68 @@
 """`bridge demo --fast`: the whole pipeline at smoke-test size (what CI runs), then a rerun that skips
-every stage. Marked integration: it takes a few minutes on 2 cores."""
+every stage. Marked integration: it takes a few minutes on 2 cores.
+
+It starts from the shipped toy foundations when they are installed; otherwise (a checkout whose zoo
+has not been built yet) it builds the smoke-test foundations first (``--from-scratch``)."""
 
 import json
 
 import pytest
 
+from bridgedepth.pipeline import METRIC_ROWS, REAL_LOOK_TEST, RELATIVE_ROWS
+
 pytestmark = pytest.mark.integration
+
+ROW_IDS = {"untrained", "source_only", "generated_pseudo", "finetune_pseudo", "finetune_hybrid", "no_rl_d2i",
+           "dav2_style", "oracle"}
 
 
 def test_demo_fast_end_to_end_and_resume(tmp_path, run_cli, shared_data):
+    from bridgedepth.zoo import MODELS, available
+
     out = tmp_path / "demo"
-    r = run_cli("demo", "--fast", "--out", out, "--no-progress", "--fixtures", shared_data / "rgbd")
+    extra = [] if all(available(n) for n in MODELS) else ["--from-scratch"]
+    args = ["demo", "--fast", "--out", out, "--no-progress", "--fixtures", shared_data / "rgbd", *extra]
+    r = run_cli(*args)
     assert r.code == 0, r
     report = (out / "report.html").read_text()
-    for heading in ("Source data", "Reward fine-tuning", "Generated data", "similarity masks",
-                    "Zero-shot relative depth", "Table 2", "Table 3", "Metric depth", "Predictions",
-                    "Training curves", "Stage timings"):
+    for heading in ("claims at a glance", "domain gap", "Reward fine-tuning", "Generated data", "similarity masks",
+                    "Zero-shot relative depth", "Table 2", "Table 3", "RL ablation", "upper bound", "Metric depth",
+                    "Predictions", "Training curves", "Stage timings"):
         assert heading in report, heading
     assert "figure missing" not in report
     assert report.count("data:image/png;base64,") >= 10
     assert "none of them is the paper" in report
     metrics = json.loads((out / "metrics.json").read_text())
-    rel = metrics["relative"]
-    assert set(rel) == {"untrained (random init, reference)", "baseline (source data only)", "+ generated data, pseudo-labels",
-                        "+ fine-tune, pseudo-labels only", "+ fine-tune, hybrid (BRIDGE)"}
-    for row in rel.values():
-        assert {"procedural test", "nyu", "kitti", "tum", "sun", "redwood"} <= set(row)
-        m = row["procedural test"]["metrics"]
-        assert 0 <= m["delta1"] <= 1 and m["abs_rel"] > 0
-    assert set(metrics["metric"]) == {"metric fine-tune (SiLog)", "hybrid student + scale head"}
-    assert metrics["label"]["samples"] == 16 * 4
-    assert "heldout_before" in metrics["d2i_finetune"] and "heldout_after" in metrics["d2i_finetune"]
+    # the contract for scripts: stable row ids, dataset keys, three numbers each
+    assert ROW_IDS <= set(metrics["rows"]) <= set(RELATIVE_ROWS)
+    for rid, per in metrics["rows"].items():
+        assert {REAL_LOOK_TEST, "nyu", "kitti", "tum", "sun", "redwood"} <= set(per), rid
+        m = per[REAL_LOOK_TEST]
+        assert set(m) >= {"absrel", "delta1", "n"} and m["n"] == 12
+        assert 0 <= m["delta1"] <= 1 and m["absrel"] > 0
+    assert set(metrics["metric_rows"]) == set(METRIC_ROWS)
+    for k in ("depth_reward_before", "depth_reward_after", "aesthetic_before", "aesthetic_after",
+              "teacher_absrel_generated", "teacher_absrel_real_look"):
+        assert isinstance(metrics["d2i"][k], float), k
+    assert 0 <= metrics["label"]["accepted_fraction"] <= 1 and 0 <= metrics["label"]["gt_pixel_fraction"] <= 1
+    assert metrics["label"]["samples"] == 8 * 4
+    # the human-readable tables stay, keyed by the row labels
+    assert RELATIVE_ROWS["source_only"][0] in metrics["relative"]
+    assert [c["verdict"] for c in metrics["claims"]]
     assert "| stage | seconds | status |" in r.out
 
-    again = run_cli("demo", "--fast", "--out", out, "--no-progress", "--fixtures", shared_data / "rgbd")
+    again = run_cli(*args)
     assert again.code == 0, again
-    assert again.out.count("skipped") >= 12
+    assert again.out.count("skipped") >= 18
+
+
+def test_demo_seeds_report_mean_and_spread(tmp_path):
+    """--seeds N: the aggregate of N per-seed evaluations carries mean, std, min and max."""
+    from bridgedepth.pipeline import _aggregate
+
+    per = [{"metrics": {"abs_rel": a, "delta1": 0.5}, "n_images": 3} for a in (0.1, 0.2, 0.3)]
+    agg = _aggregate(per)
+    assert agg["absrel"] == pytest.approx(0.2) and agg["absrel_min"] == 0.1 and agg["absrel_max"] == 0.3
+    assert agg["absrel_std"] == pytest.approx(0.0816, abs=1e-4) and agg["n"] == 3 and agg["seeds"] == 3
+    one = _aggregate(per[:1])
+    assert "absrel_std" not in one

@@ -196,3 +196,23 @@ def test_cli_zoo_list(capsys, monkeypatch, tmp_path):
     rows = json.loads(capsys.readouterr().out)
     assert [r["name"] for r in rows] == ["depth", "d2i", "aesthetic"]
     assert not any(r["present"] for r in rows)
+
+
+def test_shard_set_benchmark_clips_to_the_datas_depth_cap(tmp_path):
+    """An aligned disparity clipped at the floor becomes depth 1/floor; like every real benchmark the
+    shard-set benchmark clips it to the data's cap (procedural scenes record max_depth 80 m), so one such
+    pixel cannot dominate the mean AbsRel."""
+    from bridgedepth.data.benchmarks.shard_set import ShardSet
+    from bridgedepth.data.scenes.dataset import write_scenes
+    from bridgedepth.data.shards import write_dataset
+
+    write_scenes(tmp_path / "s", 2, kind="outdoor", size=(32, 32), seed=3, progress=False)
+    b = ShardSet(tmp_path / "s")
+    assert b.max_depth == 80.0
+    assert ShardSet(tmp_path / "s", max_depth=20).max_depth == 20.0
+
+    def make(i):
+        return {"__key__": f"k{i}", "rgb": np.zeros((8, 8, 3), np.uint8), "depth": np.ones((8, 8), np.float32)}
+
+    write_dataset(tmp_path / "plain", 1, make, progress=False)
+    assert ShardSet(tmp_path / "plain").max_depth == float("inf")

@@ -1,7 +1,8 @@
 """Procedural RGB-D scenes: the embedded default source data.
 
 ``render_scene(seed, kind, size)`` returns one sample in the shared schema (``__key__``, ``rgb``,
-``depth`` (planar z, metres, 0 where invalid), ``valid``, ``intrinsics`` [fx, fy, cx, cy], ``meta``).
+``depth`` (planar z, metres, 0 where invalid), ``valid``, ``sky`` (bool: rays that hit nothing in a
+scene with a sky; all false indoors), ``intrinsics`` [fx, fy, cx, cy], ``meta``).
 The whole image is ray-cast with NumPy against analytic primitives (planes, oriented boxes, rooms with
 openings, cylinders, spheres/ellipsoids); see docs/scenes.md.
 """
@@ -14,7 +15,7 @@ import numpy as np
 
 from ...errors import InputError
 from .builders import BUILDERS, Builder
-from .render import Scene, render
+from .render import Scene, raycast, render
 
 KINDS = ("indoor", "outdoor", "object", "mixed")
 _KIND_CODE = {"indoor": 1, "outdoor": 2, "object": 3, "mixed": 4}
@@ -93,6 +94,11 @@ def render_scene(seed: int, kind: str = "mixed", size=(256, 256), *, index: int 
     scene, rng = build_scene(seed, kind, size, index=index, aspect_range=aspect_range)
     rgb, depth, valid = render(scene, rng)
     cam = scene.camera
+    if scene.sky is not None:
+        # the rays that hit nothing show the sky (depth beyond max_depth that hit something is not sky)
+        sky = ~np.isfinite(raycast(cam, scene.prims)[0])
+    else:
+        sky = np.zeros(valid.shape, bool)
     v = depth[valid]
     meta = {
         "source": "procedural",
@@ -108,6 +114,7 @@ def render_scene(seed: int, kind: str = "mixed", size=(256, 256), *, index: int 
         },
         "max_depth": scene.max_depth,
         "valid_fraction": round(float(valid.mean()), 4),
+        "sky_fraction": round(float(sky.mean()), 4),
         "depth_range": [round(float(v.min()), 4), round(float(v.max()), 4)] if v.size else [0.0, 0.0],
         "num_primitives": len(scene.prims),
         "lights": [{"kind": li.kind, "shadow": li.shadow} for li in scene.lights],
@@ -119,6 +126,7 @@ def render_scene(seed: int, kind: str = "mixed", size=(256, 256), *, index: int 
         "rgb": rgb,
         "depth": depth,
         "valid": valid,
+        "sky": sky,
         "intrinsics": cam.intrinsics,
         "meta": meta,
     }

@@ -92,3 +92,22 @@ def test_cli_finetune_then_generate_from_lora(setup, run_cli, tmp_path):
                 "--images-per-depth", "1", *sets)
     assert r.code == 0, r
     assert {x["meta"]["generator"] for x in iter_samples(tmp_path / "g")} == {"tiny"}
+
+
+def test_generate_carries_the_source_sky_mask(setup, tmp_path):
+    root, _, d2i = setup
+
+    def with_sky(i):
+        s = toy_scene(i, 24)
+        s["sky"] = np.zeros((24, 24), bool)
+        s["sky"][:3] = ~s["valid"][:3]
+        return s
+
+    write_dataset(tmp_path / "src", 2, with_sky, samples_per_shard=2, desc="toy")
+    generate(load_config("tiny", SMALL), d2i, tmp_path / "src", tmp_path / "gen", images_per_depth=2, progress=False)
+    srcs = {x["__key__"]: x for x in iter_samples(tmp_path / "src")}
+    out = list(iter_samples(tmp_path / "gen"))
+    assert len(out) == 4
+    for x in out:
+        assert x["sky"].dtype == bool
+        np.testing.assert_array_equal(x["sky"], srcs[x["meta"]["source_key"]]["sky"])

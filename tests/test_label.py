@@ -55,6 +55,12 @@ def test_label_end_to_end_and_resume(generated, tmp_path):
     assert samples["src0_g0"]["meta"]["accepted"] and samples["src3_g0"]["meta"]["accepted"]
     assert not samples["src2_g0"]["meta"]["accepted"] and not samples["src5_g0"]["meta"]["accepted"]
     assert samples["src1_g0"]["meta"]["mask"]["registered_fraction"] > 0.5
+    # label version 2: the mask is moved into the generated frame with the registration (np.roll by 6:
+    # generated -> original is x - 6, so the first 6 generated columns show nothing of the original)
+    shifted = samples["src1_g0"]
+    assert shifted["meta"]["label_version"] == 2 and shifted["meta"]["mask"]["model"] == "similarity"
+    np.testing.assert_allclose(np.array(shifted["meta"]["mask"]["target_homography"])[:2, 2], [-6, 0], atol=0.3)
+    assert not shifted["mask"][:, :6].any() and shifted["mask"][:, 6:].mean() > 0.5
     assert s.accepted >= 2 and json.loads((tmp_path / "lab" / "label_summary.json").read_text())["samples"] == 6
     before = {p.name: p.stat().st_mtime_ns for p in (tmp_path / "lab").glob("*.tar")}
     again = label(cfg, generated / "teacher", generated / "gen", tmp_path / "lab", progress=False)

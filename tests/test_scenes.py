@@ -206,6 +206,28 @@ def test_outdoor_sky_is_invalid():
     assert s["valid"].mean() > 0.99
 
 
+def test_sky_mask_marks_rays_that_hit_nothing():
+    from bridgedepth.data.scenes import build_scene
+    from bridgedepth.data.scenes.render import raycast
+
+    seen = 0
+    for i in range(6):
+        s = render_scene(11, "outdoor", (40, 40), index=i)
+        sky = s["sky"]
+        assert sky.dtype == bool and sky.shape == (40, 40)
+        assert not (sky & s["valid"]).any() and np.all(s["depth"][sky] == 0)
+        scene, _ = build_scene(11, "outdoor", (40, 40), index=i)
+        np.testing.assert_array_equal(sky, ~np.isfinite(raycast(scene.camera, scene.prims)[0]))
+        assert s["meta"]["sky_fraction"] == round(float(sky.mean()), 4)
+        seen += int(sky.any())
+        if sky.any():
+            assert s["rgb"][sky].mean() > 60  # what the sky shader painted
+    assert seen >= 2
+    for kind in ("indoor", "object"):  # no sky in these scenes: the mask is there, and empty
+        s = render_scene(11, kind, (32, 32), index=0)
+        assert s["sky"].dtype == bool and not s["sky"].any()
+
+
 def _summary(s):
     d = s["depth"][s["valid"]]
     hist = np.histogram(np.log(d), bins=12, range=(np.log(0.1), np.log(80.0)))[0] / max(d.size, 1)

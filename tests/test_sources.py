@@ -73,6 +73,8 @@ def check_schema(s: dict) -> None:
     json.dumps(s["meta"])
     if "intrinsics" in s:
         assert s["intrinsics"].dtype == np.float32 and s["intrinsics"].shape == (4,)
+    if "sky" in s:  # sources that know sky mark it; sky is never valid depth
+        assert s["sky"].dtype == bool and s["sky"].shape == (h, w) and not (s["sky"] & s["valid"]).any()
 
 
 # ------------------------------------------------------------------------------ registry
@@ -174,6 +176,7 @@ def test_tartanair_depth_sky_intrinsics_and_missing_files(tmp_path):
     s = samples["abandonedfactory-Easy-P000-000000"]
     check_schema(s)
     assert not s["valid"][:10].any() and s["valid"][10:].all()
+    assert s["sky"][:10].all() and not s["sky"][10:].any()  # the sky sphere (beyond max_depth)
     assert np.all(s["depth"][10:] == np.float32(4.25))
     np.testing.assert_allclose(s["intrinsics"], [32, 32, 32, 24])  # 320/320/320/240 at 640x480, scaled 0.1
     assert s["meta"]["files"] == {"depth": "abandonedfactory/Easy/P000/depth_left/000000_left_depth.npy",
@@ -219,6 +222,7 @@ def test_vkitti2_cm_depth_sky_intrinsics_extrinsics_and_size_mismatch(tmp_path):
     check_schema(s)
     assert np.allclose(s["depth"][6:], 12.34) and not s["valid"][:5].any() and not s["valid"][5, :3].any()
     assert s["valid"].sum() == 20 * 30 - 5 * 30 - 3
+    assert s["sky"][:5].all() and s["sky"].sum() == 5 * 30  # 65535 cm; the 0 (missing) pixels are not sky
     np.testing.assert_allclose(s["intrinsics"], [725.0, 725.5, 15.0, 10.0])
     np.testing.assert_allclose(samples["Scene01-clone-Camera_0-00000"]["intrinsics"], [725.0087, 725.0087, 620.5, 187])
     assert s["meta"]["world_to_camera"][0] == [1, 0, 0, 0.6] and s["meta"]["variation"] == "clone"
@@ -330,6 +334,7 @@ def test_spring_double_resolution_disparity_to_depth(tmp_path):
     check_schema(s)
     assert s["depth"].shape == (8, 12)
     assert not s["valid"][0, 0] and not s["valid"][1, 1] and s["valid"].sum() == 96 - 2
+    assert s["sky"][0, 0] and s["sky"].sum() == 1  # disparity 0 is sky; NaN is only invalid
     assert np.allclose(s["depth"][s["valid"]], 1.0)
     np.testing.assert_allclose(s["intrinsics"], [400, 400, 5.5, 3.5])
     s2 = samples["0004-0002"]  # row 2 of intrinsics.txt: 520 * 0.065 / 52

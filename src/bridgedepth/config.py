@@ -127,6 +127,7 @@ class TrainConfig:
     gradient_checkpointing: bool = False
     crop_size: int = 518
     hflip: bool = True
+    sky_as_far: bool = True  # relative targets: sky pixels (where a source marks them) = valid disparity 0
     color_jitter: float = 0.0
     val_every: int = 0
     save_every: int = 0
@@ -216,11 +217,22 @@ class LabelConfig:
     ssim_precision: Literal["float32", "float64"] = "float32"  # float64 = skimage to 1e-8
     orb_features: int = 500  # ORB keypoints per image
     orb_max_side: Optional[int] = None  # detect ORB on a copy downscaled to this side (None: full size)
+    orb_levels: int = 3  # ORB pyramid levels (small motions: few levels = precise keypoints)
+    orb_grid: int = 8  # spread keypoints over this many cells along the longer side (0 or 1: off)
+    orb_oversample: int = 3  # detect this many times orb_features, keep orb_features spread over the cells
     min_matches: int = 10  # fewer cross-checked matches: mask A empty
     min_inliers: int = 4  # fewer RANSAC inliers: mask A empty
     ransac_threshold: float = 3.0  # reprojection error in original-image pixels
     ransac_max_iters: int = 2000  # OpenCV's default
     ransac_confidence: float = 0.995  # OpenCV's default
+    # registration model: auto = similarity, affine or homography, whichever is clearly best
+    motion_model: Literal["auto", "similarity", "affine", "homography"] = "auto"
+    precise_threshold: float = 1.0  # px: residual of a "precise" inlier (what the model choice counts)
+    model_tolerance: float = 0.05  # a more general model needs > (1 + this) x the precise inliers
+    refine: Literal["ecc", "none"] = "ecc"  # refine the chosen model by ECC on a small grey copy
+    refine_side: int = 160  # ECC works on a copy whose shorter side is this (never upscaled)
+    refine_iters: int = 30
+    refine_max_shift: float = 8.0  # px: reject a refinement that moves an image corner further
     max_homography_scale: float = 8.0  # reject homographies scaling area by more than this (or 1/this)
     morph_kernel: int = 3  # square kernel of the opening and the closing
     erode_kernel: int = 3  # final erosion that drops slivers

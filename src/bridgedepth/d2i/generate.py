@@ -66,6 +66,8 @@ class Generator:
                           "source_seed": meta_src.get("seed")}}
             if s.get("rgb") is not None:
                 o["source_rgb"] = s["rgb"]
+            if s.get("sky") is not None:
+                o["sky"] = s["sky"]  # the source's sky mask, in the depth map's grid like depth/valid
             if s.get("intrinsics") is not None:
                 o["intrinsics"] = np.asarray(s["intrinsics"], np.float32)
             res.append(o)

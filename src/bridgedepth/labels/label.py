@@ -4,7 +4,11 @@ For each generated sample (schema in docs/architecture.md: ``rgb`` = generated i
 the original synthetic render, ``depth``/``valid`` = its exact ground truth) this adds
 
 * ``pseudo``  the teacher's relative disparity at the generated image's resolution (float16);
-* ``mask``    the fusion similarity mask (bool, PNG in the shard);
+* ``mask``    the fusion similarity mask (bool, PNG in the shard) in the generated image's grid: the
+              mask (computed in the original's grid) moved into the generated frame with the same
+              map the hybrid reader moves ground truth with
+              (:func:`bridgedepth.data.targets.generated_to_original`), so mask, ``rgb``, ``pseudo``
+              and the moved ground truth line up pixel for pixel;
 * ``meta``    ``mask`` statistics (the `bridge mask --json` object), ``accepted``, ``crop``,
               ``teacher`` (checkpoint path and architecture), ``label_version``.
 
@@ -26,7 +30,9 @@ import numpy as np
 from ..config import Config, LabelConfig, save_resolved, to_dict
 from ..errors import InputError
 
-LABEL_VERSION = 1
+# 1: mask in the original's grid (resized to the generated size when they differed)
+# 2: mask moved into the generated frame; meta.mask has model, refined, target_homography
+LABEL_VERSION = 2
 
 
 @dataclass
@@ -94,22 +100,26 @@ class Labeller:
         gen, orig = sample["rgb"], sample["source_rgb"]
         pseudo = self.pseudo_label(gen)
         res = similarity_mask(gen, orig, self.cfg)
-        mask = res.mask
-        if mask.shape != gen.shape[:2]:
-            # the mask lives in the original's grid; labels live in the generated image's grid
-            import cv2
-
-            mask = cv2.resize(mask.astype(np.uint8), (gen.shape[1], gen.shape[0]),
-                              interpolation=cv2.INTER_NEAREST).astype(bool)
+        stats = res.stats()
+        mask = mask_in_generated_frame(res.mask, stats, gen.shape[:2])
         out = dict(sample)
         out["pseudo"] = pseudo.astype(np.float16)
         out["mask"] = mask
         meta = dict(sample.get("meta") or {})
-        stats = res.stats()
         meta.update({"mask": stats, "accepted": bool(res.accepted), "crop": stats["crop"],
                      "teacher": self.teacher_id, "label_version": LABEL_VERSION})
         out["meta"] = meta
         return [out]
+
+
+def mask_in_generated_frame(mask: np.ndarray, stats: dict, generated_hw: tuple[int, int]) -> np.ndarray:
+    """The similarity mask (original's grid) resampled into the generated image's grid (nearest),
+    through :func:`bridgedepth.data.targets.generated_to_original` of its statistics; generated
+    pixels that map outside the original are not in the mask."""
+    from ..data.targets import generated_to_original, to_generated_frame
+
+    transform = generated_to_original(stats, generated_hw, mask.shape[:2])
+    return to_generated_frame(np.asarray(mask, bool), transform, generated_hw)
 
 
 def _label_rank(teacher_dir, generated_dir, out_dir, cfg: LabelConfig, device, input_size, rank, world_size,

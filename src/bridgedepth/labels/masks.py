@@ -3,15 +3,23 @@ original synthetic render, so that the render's exact depth can supervise it?
 
 Per (generated, original) RGB pair, in the original's pixel grid (the grid of its depth map):
 
-1. registration: ORB keypoints in both images, brute-force Hamming matching with cross-check;
-   at least ``min_matches`` matches, else mask A is empty; RANSAC homography generated -> original;
-   warp the generated image onto the original; mask A = SSIM(registered, original) > threshold,
-   restricted to pixels the warp fills entirely from inside the generated image;
+1. registration: ORB keypoints in both images (few pyramid levels, spread over a grid of cells),
+   brute-force Hamming matching with cross-check; at least ``min_matches`` matches, else mask A is
+   empty. A robust model choice: RANSAC similarity and affine fits (and a homography when the affine
+   fit is credible); a more general model is used only when it has clearly more *precise* inliers
+   (residual < ``precise_threshold``) than the simpler one. The chosen model is then refined by ECC
+   on a small grey copy (``refine``). Warp the generated image onto the original; mask A =
+   SSIM(registered, original) > threshold, restricted to pixels the warp fills entirely from inside
+   the generated image;
 2. direct: mask B = SSIM(size-matched generated, original) > threshold;
 3. fusion: A or B, morphological opening then closing, then an erosion that drops slivers;
 4. acceptance: ``final_fraction > accept_fraction``;
 5. crop: a ``crop_size`` square centred on the bounding box of the largest connected (8-neighbour)
    region of the final mask, clamped to the image.
+
+``target_homography`` says how ground truth moves into the generated image's frame: the registration
+when it explains at least as much of the pair as direct comparison (registered >= direct fraction),
+the identity otherwise (see :func:`bridgedepth.data.targets.generated_to_original`).
 
 Everything is configured by :class:`bridgedepth.config.LabelConfig`. Bad or degenerate input
 (wrong array type, tiny, one colour) never raises: the result has an empty mask and a ``reason``.
@@ -63,7 +71,7 @@ class MaskResult:
 
     mask: np.ndarray  # bool (H, W)
     orb_matches: int = 0  # cross-checked ORB matches
-    inliers: int = 0  # RANSAC inliers of the homography (0 when none was estimated)
+    inliers: int = 0  # RANSAC inliers of the chosen model (0 when none was estimated)
     registered_fraction: float = 0.0  # |A| / (H W)
     direct_fraction: float = 0.0  # |B| / (H W)
     final_fraction: float = 0.0  # |fused, cleaned mask| / (H W)
@@ -71,6 +79,9 @@ class MaskResult:
     crop: tuple[int, int, int, int] = (0, 0, 0, 0)  # x, y, width, height
     reason: str = "ok"  # "ok", or why a part is empty / the sample is not accepted
     homography: list[list[float]] | None = None  # generated (size-matched) -> original
+    model: str | None = None  # "similarity", "affine" or "homography" (the registration's model)
+    refined: bool = False  # the model was refined by ECC
+    target_homography: list[list[float]] | None = None  # how ground truth moves: see the module doc
     size: tuple[int, int] = (0, 0)  # (H, W) of the mask
     generated_size: tuple[int, int] | None = None  # (H, W) of the generated image as given
     timings: dict[str, float] = field(default_factory=dict, repr=False)
@@ -89,6 +100,9 @@ class MaskResult:
             "size": [int(v) for v in self.size],
             "generated_size": None if self.generated_size is None else [int(v) for v in self.generated_size],
             "homography": self.homography,
+            "model": self.model,
+            "refined": bool(self.refined),
+            "target_homography": self.target_homography,
         }
 
 
@@ -175,6 +189,45 @@ def crop_box(mask: np.ndarray, crop_size: int) -> tuple[int, int, int, int]:
     return (x0, y0, cw, ch)
 
 
+def spread_keypoints(pts: np.ndarray, response: np.ndarray, shape: tuple[int, int], cells: int,
+                     keep: int) -> np.ndarray:
+    """Indices of at most ``keep`` keypoints spread over the image: a grid of about square cells,
+    ``cells`` along the longer side; the strongest keypoint of every cell first, then the second
+    strongest of every cell, ... (ties by response). Textured regions then cannot take every
+    keypoint, so the motion model is constrained over the whole image."""
+    n = len(pts)
+    if n <= keep or cells <= 1:
+        return np.argsort(-response, kind="stable")[:keep]
+    h, w = shape
+    gx = cells if w >= h else max(1, round(cells * w / h))
+    gy = cells if h > w else max(1, round(cells * h / w))
+    cx = np.minimum((pts[:, 0] * (gx / w)).astype(np.int64), gx - 1).clip(0)
+    cy = np.minimum((pts[:, 1] * (gy / h)).astype(np.int64), gy - 1).clip(0)
+    cell = cy * gx + cx
+    order = np.lexsort((-response, cell))  # by cell, strongest first within a cell
+    c = cell[order]
+    first = np.r_[0, np.flatnonzero(np.diff(c)) + 1]
+    rank = np.arange(n) - np.repeat(first, np.diff(np.r_[first, n]))
+    pick = np.lexsort((-response[order], rank))[:keep]
+    return order[pick]
+
+
+def _corner_shift(a: np.ndarray, b: np.ndarray, h: int, w: int) -> float:
+    """Largest distance between where two homographies send the image corners."""
+    c = np.array([[[0, 0], [w - 1, 0], [w - 1, h - 1], [0, h - 1]]], np.float64)
+    pa = cv2.perspectiveTransform(c, a)[0]
+    pb = cv2.perspectiveTransform(c, b)[0]
+    return float(np.max(np.linalg.norm(pa - pb, axis=1)))
+
+
+def _scale_matrix(sx: float, sy: float) -> np.ndarray:
+    """Pixel-centre rescaling (cv2.resize's convention): x' + 0.5 = (x + 0.5) * s."""
+    return np.array([[sx, 0.0, 0.5 * sx - 0.5], [0.0, sy, 0.5 * sy - 0.5], [0.0, 0.0, 1.0]])
+
+
+MODELS = ("similarity", "affine", "homography")
+
+
 def mask_overlay(image: np.ndarray, result: MaskResult, alpha: float = 0.45) -> np.ndarray:
     """RGB uint8 picture of a mask on an image of the mask's size: kept pixels tinted green,
     rejected pixels tinted red, the crop outlined in yellow."""
@@ -207,7 +260,8 @@ class MaskComputer:
         self.cfg = cfg = cfg or LabelConfig()
         if cfg.orb_features < 1:
             raise ValueError(f"label.orb_features must be >= 1, got {cfg.orb_features}")
-        self.orb = cv2.ORB_create(nfeatures=int(cfg.orb_features))
+        self._detect_n = int(cfg.orb_features) * (max(1, int(cfg.orb_oversample)) if cfg.orb_grid > 1 else 1)
+        self.orb = cv2.ORB_create(nfeatures=self._detect_n, nlevels=max(1, int(cfg.orb_levels)))
         self.matcher = cv2.BFMatcher(cv2.NORM_HAMMING, crossCheck=True)
         dtype = np.float64 if cfg.ssim_precision == "float64" else np.float32
         self.ssim = SSIMWorkspace(sigma=cfg.ssim_sigma, k1=cfg.ssim_k1, k2=cfg.ssim_k2, dtype=dtype)
@@ -245,6 +299,11 @@ class MaskComputer:
             g = cv2.resize(gray, size, interpolation=cv2.INTER_AREA)
         kps, desc = self.orb.detectAndCompute(g, None)
         pts = np.array([kp.pt for kp in kps], np.float32).reshape(-1, 2)
+        keep = int(self.cfg.orb_features)
+        if desc is not None and len(kps) > keep:
+            resp = np.array([kp.response for kp in kps], np.float32)
+            sel = spread_keypoints(pts, resp, g.shape[:2], int(self.cfg.orb_grid), keep)
+            pts, desc = pts[sel], desc[sel]
         if scale != 1.0:
             # pixel-centre convention: x_full + 0.5 = (x_small + 0.5) * scale
             sx, sy = gray.shape[1] / g.shape[1], gray.shape[0] / g.shape[0]
@@ -259,6 +318,85 @@ class MaskComputer:
         if not (1.0 / s <= det <= s):
             return f"degenerate homography (area scale {det:.3g})"
         return None
+
+    def _fit(self, src: np.ndarray, dst: np.ndarray) -> tuple[np.ndarray | None, int, str | None]:
+        """The registration model generated -> original of matched points: (3x3, RANSAC inliers, name).
+
+        ``auto``: RANSAC similarity and affine fits, and a homography when the affine fit is credible
+        (at least max(min_inliers, 10 % of the matches) inliers; on unrelated images its 2000 RANSAC
+        iterations are the costly part). Each fit counts its *precise* inliers (residual below
+        ``precise_threshold`` over all matches); a more general model replaces the current one only
+        with more than ``1 + model_tolerance`` times as many. An unconstrained homography fitted to
+        keypoints of a few textured regions extrapolates badly elsewhere, so the simplest model that
+        explains the matches wins."""
+        cfg = self.cfg
+        kw = dict(ransacReprojThreshold=float(cfg.ransac_threshold), maxIters=int(cfg.ransac_max_iters),
+                  confidence=float(cfg.ransac_confidence))
+        wanted = MODELS if cfg.motion_model == "auto" else (cfg.motion_model,)
+        fits: list[tuple[str, np.ndarray, int, int]] = []
+        for name in wanted:
+            if name == "homography":
+                if cfg.motion_model == "auto":
+                    aff = next((f for f in fits if f[0] == "affine"), None)
+                    if aff is None or aff[2] < max(cfg.min_inliers, 0.1 * len(src)):
+                        continue
+                hm, inl = cv2.findHomography(src, dst, cv2.RANSAC, kw["ransacReprojThreshold"],
+                                             maxIters=kw["maxIters"], confidence=kw["confidence"])
+            else:
+                est = cv2.estimateAffinePartial2D if name == "similarity" else cv2.estimateAffine2D
+                a, inl = est(src, dst, method=cv2.RANSAC, **kw)
+                hm = None if a is None else np.vstack([a, [0.0, 0.0, 1.0]])
+            if hm is None or inl is None or not np.all(np.isfinite(hm)):
+                continue
+            proj = cv2.perspectiveTransform(src.reshape(1, -1, 2).astype(np.float64), hm)[0]
+            precise = int(np.count_nonzero(np.linalg.norm(proj - dst, axis=1) < cfg.precise_threshold))
+            fits.append((name, hm, int(inl.sum()), precise))
+        if not fits:
+            return None, 0, None
+        best = fits[0]
+        for f in fits[1:]:
+            if f[3] > (1.0 + cfg.model_tolerance) * best[3]:
+                best = f
+        return best[1], best[2], best[0]
+
+    def _refine(self, hmat: np.ndarray, model: str, g_gen: np.ndarray, st: "_Original") -> tuple[np.ndarray, bool]:
+        """ECC refinement of the model on small grey copies; (homography, refined?).
+
+        Similarity and affine models are refined as affine maps, a homography as a homography. The
+        result is kept only if it raises the correlation, stays a sane homography and moves no image
+        corner by more than ``refine_max_shift`` pixels; otherwise the keypoint model is kept."""
+        cfg = self.cfg
+        h, w = g_gen.shape[:2]
+        small_o, sc = st.small(cfg.refine_side)
+        if small_o is None:
+            return hmat, False
+        small_g = _small_like(g_gen, small_o.shape)
+        sm = _scale_matrix(sc[0], sc[1])
+        hs = sm @ hmat @ np.linalg.inv(sm)
+        warp = np.linalg.inv(hs)  # ECC's warp maps template (original) pixels to input pixels
+        warp /= warp[2, 2]
+        homog = model == "homography"
+        mode = cv2.MOTION_HOMOGRAPHY if homog else cv2.MOTION_AFFINE
+        init = (warp if homog else warp[:2]).astype(np.float32)
+        size = (small_o.shape[1], small_o.shape[0])
+        try:
+            cc0 = _ecc_score(small_o, small_g, warp, size)
+            crit = (cv2.TERM_CRITERIA_COUNT | cv2.TERM_CRITERIA_EPS, int(cfg.refine_iters), 1e-4)
+            _, out = cv2.findTransformECC(small_o, small_g, init.copy(), mode, crit, None, 1)
+        except cv2.error:
+            return hmat, False
+        w2 = out.astype(np.float64)
+        if not homog:
+            w2 = np.vstack([w2, [0.0, 0.0, 1.0]])
+        if not np.all(np.isfinite(w2)) or abs(np.linalg.det(w2)) < 1e-12:
+            return hmat, False
+        if _ecc_score(small_o, small_g, w2, size) < cc0:
+            return hmat, False
+        new = np.linalg.inv(sm) @ np.linalg.inv(w2) @ sm
+        new /= new[2, 2]
+        if self._homography_ok(new) or _corner_shift(hmat, new, h, w) > cfg.refine_max_shift:
+            return hmat, False
+        return new, True
 
     # -- the pipeline
     def __call__(self, generated: Any, original: Any, timings: dict[str, float] | None = None) -> MaskResult:
@@ -338,39 +476,25 @@ class MaskComputer:
             if d_gen is not None and d_orig is not None:
                 matches = self.matcher.match(d_gen, d_orig)
             matches_n = len(matches)
+        model, refined = None, False
         if matches_n < cfg.min_matches:
             notes.append(f"registration skipped: {matches_n} ORB matches < {cfg.min_matches}")
         else:
             with _stage(clock, "ransac"):
                 qi = np.fromiter((m.queryIdx for m in matches), np.int32, matches_n)
                 ti = np.fromiter((m.trainIdx for m in matches), np.int32, matches_n)
-                hmat, inl = cv2.findHomography(
-                    p_gen[qi],
-                    p_orig[ti],
-                    cv2.RANSAC,
-                    float(cfg.ransac_threshold),
-                    maxIters=int(cfg.ransac_max_iters),
-                    confidence=float(cfg.ransac_confidence),
-                )
-                inliers_n = int(inl.sum()) if inl is not None else 0
+                hmat, inliers_n, model = self._fit(p_gen[qi], p_orig[ti])
                 why = self._homography_ok(hmat)
                 if why is None and inliers_n < cfg.min_inliers:
                     why = f"{inliers_n} RANSAC inliers < {cfg.min_inliers}"
             if why:
                 notes.append(f"registration failed: {why}")
-                hmat = None
+                hmat, model = None, None
+            elif cfg.refine == "ecc":
+                with _stage(clock, "refine"):
+                    hmat, refined = self._refine(hmat, model, g_gen, st)
         if hmat is not None:
-            with _stage(clock, "warp"):
-                reg = cv2.warpPerspective(
-                    gen, hmat, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0
-                )
-                cover = cv2.warpPerspective(
-                    self._ones(h, w), hmat, (w, h), flags=cv2.INTER_LINEAR,
-                    borderMode=cv2.BORDER_CONSTANT, borderValue=0,
-                )
-            with _stage(clock, "ssim"):
-                self.ssim.compare(reg, out=s_reg)
-                mask_a = (s_reg > cfg.ssim_threshold) & (cover == 255)
+            mask_a = self._registered(gen, hmat, s_reg, clock)
         else:
             mask_a = np.zeros((h, w), bool)
 
@@ -403,10 +527,50 @@ class MaskComputer:
             crop=crop,
             reason="; ".join(notes) or "ok",
             homography=None if hmat is None else [[float(v) for v in row] for row in hmat],
+            model=model,
+            refined=refined,
+            target_homography=[[float(v) for v in row] for row in
+                               (hmat if hmat is not None and frac_a >= frac_b else np.eye(3))],
             size=(h, w),
             generated_size=gsize,
             timings=clock,
         )
+
+    def _registered(self, gen: np.ndarray, hmat: np.ndarray, s_reg: np.ndarray, clock: dict) -> np.ndarray:
+        """Mask A: SSIM(gen warped by ``hmat``, reference) > threshold, on pixels the warp fills
+        entirely from inside the generated image (the SSIM workspace holds the reference)."""
+        h, w = s_reg.shape
+        with _stage(clock, "warp"):
+            reg = cv2.warpPerspective(
+                gen, hmat, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0
+            )
+            cover = cv2.warpPerspective(
+                self._ones(h, w), hmat, (w, h), flags=cv2.INTER_LINEAR,
+                borderMode=cv2.BORDER_CONSTANT, borderValue=0,
+            )
+        with _stage(clock, "ssim"):
+            self.ssim.compare(reg, out=s_reg)
+            return (s_reg > self.cfg.ssim_threshold) & (cover == 255)
+
+    def registered_mask(self, generated: np.ndarray, original: np.ndarray, homography: Any) -> np.ndarray:
+        """Mask A for a *given* homography (size-matched generated -> original), with exactly the
+        pipeline's rule (same size matching, channels, SSIM and cover test). Used to score a
+        registration against a known warp: ``registered_mask(gen, orig, true_h).mean()`` is the
+        registered fraction a perfect registration would reach."""
+        gen, why = _normalise(generated, "generated")
+        orig, why2 = _normalise(original, "original")
+        if why or why2:
+            raise ValueError(why or why2)
+        grey = gen.ndim == 2 or orig.ndim == 2
+        if grey:
+            gen, orig = _gray(gen), _gray(orig)
+        gen = match_size(gen, orig.shape[:2])
+        self._ref_owner = None
+        self.ssim.set_reference(orig)
+        s_reg, _ = self._buffers(*orig.shape[:2])
+        out = self._registered(gen, np.asarray(homography, np.float64), s_reg, {})
+        self._ref_owner = None
+        return out.copy()
 
     def _ones(self, h: int, w: int) -> np.ndarray:
         if self._ones_buf is None or self._ones_buf.shape != (h, w):
@@ -435,6 +599,39 @@ class _Original:
         if why is None:
             why = _degenerate(img, self.gray, "original", cfg)
         self.why = why
+        self._small: dict[int, tuple] = {}
+
+    def small(self, side: int) -> tuple[np.ndarray | None, tuple[float, float]]:
+        """Float32 grey copy whose shorter side is ``side`` (never upscaled), and its (sx, sy)."""
+        if side not in self._small:
+            h, w = self.gray.shape[:2]
+            s = min(1.0, float(side) / min(h, w)) if side > 0 else 1.0
+            sw, sh = max(8, round(w * s)), max(8, round(h * s))
+            if sw > w or sh > h:
+                sw, sh = w, h
+            img = self.gray if (sh, sw) == (h, w) else cv2.resize(self.gray, (sw, sh), interpolation=cv2.INTER_AREA)
+            self._small[side] = (img.astype(np.float32), (sw / w, sh / h))
+        return self._small[side]
+
+
+def _small_like(gray: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """``gray`` resized (area) to ``shape`` = (h, w), float32."""
+    if gray.shape[:2] != tuple(shape):
+        gray = cv2.resize(gray, (shape[1], shape[0]), interpolation=cv2.INTER_AREA)
+    return gray.astype(np.float32)
+
+
+def _ecc_score(template: np.ndarray, image: np.ndarray, warp: np.ndarray, size: tuple[int, int]) -> float:
+    """The ECC criterion of ``image`` warped onto ``template`` (``warp`` maps template -> image pixels),
+    over the template pixels the warp covers."""
+    flags = cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP
+    reg = cv2.warpPerspective(image, warp, size, flags=flags, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+    ones = np.full(image.shape[:2], 255, np.uint8)
+    cover = cv2.warpPerspective(ones, warp, size, flags=cv2.INTER_NEAREST | cv2.WARP_INVERSE_MAP,
+                                borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+    if cv2.countNonZero(cover) < 16:
+        return -1.0
+    return float(cv2.computeECC(template, reg, cover))
 
 
 _CACHE: dict[str, MaskComputer] = {}

@@ -1,7 +1,8 @@
 """Procedural RGB-D scenes: the embedded default source data.
 
 ``render_scene(seed, kind, size)`` returns one sample in the shared schema (``__key__``, ``rgb``,
-``depth`` (planar z, metres, 0 where invalid), ``valid``, ``intrinsics`` [fx, fy, cx, cy], ``meta``).
+``depth`` (planar z, metres, 0 where invalid), ``valid``, ``sky`` (bool: rays that hit nothing in a
+scene with a sky; all false indoors), ``intrinsics`` [fx, fy, cx, cy], ``meta``).
 The whole image is ray-cast with NumPy against analytic primitives (planes, oriented boxes, rooms with
 openings, cylinders, spheres/ellipsoids); see docs/scenes.md.
 """
@@ -96,7 +97,7 @@ def render_scene(seed: int, kind: str = "mixed", size=(256, 256), *, index: int 
     if look not in LOOKS:
         raise InputError(f"look {look!r}: expected one of {', '.join(LOOKS)}")
     scene, rng = build_scene(seed, kind, size, index=index, aspect_range=aspect_range)
-    rgb, depth, valid = render(scene, rng, look)
+    rgb, depth, valid, sky = render(scene, rng, look, with_sky=True)
     cam = scene.camera
     v = depth[valid]
     meta = {
@@ -114,6 +115,7 @@ def render_scene(seed: int, kind: str = "mixed", size=(256, 256), *, index: int 
         },
         "max_depth": scene.max_depth,
         "valid_fraction": round(float(valid.mean()), 4),
+        "sky_fraction": round(float(sky.mean()), 4),
         "depth_range": [round(float(v.min()), 4), round(float(v.max()), 4)] if v.size else [0.0, 0.0],
         "num_primitives": len(scene.prims),
         "lights": [{"kind": li.kind, "shadow": li.shadow} for li in scene.lights],
@@ -125,6 +127,7 @@ def render_scene(seed: int, kind: str = "mixed", size=(256, 256), *, index: int 
         "rgb": rgb,
         "depth": depth,
         "valid": valid,
+        "sky": sky,
         "intrinsics": cam.intrinsics,
         "meta": meta,
     }

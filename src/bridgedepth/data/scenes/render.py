@@ -190,18 +190,24 @@ def _palette_colour(rgb: np.ndarray) -> np.ndarray:
     return np.asarray(colorsys.hsv_to_rgb(h, s, v), np.float32)
 
 
-def render(scene: Scene, rng: np.random.Generator, look: str = "standard") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Render ``scene`` -> (rgb uint8 (H, W, 3), depth float32 metres (0 where invalid), valid bool).
+def render(scene: Scene, rng: np.random.Generator, look: str = "standard", *, with_sky: bool = False):
+    """Render ``scene`` -> (rgb uint8 (H, W, 3), depth float32 metres (0 where invalid), valid bool)
+    and, with ``with_sky``, a fourth bool map: the sky (rays that hit nothing in a scene that has a sky;
+    a surface beyond ``max_depth`` is invalid but not sky).
 
-    ``look`` is one of :data:`LOOKS` (module docstring); depth and validity do not depend on it."""
+    ``look`` is one of :data:`LOOKS` (module docstring); depth, validity and sky do not depend on it."""
     if look not in LOOKS:
         raise ValueError(f"look {look!r}: expected one of {', '.join(LOOKS)}")
     if look == "synthetic":
-        return _render_synthetic(scene)
-    rgb, depth, valid = _render_standard(scene, rng)
-    if look == "real":
-        rgb = camera_effects(rgb, rng)
-    return rgb, depth, valid
+        rgb, depth, valid, hit = _render_synthetic(scene)
+    else:
+        rgb, depth, valid, hit = _render_standard(scene, rng)
+        if look == "real":
+            rgb = camera_effects(rgb, rng)
+    if not with_sky:
+        return rgb, depth, valid
+    sky = ~hit if scene.sky is not None else np.zeros(hit.shape, bool)
+    return rgb, depth, valid, sky
 
 
 def _render_synthetic(scene: Scene) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -251,7 +257,7 @@ def _render_synthetic(scene: Scene) -> tuple[np.ndarray, np.ndarray, np.ndarray]
     rgb = np.clip(img * 255.0 + 0.5, 0, 255).astype(np.uint8)
     valid = hit & (t <= scene.max_depth)
     depth = np.where(valid, t, 0.0).astype(np.float32)
-    return np.ascontiguousarray(rgb), depth, valid
+    return np.ascontiguousarray(rgb), depth, valid, hit
 
 
 def camera_effects(rgb: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -288,7 +294,7 @@ def camera_effects(rgb: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return out
 
 
-def _render_standard(scene: Scene, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _render_standard(scene: Scene, rng: np.random.Generator):
     cam = scene.camera
     H, W = cam.H, cam.W
     t, pid, fps = raycast(cam, scene.prims)
@@ -418,4 +424,4 @@ def _render_standard(scene: Scene, rng: np.random.Generator) -> tuple[np.ndarray
 
     valid = hit & (t <= scene.max_depth)
     depth = np.where(valid, t, 0.0).astype(np.float32)
-    return rgb, depth, valid
+    return rgb, depth, valid, hit

@@ -2,7 +2,7 @@
 
 Per sequence: ``frame_left/frame_left_NNNN.png`` (RGB, frames numbered from 1),
 ``disp1_left/disp1_left_NNNN.dsp5`` (HDF5 with dataset ``"disparity"``, float px, stored at twice
-the image resolution in each direction, 3840x2160; 0 (sky) or NaN = invalid) and
+the image resolution in each direction, 3840x2160; 0 (sky, also the ``sky`` mask) or NaN = invalid) and
 ``cam_data/intrinsics.txt`` (one row ``fx fy cx cy`` per frame, row NNNN-1). Depth = fx * B / d with
 the published stereo baseline B = 0.065 m. A disparity map at twice the image size is reduced by
 taking every second sample (``[::2, ::2]``, the top-left sample of each 2x2 block).
@@ -94,10 +94,11 @@ depth = fx * 0.065 / disparity"""
         fx, fy, cx, cy = (float(v) for v in rows[i])
         b = self.opt("baseline", SPRING_BASELINE, float)
         ok = np.isfinite(disp) & (disp > 0)
+        sky = np.isfinite(disp) & (disp == 0)  # disparity 0 = infinitely far: Spring's sky
         depth = np.where(ok, fx * b / np.where(ok, disp, 1.0), 0.0)
         depth, valid = finalize_depth(depth, ok, self.opt("max_depth", None, float))
         return {
-            "__key__": ref.key, "rgb": rgb, "depth": depth, "valid": valid,
+            "__key__": ref.key, "rgb": rgb, "depth": depth, "valid": valid, "sky": sky,
             "intrinsics": intrinsics_array(fx, fy, cx, cy),
             "meta": self.base_meta(ref, depth_kind="planar (from disparity)", baseline_m=b),
         }

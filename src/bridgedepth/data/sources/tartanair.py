@@ -1,13 +1,16 @@
 """TartanAir (Wang et al. 2020): AirSim renders of many environments; left camera only.
 
 Depth ``NNNNNN_left_depth.npy`` is float32 planar depth in metres (640x480). Unreal's sky sphere sits
-at a large finite distance (about 10000 m), so depth beyond ``max_depth`` (default 1000 m) is invalid.
+at a large finite distance (about 10000 m), so depth beyond ``max_depth`` (default 1000 m) is invalid
+and marked ``sky``.
 Pinhole: fx = fy = 320, cx = 320, cy = 240 at 640x480 (90 degree FOV); scaled if the files differ.
 """
 
 from __future__ import annotations
 
 import re
+
+import numpy as np
 
 from .base import SampleError, SampleRef, SourceAdapter, check_same_size, finalize_depth, intrinsics_array, make_key
 from .readers import read_depth_file, read_rgb
@@ -63,12 +66,14 @@ pinhole: fx = fy = 320, cx = 320, cy = 240 at 640x480"""
         depth, valid = read_depth_file(dpath, self.encoding)
         rgb = read_rgb(ipath)
         check_same_size(rgb, depth, ipath, dpath)
-        depth, valid = finalize_depth(depth, valid, self.opt("max_depth", 1000.0, float))
+        max_depth = self.opt("max_depth", 1000.0, float)
+        sky = np.isfinite(depth) & (depth > max_depth)  # the sky sphere
+        depth, valid = finalize_depth(depth, valid, max_depth)
         h, w = depth.shape
         sx, sy = w / TARTANAIR_SIZE[0], h / TARTANAIR_SIZE[1]
         fx, fy, cx, cy = TARTANAIR_INTRINSICS
         return {
-            "__key__": ref.key, "rgb": rgb, "depth": depth, "valid": valid,
+            "__key__": ref.key, "rgb": rgb, "depth": depth, "valid": valid, "sky": sky,
             "intrinsics": intrinsics_array(fx * sx, fy * sy, cx * sx, cy * sy),
             "meta": self.base_meta(ref, depth_kind="planar"),
         }

@@ -1,7 +1,7 @@
 """Virtual KITTI 2 (Cabon et al. 2020): Unity re-creations of KITTI sequences.
 
 Depth ``depth_NNNNN.png`` is uint16 planar depth in centimetres (png-cm); the far plane 65535
-(655.35 m) marks sky and is invalid. RGB ``rgb_NNNNN.jpg``. Per scene and variation,
+(655.35 m) marks sky: invalid depth, and the sample's ``sky`` mask. RGB ``rgb_NNNNN.jpg``. Per scene and variation,
 ``intrinsic.txt`` has rows ``frame cameraID fx fy cx cy`` and ``extrinsic.txt`` rows
 ``frame cameraID r11 r12 r13 t1 r21 r22 r23 t2 r31 r32 r33 t3 0 0 0 1`` (world -> camera).
 The three archives (rgb, depth, textgt) may be extracted side by side or merged into one tree.
@@ -104,7 +104,8 @@ ROOT/[vkitti_2.0.3_textgt/]SceneNN/<variation>/extrinsic.txt   frame cameraID 4x
         depth, valid = read_depth_file(dpath, self.encoding)
         rgb = read_rgb(ipath)
         check_same_size(rgb, depth, ipath, dpath)
-        valid &= depth < VKITTI2_SKY_M - 0.005  # 65535 cm = far plane (sky)
+        sky = np.isfinite(depth) & (depth >= VKITTI2_SKY_M - 0.005)  # 65535 cm = far plane (sky)
+        valid &= ~sky
         depth, valid = finalize_depth(depth, valid)
         row = _read_table(intr, 6).get((num, ref.info["camera_id"]))
         if row is None:
@@ -116,7 +117,7 @@ ROOT/[vkitti_2.0.3_textgt/]SceneNN/<variation>/extrinsic.txt   frame cameraID 4x
             if erow is not None:
                 extra["world_to_camera"] = np.asarray(erow, dtype=float).reshape(4, 4).tolist()
         return {
-            "__key__": ref.key, "rgb": rgb, "depth": depth, "valid": valid,
+            "__key__": ref.key, "rgb": rgb, "depth": depth, "valid": valid, "sky": sky,
             "intrinsics": intrinsics_array(*row),
             "meta": self.base_meta(ref, depth_kind="planar", **extra),
         }

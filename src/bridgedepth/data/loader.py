@@ -220,7 +220,7 @@ class ShardStream(IterableDataset):
 
     ``num_workers`` must be the DataLoader's (0 or 1: read in this process, or one worker); the rank's
     data is dealt to ``max(1, num_workers)`` readers and a DataLoader returns its workers' items round
-    robin, so item ``n`` of the stream is item ``n // k`` of worker ``n % k`` (no worker ever runs out:
+    robin, so item ``n`` of the stream is item ``n // k`` of reader ``n % k`` (no worker ever runs out:
     every reader holds at least one non-empty shard, see :meth:`max_workers`). ``start`` resumes at
     item ``start``: each worker skips its share, whole epochs and whole shards by the manifest counts,
     without opening them. The order depends on the number of workers: resuming with another one gives
@@ -272,6 +272,9 @@ class ShardStream(IterableDataset):
         if k != self.workers:
             raise InputError(f"ShardStream made for {self.workers} worker(s) is read by {k}")
         ds = self.dataset
+        # the DataLoader starts its round robin at worker 0, the stream's item ``start`` belongs to
+        # reader ``start % k``: DataLoader worker w plays reader (w + start) % k
+        worker = (worker + self.start) % k
         readers, reader = ds.world_size * k, ds.rank * k + worker
         count = self.start // k + (1 if worker < self.start % k else 0)
         epoch, offset = self.locate(worker, count)

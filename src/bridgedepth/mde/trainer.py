@@ -175,9 +175,11 @@ class _SourceStream:
 
     def close(self) -> None:
         it, self._it, self._loader = self._it, None, None
-        shutdown = getattr(it, "_shutdown_workers", None)
+        shutdown = getattr(it, "_shutdown_workers", None)  # a DataLoader's: stop its workers
         if shutdown is not None:
             shutdown()
+        elif hasattr(it, "close"):  # the in-process generator: close its open shards
+            it.close()
 
 
 def normalize_images(x: torch.Tensor) -> torch.Tensor:
@@ -241,6 +243,13 @@ class MixtureLoader:
             if "position" in st:
                 st.pop("epoch", None)
             self.sources.append(_SourceStream(d, i, cfg, rank, world_size, workers, pin_memory=pin_memory, **st))
+            saved = src_states[i].get("num_workers")
+            if saved is not None and int(saved) != max(1, self.sources[-1].num_workers):
+                import warnings
+
+                warnings.warn(f"{d.path}: the checkpoint read this source with {saved} worker(s), this run with "
+                              f"{max(1, self.sources[-1].num_workers)}: the order of the remaining samples "
+                              "differs from an uninterrupted run", stacklevel=2)
         w = np.array([max(d.weight, 0.0) for d in datas], np.float64)
         if w.sum() <= 0:
             raise InputError("training data weights must not all be zero")

@@ -1,11 +1,14 @@
 """Training throughput of the tiny configuration (samples/s), with and without gradient
-checkpointing, and the share of each step spent waiting for data.
+checkpointing, and the share of each step spent waiting for data (``data_wait_frac`` of log.jsonl:
+time in the loader's ``next_batch`` over the step time) with the real loader, decoding and
+augmenting in the main process (``data.num_workers=0``) or in one DataLoader worker (``=1``).
 
 Reference: a plain PyTorch loop over the same model, the same loss and pre-built in-memory batches
 (no shard reading, no augmentation, no accelerate): the ratio ours / reference is the overhead of the
 real trainer's data path and bookkeeping.
 
     PYTHONPATH=src python benchmarks/bench_train.py [--steps 12] [--batch 8] [--crop 126] [--threads 2]
+                                                    [--workers 0 1]
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ def main() -> None:
     ap.add_argument("--crop", type=int, default=126)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--model", default="tiny")
+    ap.add_argument("--workers", type=int, nargs="+", default=[0, 1], help="data.num_workers values to run")
     a = ap.parse_args()
 
     import torch
@@ -45,6 +49,7 @@ def main() -> None:
     cfg = load_config("tiny", over)
     loader = MixtureLoader([TrainData(str(tmp / "src"))], cfg)
     batches = [loader.next_batch() for _ in range(3)]
+    loader.close()
     model = build_model(a.model, seed=0)
     loss_fn = DepthLoss(cfg.train.loss)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
@@ -60,24 +65,26 @@ def main() -> None:
         times.append(time.perf_counter() - t0)
     ref = a.batch / np.median(times[2:])
 
+    runs = [(False, w) for w in a.workers] + [(True, a.workers[-1])]
     results = {}
-    for ckpt in (False, True):
-        out = tmp / f"run-{ckpt}"
-        c = load_config("tiny", over + [f"train.gradient_checkpointing={str(ckpt).lower()}"])
+    for ckpt, workers in runs:
+        out = tmp / f"run-{ckpt}-{workers}"
+        c = load_config("tiny", over + [f"train.gradient_checkpointing={str(ckpt).lower()}",
+                                        f"data.num_workers={workers}"])
         train(c, [TrainData(str(tmp / "src"))], out, progress=False)
         recs = [r for r in read_log(out / "log.jsonl") if "samples_per_s" in r][2:]
-        results[ckpt] = (float(np.median([r["samples_per_s"] for r in recs])),
-                         float(np.mean([r["data_wait_frac"] for r in recs])))
+        results[ckpt, workers] = (float(np.median([r["samples_per_s"] for r in recs])),
+                                  float(np.mean([r["data_wait_frac"] for r in recs])))
 
     print(f"tiny depth model, batch {a.batch}, {a.crop}x{a.crop} crops, {a.threads} threads, median of {a.steps - 2} steps")
     print(f"reference (plain PyTorch loop, in-memory batches): {ref:6.2f} samples/s")
-    for ckpt, (sps, wait) in results.items():
-        print(f"bridge train, gradient checkpointing {'on ' if ckpt else 'off'}: {sps:6.2f} samples/s "
-              f"(ratio to reference {sps / ref:4.2f}), waiting for data {100 * wait:4.1f} % of each step")
+    for (ckpt, workers), (sps, wait) in results.items():
+        print(f"bridge train, gradient checkpointing {'on ' if ckpt else 'off'}, data.num_workers={workers}: "
+              f"{sps:6.2f} samples/s (ratio to reference {sps / ref:4.2f}), "
+              f"waiting for data {100 * wait:4.1f} % of each step")
     print(json.dumps({"reference_samples_per_s": ref,
-                      "ours": {("checkpointing" if k else "plain"): {"samples_per_s": v[0], "data_wait_frac": v[1]}
-                               for k, v in results.items()}}))
-
+                      "ours": {f"{'checkpointing' if k[0] else 'plain'}_workers{k[1]}":
+                               {"samples_per_s": v[0], "data_wait_frac": v[1]} for k, v in results.items()}}))
 
 if __name__ == "__main__":
     main()

@@ -179,6 +179,33 @@ def test_two_processes_split_the_data(shards, tmp_path):
     assert len(read_log(out / "log.jsonl")) == 4  # only the main process logs
 
 
+def test_two_processes_resume_exactly_on_every_rank(shards, tmp_path):
+    """torchrun, 2 CPU processes, 2 sources, one DataLoader worker each: stopped after 2 steps and
+    resumed, every rank's sample trace (per source) and the losses equal an uninterrupted run's."""
+    out = tmp_path / "ddp"
+    env = dict(os.environ, BRIDGE_TRACE_KEYS="1", OMP_NUM_THREADS="1",
+               PYTHONPATH=str(Path(__file__).resolve().parents[1] / "src"))
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29534",
+           str(Path(__file__).with_name("_ddp_resume.py")), str(out), str(shards / "src"), str(shards / "gen")]
+    r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    traces = {}
+    for run in ("full", "resumed"):
+        for rank in (0, 1):
+            for src in (0, 1):
+                traces[run, rank, src] = (out / run / f"trace_rank{rank}_source{src}.txt").read_text().splitlines()
+    for rank in (0, 1):
+        assert sum(len(traces["full", rank, s]) for s in (0, 1)) == 8
+        for src in (0, 1):
+            assert traces["resumed", rank, src] == traces["full", rank, src], (rank, src)
+    assert traces["full", 0, 0] != traces["full", 1, 0]
+    a = [r["loss"] for r in read_log(out / "full" / "log.jsonl")]
+    b = [r["loss"] for r in read_log(out / "resumed" / "log.jsonl")]
+    np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-6)
+    state = json.loads((out / "resumed" / "last" / "trainer_state.json").read_text())
+    assert state["world_size"] == 2 and state["ranks"][0] != state["ranks"][1]
+
+
 def test_fresh_relative_model_is_not_dead():
     """A from-scratch relative model must start with positive, non-vanishing output (no dead ReLU)."""
     import torch

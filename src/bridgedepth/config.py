@@ -64,7 +64,8 @@ class DataConfig:
 
     root: str = "runs/data"
     samples_per_shard: int = 256
-    num_workers: int = 0
+    num_workers: int = 0  # training: DataLoader worker processes per source and rank (0: in the main process)
+    shuffle_group: int = 16  # training: shards whose samples are read in one random permutation (>= 1)
     sources: list[SourceConfig] = field(default_factory=list)
 
 
@@ -136,6 +137,17 @@ class TrainConfig:
     val: Optional[str] = None  # held-out shard folder for validation (AbsRel after alignment)
     val_limit: int = 64
     loss: LossConfig = field(default_factory=LossConfig)
+
+    def check_crop(self, patch_size: int) -> None:
+        """``crop_size`` must be a positive multiple of the model's patch size (the ViT tokenises
+        whole patches; DINOv2's is 14): a :class:`ConfigError` naming the nearest valid values."""
+        c, p = int(self.crop_size), int(patch_size)
+        if c >= p and c % p == 0:
+            return
+        lo, hi = (c // p) * p, (c // p + 1) * p
+        near = [v for v in (lo, hi) if v >= p]
+        raise ConfigError(f"train.crop_size: {c} is not a multiple of the patch size {p}; "
+                          f"use {' or '.join(str(v) for v in near)} (any multiple of {p})")
 
 
 @dataclass

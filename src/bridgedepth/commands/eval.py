@@ -94,11 +94,16 @@ def _load_predictor(ckpt: str, cfg):
         raise InputError(f"{ckpt}: checkpoint not found")
     model = load_model(ckpt)
     size = cfg.eval.input_size or cfg.model.input_size
-    try:
-        predictor = Predictor(model, input_size=size, device=_device(cfg))
-    except TypeError:  # a Predictor without a device argument: it runs where the model is
-        predictor = Predictor(model, input_size=size)
     kind = getattr(getattr(model, "config", None), "depth_estimation_type", "relative")
+    try:
+        # the fast inference path (mde/fast.py: fused QKV, folded layer scale, channels-last head),
+        # as `bridge predict` uses it; the model was loaded for this predictor alone
+        predictor = Predictor(model, input_size=size, device=_device(cfg), fast=True, _owned=True)
+    except TypeError:  # a Predictor without the speed options or a device argument
+        try:
+            predictor = Predictor(model, input_size=size, device=_device(cfg))
+        except TypeError:  # it runs where the model is
+            predictor = Predictor(model, input_size=size)
     ptype = "depth" if kind == "metric" else "disparity"
     _PREDICTOR_CACHE[ckpt] = (predictor, ptype)
     return predictor, ptype

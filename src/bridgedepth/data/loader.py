@@ -10,20 +10,31 @@ seeded by (seed, epoch, reader).
 Splitting is by whole shards, so ranks may see different numbers of samples in an epoch; give the
 set at least ``world_size * num_workers`` shards of equal size, and let the training loop tolerate an
 uneven last step (e.g. accelerate's ``even_batches`` / ``join_uneven_inputs``).
+
+With ``shuffle_group=g`` (the trainer's mode) a reader does not stream its shards one after the other
+through a buffer: it takes them ``g`` at a time and reads the samples of each group in a seeded random
+permutation (random access into the tars, see :class:`~bridgedepth.data.shards.IndexedShard`). Samples
+that sit next to each other in a shard (the 4 generated images of one depth map) are then spread over
+the whole group of ``g x samples_per_shard`` samples, and the reading order of an epoch is a function of
+the manifest's sample counts alone, so it can be resumed at any position without reading what came
+before. :class:`ShardStream` is that order as an endless, resumable stream (epoch after epoch) for one
+rank and its DataLoader workers.
 """
 
 from __future__ import annotations
 
+import copy
 import os
 import random
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
 from ..errors import InputError
-from .shards import iter_shard, require_complete
+from .shards import IndexedShard, iter_shard, require_complete
 
 
 def _dist_rank_world() -> tuple[int, int]:
@@ -44,6 +55,9 @@ class ShardDataset(IterableDataset):
             ``torch.distributed`` if initialised, else the RANK / WORLD_SIZE environment variables.
         fields: decode only these fields (others are skipped without decoding).
         shuffle_buffer: samples held for shuffling within a reader (0 = shard order only).
+        shuffle_group: when > 0 (and ``shuffle``), read each reader's shards this many at a time, the
+            samples of a group in a seeded random permutation (random access; ``shuffle_buffer`` is
+            then unused). See the module docstring.
         verify: check each shard's sha256 before reading it (cached per unchanged file).
         allow_incomplete: read only the complete shards of a set still being written instead of
             refusing it.
@@ -63,6 +77,7 @@ class ShardDataset(IterableDataset):
         world_size: int | None = None,
         fields: Iterable[str] | None = None,
         shuffle_buffer: int = 64,
+        shuffle_group: int = 0,
         verify: bool = True,
         allow_incomplete: bool = False,
     ):
@@ -80,6 +95,9 @@ class ShardDataset(IterableDataset):
         self.shuffle, self.seed, self.transform = bool(shuffle), int(seed), transform
         self.fields = None if fields is None else list(fields)
         self.shuffle_buffer = int(shuffle_buffer)
+        self.shuffle_group = int(shuffle_group)
+        if self.shuffle_group < 0:
+            raise InputError(f"ShardDataset: shuffle_group must be >= 0, got {shuffle_group}")
         self.verify = bool(verify)
         self.epoch = 0
         self.shards: list[tuple[Path, str, int]] = []  # (path, sha256, samples)
@@ -95,13 +113,64 @@ class ShardDataset(IterableDataset):
     def set_epoch(self, epoch: int) -> None:
         self.epoch = int(epoch)
 
-    def _assigned(self, rank: int, worker: int, num_workers: int) -> list[tuple[Path, str, int]]:
+    def _reader_shards(self, epoch: int, reader: int, readers: int) -> list[int]:
+        """Indices into ``self.shards`` that reader ``reader`` of ``readers`` reads in ``epoch``."""
         order = list(range(len(self.shards)))
         if self.shuffle:
-            random.Random(self.seed + self.epoch).shuffle(order)
+            random.Random(self.seed + epoch).shuffle(order)
+        return order[reader::readers]
+
+    def _assigned(self, rank: int, worker: int, num_workers: int) -> list[tuple[Path, str, int]]:
         readers = self.world_size * num_workers
         reader = rank * num_workers + worker
-        return [self.shards[j] for j in order[reader::readers]]
+        return [self.shards[j] for j in self._reader_shards(self.epoch, reader, readers)]
+
+    def reader_length(self, epoch: int, reader: int, readers: int) -> int:
+        """Samples reader ``reader`` of ``readers`` reads in ``epoch`` (from the manifest counts)."""
+        return sum(self.shards[j][2] for j in self._reader_shards(epoch, reader, readers))
+
+    def epoch_plan(self, epoch: int, reader: int, readers: int) -> np.ndarray:
+        """The reading order of one reader in one epoch as an (n, 2) array of (index into
+        ``self.shards``, sample index in that shard), computed from the manifest counts only.
+
+        Without ``shuffle_group`` (or ``shuffle``) this is shard order; with it, the reader's shards
+        are split into ``ceil(len / shuffle_group)`` consecutive groups of near-equal size and each
+        group's samples are permuted by a generator seeded by (seed, epoch, reader, readers).
+        """
+        shards = self._reader_shards(epoch, reader, readers)
+        parts = [np.stack([np.full(self.shards[j][2], j), np.arange(self.shards[j][2])], 1) for j in shards]
+        if not parts:
+            return np.zeros((0, 2), np.int64)
+        if not (self.shuffle and self.shuffle_group > 0):
+            return np.concatenate(parts).astype(np.int64)
+        rng = np.random.default_rng([self.seed, epoch, reader, readers])
+        n_groups = -(-len(parts) // self.shuffle_group)
+        out = []
+        for group in np.array_split(np.arange(len(parts)), n_groups):
+            items = np.concatenate([parts[i] for i in group])
+            out.append(items[rng.permutation(len(items))])
+        return np.concatenate(out).astype(np.int64)
+
+    def read_plan(self, plan: np.ndarray) -> Iterator[dict]:
+        """Decode the samples of ``plan`` (rows of :meth:`epoch_plan`) in order. Only shards with a
+        sample in ``plan`` are opened (checked and their headers scanned); each is closed after its
+        last sample in ``plan``."""
+        if len(plan) == 0:
+            return
+        last = {int(j): i for i, j in enumerate(plan[:, 0])}
+        open_: dict[int, IndexedShard] = {}
+        try:
+            for i, (j, k) in enumerate(plan.tolist()):
+                shard = open_.get(j)
+                if shard is None:
+                    path, sha, n = self.shards[j]
+                    shard = open_[j] = IndexedShard(path, sha256=sha if self.verify else None, expected=n)
+                yield shard.sample(k, self.fields)
+                if last[j] == i:
+                    open_.pop(j).close()
+        finally:
+            for shard in open_.values():
+                shard.close()
 
     def shards_for(self, rank: int, worker: int = 0, num_workers: int = 1) -> list[Path]:
         """The shard files reader (rank, worker) reads in the current epoch, in reading order."""
@@ -110,8 +179,12 @@ class ShardDataset(IterableDataset):
     def __iter__(self) -> Iterator[dict]:
         info = get_worker_info()
         worker, num_workers = (0, 1) if info is None else (info.id, info.num_workers)
-        samples = self._samples(self._assigned(self.rank, worker, num_workers))
-        if self.shuffle and self.shuffle_buffer > 1:
+        if self.shuffle and self.shuffle_group > 0:
+            readers = self.world_size * num_workers
+            samples = self.read_plan(self.epoch_plan(self.epoch, self.rank * num_workers + worker, readers))
+        else:
+            samples = self._samples(self._assigned(self.rank, worker, num_workers))
+        if self.shuffle and self.shuffle_group <= 0 and self.shuffle_buffer > 1:
             rng = random.Random(f"{self.seed}/{self.epoch}/{self.rank}/{worker}/{num_workers}")
             samples = _buffer_shuffle(samples, self.shuffle_buffer, rng)
         for s in samples:
@@ -138,3 +211,79 @@ def _buffer_shuffle(it: Iterator[dict], size: int, rng: random.Random) -> Iterat
         yield x
     rng.shuffle(buf)
     yield from buf
+
+
+class ShardStream(IterableDataset):
+    """One rank's endless, resumable stream over a :class:`ShardDataset`: epoch 0, 1, 2, ... in the
+    order of :meth:`ShardDataset.epoch_plan`, each item ``transform(sample, epoch)`` (default: the
+    sample with ``"__epoch__"`` added).
+
+    ``num_workers`` must be the DataLoader's (0 or 1: read in this process, or one worker); the rank's
+    data is dealt to ``max(1, num_workers)`` readers and a DataLoader returns its workers' items round
+    robin, so item ``n`` of the stream is item ``n // k`` of reader ``n % k`` (no worker ever runs out:
+    every reader holds at least one non-empty shard, see :meth:`max_workers`). ``start`` resumes at
+    item ``start``: each worker skips its share, whole epochs and whole shards by the manifest counts,
+    without opening them. The order depends on the number of workers: resuming with another one gives
+    a different (still complete per epoch) order. Empty shards are left out.
+    """
+
+    def __init__(self, dataset: ShardDataset, *, start: int = 0, num_workers: int = 0,
+                 transform: Callable[[dict, int], object] | None = None):
+        super().__init__()
+        ds = copy.copy(dataset)
+        ds.shards = [s for s in dataset.shards if s[2] > 0]
+        ds.transform = None
+        self.dataset = ds
+        self.workers = max(1, int(num_workers))
+        self.start = int(start)
+        if self.start < 0:
+            raise InputError(f"ShardStream: start must be >= 0, got {start}")
+        self.transform = transform
+        limit = self.max_workers(dataset)
+        if limit == 0:
+            where = ", ".join(str(d) for d in ds.dirs)
+            raise InputError(f"{where}: {len(ds.shards)} non-empty shard(s) for {ds.world_size} ranks, so rank "
+                             f"{ds.rank} has no training samples; write more, smaller shards "
+                             "(data.samples_per_shard) or use fewer processes")
+        if self.workers > limit:
+            raise InputError(f"ShardStream: {self.workers} workers per rank need at least "
+                             f"{self.workers * ds.world_size} non-empty shards, the set has {len(ds.shards)}")
+
+    @staticmethod
+    def max_workers(dataset: ShardDataset) -> int:
+        """The most readers per rank that each get at least one non-empty shard every epoch."""
+        return sum(1 for s in dataset.shards if s[2] > 0) // dataset.world_size
+
+    def locate(self, worker: int, count: int) -> tuple[int, int]:
+        """(epoch, position in that epoch's plan) of a worker's ``count``-th item."""
+        readers = self.dataset.world_size * self.workers
+        reader = self.dataset.rank * self.workers + worker
+        epoch = 0
+        while True:
+            n = self.dataset.reader_length(epoch, reader, readers)
+            if count < n:
+                return epoch, count
+            count -= n
+            epoch += 1
+
+    def __iter__(self) -> Iterator[object]:
+        info = get_worker_info()
+        worker, k = (0, 1) if info is None else (info.id, info.num_workers)
+        if k != self.workers:
+            raise InputError(f"ShardStream made for {self.workers} worker(s) is read by {k}")
+        ds = self.dataset
+        # the DataLoader starts its round robin at worker 0, the stream's item ``start`` belongs to
+        # reader ``start % k``: DataLoader worker w plays reader (w + start) % k
+        worker = (worker + self.start) % k
+        readers, reader = ds.world_size * k, ds.rank * k + worker
+        count = self.start // k + (1 if worker < self.start % k else 0)
+        epoch, offset = self.locate(worker, count)
+        while True:
+            plan = ds.epoch_plan(epoch, reader, readers)[offset:]
+            for sample in ds.read_plan(plan):
+                if self.transform is None:
+                    sample["__epoch__"] = epoch
+                    yield sample
+                else:
+                    yield self.transform(sample, epoch)
+            epoch, offset = epoch + 1, 0

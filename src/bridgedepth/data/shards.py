@@ -63,6 +63,7 @@ __all__ = [
     "iter_samples",
     "iter_shard",
     "iter_shard_members",
+    "IndexedShard",
     "load_manifest",
     "rebuild_manifest",
     "verify_dataset",
@@ -799,15 +800,88 @@ def iter_shard(
     when it does not match."""
     p = Path(path)
     if sha256 is not None:
-        got = sha256_file(p, cache=cache_checksum)
-        if got != sha256:
-            raise ShardError(
-                f"{p}: checksum mismatch (manifest sha256 {sha256[:16]}..., file {got[:16]}...); "
-                "the shard is corrupt or was modified; rewrite it (rerun the writer) or restore it"
-            )
+        _check_sha(p, sha256, cache_checksum)
     wanted = None if fields is None else list(fields)
     for members in _iter_tar_groups(p):
         yield decode_sample(members, fields=wanted, where=str(p))
+
+
+def _check_sha(p: Path, sha256: str, cache: bool) -> None:
+    got = sha256_file(p, cache=cache)
+    if got != sha256:
+        raise ShardError(
+            f"{p}: checksum mismatch (manifest sha256 {sha256[:16]}..., file {got[:16]}...); "
+            "the shard is corrupt or was modified; rewrite it (rerun the writer) or restore it"
+        )
+
+
+class IndexedShard:
+    """Random access to the samples of one shard file, for shuffled reading.
+
+    Opening checks the sha256 (when given) and scans the tar headers only (no member data is read),
+    with the same safety checks as :func:`iter_shard`; ``sample(i)`` then reads and decodes sample
+    ``i`` alone (its members are contiguous in the file). ``expected``: the sample count the manifest
+    records; a different count in the file is refused.
+    """
+
+    def __init__(self, path: str | os.PathLike, *, sha256: str | None = None, cache_checksum: bool = True,
+                 expected: int | None = None):
+        self.path = Path(path)
+        where = str(self.path)
+        if sha256 is not None:
+            _check_sha(self.path, sha256, cache_checksum)
+        self._f = open(self.path, "rb")
+        groups: list[list[tuple[str, int, int]]] = []
+        seen: set[str] = set()
+        current = None
+        try:
+            tar = tarfile.open(fileobj=self._f, mode="r:")
+            for info in tar:
+                _check_member(info, where)
+                key, _field, _ext = _split_member(info.name, where)
+                if key != current:
+                    if key in seen:
+                        raise ShardError(f"{where}: sample key {key!r} appears twice (members not contiguous)")
+                    seen.add(key)
+                    groups.append([])
+                    current = key
+                groups[-1].append((info.name, info.offset_data, info.size))
+        except tarfile.TarError as e:
+            self._f.close()
+            raise ShardError(f"{where}: unreadable tar ({e})") from e
+        except BaseException:
+            self._f.close()
+            raise
+        if expected is not None and len(groups) != expected:
+            self._f.close()
+            raise ShardError(f"{where}: {len(groups)} samples in the file, the manifest says {expected}; "
+                             "rebuild the manifest or rewrite the shard")
+        self._groups = groups
+
+    def __len__(self) -> int:
+        return len(self._groups)
+
+    def members(self, i: int) -> dict[str, bytes]:
+        out = {}
+        for name, offset, size in self._groups[i]:
+            self._f.seek(offset)
+            data = self._f.read(size)
+            if len(data) != size:
+                raise ShardError(f"{self.path}: member {name!r} is truncated")
+            out[name] = data
+        return out
+
+    def sample(self, i: int, fields: Iterable[str] | None = None) -> dict:
+        return decode_sample(self.members(i), fields=fields, where=str(self.path))
+
+    def close(self) -> None:
+        self._f.close()
+
+    def __enter__(self) -> IndexedShard:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
 
 def iter_shard_members(path: str | os.PathLike) -> Iterator[dict[str, bytes]]:

@@ -82,12 +82,21 @@ class Labeller:
         self.teacher_id = {"path": str(Path(teacher_dir).resolve()), "arch": getattr(self.model, "bridge_arch", None)}
 
     def pseudo_label(self, rgb: np.ndarray) -> np.ndarray:
+        """The teacher's disparity at ``rgb``'s resolution, computed by the fast inference copy of the
+        teacher (:func:`bridgedepth.mde.fast.optimize_for_inference`, made on first use; it agrees
+        with the plain model to float rounding)."""
         from ..mde.predictor import predict_tensor
 
         torch = self.torch
+        fast = getattr(self, "_fast_model", None)
+        if fast is None or getattr(self, "_fast_of", None) is not self.model:
+            from ..mde.fast import optimize_for_inference
+
+            fast = self._fast_model = optimize_for_inference(self.model)
+            self._fast_of = self.model
         x = torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1)[None].float().div_(255).to(self.device)
         with torch.inference_mode():
-            disp = predict_tensor(self.model, x, self.input_size)[0]
+            disp = predict_tensor(fast, x, self.input_size)[0]
         return disp.float().cpu().numpy()
 
     def __call__(self, sample: dict) -> list[dict]:

@@ -10,14 +10,19 @@ Stages (``TrainConfig.stage``):
                      disparity into metric disparity (see :mod:`bridgedepth.mde.scale_head`)
 
 The data mixture is a list of :class:`TrainData` (shard folder, target kind, weight). Each source is
-read by a rank- and worker-aware :class:`~bridgedepth.data.shards.ShardDataset`; a seeded generator
-picks the source of every sample by weight. Augmentation draws from a generator seeded by
-(seed, source, epoch, key), and the position in every source plus the mixing generator are saved in
-the checkpoint, so a resumed run sees exactly the batches an uninterrupted run would have seen.
+an endless :class:`~bridgedepth.data.loader.ShardStream` of this rank's share of its shards, read
+``shuffle_group`` shards at a time in a seeded random permutation; with ``data.num_workers`` > 0 a
+torch DataLoader decodes and augments (:func:`training_view`) in worker processes. A seeded generator
+per rank picks the source of every sample by weight. Augmentation draws from a generator seeded by
+(seed, source, epoch, key); every rank's position in every source, its mixing generator, its torch RNG
+state and (fp16) GradScaler state are saved in the checkpoint, so a resumed run sees exactly the
+batches an uninterrupted run would have seen, on every rank (with the same number of processes and
+workers).
 
 Checkpoints: ``OUT/last`` (every ``save_every`` steps and at the end) and ``OUT/best`` (best
 validation score) hold the model in Hugging Face format plus ``trainer_state.json`` and
-``optimizer.pt`` (tensors only; loaded with ``weights_only=True``). Only the main process writes.
+``optimizer.pt`` (tensors only; loaded with ``weights_only=True``). Only the main process writes; the
+per-rank states are gathered to it first.
 """
 
 from __future__ import annotations
@@ -35,7 +40,7 @@ from typing import Callable, Iterator, Optional
 import numpy as np
 import torch
 
-from ..config import Config, save_resolved, to_dict
+from ..config import Config, ConfigError, save_resolved, to_dict
 from ..data.targets import TargetKind, training_view
 from ..errors import InputError
 from .model import apply_scale, enable_checkpointing, forward_with_features, parameter_groups
@@ -80,77 +85,171 @@ def _key_seed(*parts) -> int:
     return zlib.crc32("|".join(str(p) for p in parts).encode()) & 0x7FFFFFFF
 
 
+class _MakeView:
+    """What a data worker does per sample: :func:`training_view` with a generator seeded by
+    (seed, source, epoch, key), then CHW uint8 / float tensors ready to stack."""
+
+    def __init__(self, kind: str, train_cfg, index: int):
+        self.kind, self.train_cfg, self.index = kind, train_cfg, index
+
+    def __call__(self, sample: dict, epoch: int) -> dict:
+        key = sample.get("__key__")
+        rng = np.random.default_rng(_key_seed(self.train_cfg.seed, self.index, epoch, key))
+        v = training_view(sample, self.kind, self.train_cfg, rng)
+        return {
+            "image": torch.from_numpy(np.ascontiguousarray(np.asarray(v["rgb"], np.uint8).transpose(2, 0, 1))),
+            "target": torch.from_numpy(np.ascontiguousarray(v["target"], np.float32)),
+            "valid": torch.from_numpy(np.ascontiguousarray(v["valid"], bool)),
+            "source": torch.from_numpy(np.ascontiguousarray(v["source"], np.uint8)),
+            "__key__": key, "__epoch__": epoch,
+        }
+
+
+def _worker_init(_worker_id: int) -> None:
+    import cv2
+
+    cv2.setNumThreads(1)  # the DataLoader already sets torch's threads to 1 in its workers
+
+
 class _SourceStream:
-    """Endless, resumable stream of (rgb, target, valid) crops from one shard folder."""
+    """Endless, resumable stream of training views from one shard folder for this rank.
+
+    ``position`` = views taken so far (all epochs); with ``num_workers`` > 0 a torch DataLoader runs
+    the decoding and :func:`training_view` in worker processes (:class:`_MakeView`)."""
 
     def __init__(self, data: TrainData, index: int, cfg: Config, rank: int, world_size: int,
-                 epoch: int = 0, consumed: int = 0):
-        from ..data.shards import ShardDataset
+                 num_workers: int = 0, position: int = 0, pin_memory: bool = False, **legacy):
+        from ..data.loader import ShardDataset, ShardStream
 
         self.data, self.index, self.cfg = data, index, cfg
-        self.dataset = ShardDataset([data.path], shuffle=True, seed=cfg.train.seed + index,
-                                    rank=rank, world_size=world_size)
-        self.epoch, self.consumed = epoch, consumed
+        self.dataset = ShardDataset([data.path], shuffle=True, seed=cfg.train.seed + index, rank=rank,
+                                    world_size=world_size, shuffle_group=max(1, cfg.data.shuffle_group))
+        limit = ShardStream.max_workers(self.dataset)
+        if limit == 0:
+            ShardStream(self.dataset)  # raises the error naming the folder
+        self.num_workers = min(int(num_workers), limit)
+        if "position" not in legacy and ("epoch" in legacy or "consumed" in legacy):
+            position = self._legacy_position(int(legacy.get("epoch", 0)), int(legacy.get("consumed", 0)))
+        self.position, self.epoch = int(position), 0
+        self.pin_memory = pin_memory
+        self._loader = None
         self._it: Iterator[dict] | None = None
         # BRIDGE_TRACE_KEYS=1 records "epoch key" of every sample used (tests, debugging data order)
         self.trace: list[str] | None = [] if os.environ.get("BRIDGE_TRACE_KEYS") else None
 
-    def _start_epoch(self) -> None:
-        self.dataset.set_epoch(self.epoch)
-        self._it = iter(self.dataset)
-        for _ in range(self.consumed):  # resume inside an epoch: skip what was already used
-            next(self._it)
+    def _legacy_position(self, epoch: int, consumed: int) -> int:
+        """A checkpoint of the one-process reader (state ``{epoch, consumed}``) as a position."""
+        ds = self.dataset
+        return sum(ds.reader_length(e, ds.rank, ds.world_size) for e in range(epoch)) + consumed
+
+    def _open(self) -> None:
+        from torch.utils.data import DataLoader
+
+        from ..data.loader import ShardStream
+
+        stream = ShardStream(self.dataset, start=self.position, num_workers=self.num_workers,
+                             transform=_MakeView(self.data.target, self.cfg.train, self.index))
+        if self.num_workers == 0:
+            self._it = iter(stream)
+            return
+        per_batch = self.cfg.train.batch_size * self.cfg.train.grad_accum
+        self._loader = DataLoader(
+            stream, batch_size=None, num_workers=self.num_workers, worker_init_fn=_worker_init,
+            prefetch_factor=max(2, math.ceil(2 * per_batch / self.num_workers)),
+            generator=torch.Generator().manual_seed(0),  # keep the global RNG untouched
+        )
+        self._it = iter(self._loader)
 
     def next(self) -> dict:
         if self._it is None:
-            self._start_epoch()
-        for _attempt in range(2):
-            try:
-                sample = next(self._it)
-                break
-            except StopIteration:
-                if self.consumed == 0:
-                    raise InputError(f"{self.data.path}: no training samples for this rank")
-                self.epoch, self.consumed = self.epoch + 1, 0
-                self._start_epoch()
-        self.consumed += 1
+            self._open()
+        view = next(self._it)
+        self.position += 1
+        self.epoch = int(view["__epoch__"])
         if self.trace is not None:
-            self.trace.append(f"{self.epoch} {sample.get('__key__')}")
-        t = self.cfg.train
-        rng = np.random.default_rng(_key_seed(t.seed, self.index, self.epoch, sample.get("__key__")))
-        return training_view(sample, self.data.target, t, rng)
+            self.trace.append(f"{self.epoch} {view['__key__']}")
+        return view
 
     def state(self) -> dict:
-        return {"epoch": self.epoch, "consumed": self.consumed}
+        return {"position": self.position, "epoch": self.epoch, "num_workers": max(1, self.num_workers)}
+
+    def close(self) -> None:
+        it, self._it, self._loader = self._it, None, None
+        shutdown = getattr(it, "_shutdown_workers", None)  # a DataLoader's: stop its workers
+        if shutdown is not None:
+            shutdown()
+        elif hasattr(it, "close"):  # the in-process generator: close its open shards
+            it.close()
 
 
-def collate_views(views: list[dict]) -> dict[str, torch.Tensor]:
+def normalize_images(x: torch.Tensor) -> torch.Tensor:
+    """uint8 (B, 3, H, W) in [0, 255] -> ImageNet-normalised float, on ``x``'s device."""
+    mean, std = IMAGENET_MEAN.to(x.device), IMAGENET_STD.to(x.device)
+    return (x.float().div_(255.0) - mean) / std
+
+
+def _stack(items: list, pin_memory: bool) -> torch.Tensor:
+    ts = [t if isinstance(t, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(t)) for t in items]
+    if not pin_memory:
+        return torch.stack(ts)
+    out = torch.empty((len(ts), *ts[0].shape), dtype=ts[0].dtype, pin_memory=True)
+    return torch.stack(ts, out=out)
+
+
+def collate_views(views: list[dict], *, normalize: bool = True, pin_memory: bool = False) -> dict[str, torch.Tensor]:
     """Stack :func:`~bridgedepth.data.targets.training_view` outputs into a batch: ``image``
-    (ImageNet-normalised float), ``target`` (float), ``valid`` (bool), ``source`` (uint8 SOURCE_*)."""
-    x = torch.from_numpy(np.stack([v["rgb"] for v in views])).permute(0, 3, 1, 2).float().div_(255.0)
-    return {
-        "image": (x - IMAGENET_MEAN) / IMAGENET_STD,
-        "target": torch.from_numpy(np.stack([v["target"] for v in views])).float(),
-        "valid": torch.from_numpy(np.stack([v["valid"] for v in views])),
-        "source": torch.from_numpy(np.stack([v["source"] for v in views])),
+    (ImageNet-normalised float; with ``normalize=False`` the uint8 (B, 3, H, W) image, to normalise
+    on the device with :func:`normalize_images`), ``target`` (float), ``valid`` (bool), ``source``
+    (uint8 SOURCE_*). Views may also be the workers' tensors (``image`` CHW uint8 instead of ``rgb``
+    HWC). ``pin_memory``: the batch lives in page-locked memory (for ``non_blocking`` copies)."""
+    if "image" in views[0]:
+        rgb = _stack([v["image"] for v in views], pin_memory)
+    else:
+        rgb = _stack([np.asarray(v["rgb"], np.uint8).transpose(2, 0, 1) for v in views], pin_memory)
+    batch = {
+        "image": normalize_images(rgb) if normalize else rgb,
+        "target": _stack([v["target"] for v in views], pin_memory).float(),
+        "valid": _stack([v["valid"] for v in views], pin_memory),
+        "source": _stack([v["source"] for v in views], pin_memory),
     }
+    return batch
 
 
 class MixtureLoader:
-    """Batches from a weighted mixture of sources; its whole position is a JSON-able state."""
+    """Batches from a weighted mixture of sources; its whole position is a JSON-able state.
+
+    Each source is a :class:`_SourceStream` (``num_workers`` DataLoader workers each, default
+    ``cfg.data.num_workers``); a generator seeded by (seed, rank) picks the source of every sample in
+    this process. ``state`` is what :meth:`state` returned (on the same rank)."""
 
     def __init__(self, datas: list[TrainData], cfg: Config, rank: int = 0, world_size: int = 1,
-                 state: dict | None = None):
+                 state: dict | None = None, *, num_workers: int | None = None, pin_memory: bool = False):
         if not datas:
             raise InputError("no training data given")
         for d in datas:
             if not Path(d.path).exists():
                 raise InputError(f"{d.path}: training data folder does not exist")
         state = state or {}
-        src_states = state.get("sources", [{}] * len(datas))
-        self.sources = [
-            _SourceStream(d, i, cfg, rank, world_size, **src_states[i]) for i, d in enumerate(datas)
-        ]
+        src_states = state.get("sources") or [{}] * len(datas)
+        if len(src_states) != len(datas):
+            raise InputError(f"the checkpoint's loader state has {len(src_states)} sources, the mixture {len(datas)}")
+        workers = cfg.data.num_workers if num_workers is None else num_workers
+        if workers < 0:
+            raise InputError(f"data.num_workers must be >= 0, got {workers}")
+        self.pin_memory = pin_memory
+        self.sources = []
+        for i, d in enumerate(datas):
+            st = {k: v for k, v in src_states[i].items() if k in ("position", "epoch", "consumed")}
+            if "position" in st:
+                st.pop("epoch", None)
+            self.sources.append(_SourceStream(d, i, cfg, rank, world_size, workers, pin_memory=pin_memory, **st))
+            saved = src_states[i].get("num_workers")
+            if saved is not None and int(saved) != max(1, self.sources[-1].num_workers):
+                import warnings
+
+                warnings.warn(f"{d.path}: the checkpoint read this source with {saved} worker(s), this run with "
+                              f"{max(1, self.sources[-1].num_workers)}: the order of the remaining samples "
+                              "differs from an uninterrupted run", stacklevel=2)
         w = np.array([max(d.weight, 0.0) for d in datas], np.float64)
         if w.sum() <= 0:
             raise InputError("training data weights must not all be zero")
@@ -158,17 +257,31 @@ class MixtureLoader:
         self.rng = np.random.default_rng(_key_seed(cfg.train.seed, "mix", rank))
         if "rng" in state:
             self.rng.bit_generator.state = state["rng"]
+        elif len(self.sources) > 1:  # a state without this rank's generator: replay its draws
+            draws = sum(s.position for s in self.sources)
+            while draws > 0:
+                n = min(draws, 1 << 20)
+                self.rng.random(n)
+                draws -= n
         self.batch_size = cfg.train.batch_size
 
-    def next_batch(self) -> dict[str, torch.Tensor]:
+    def next_views(self) -> list[dict]:
         views = []
         for _ in range(self.batch_size):
             i = int(self.rng.choice(len(self.sources), p=self.p)) if len(self.sources) > 1 else 0
             views.append(self.sources[i].next())
-        return collate_views(views)
+        return views
+
+    def next_batch(self, *, normalize: bool = True) -> dict[str, torch.Tensor]:
+        return collate_views(self.next_views(), normalize=normalize, pin_memory=self.pin_memory)
 
     def state(self) -> dict:
         return {"sources": [s.state() for s in self.sources], "rng": self.rng.bit_generator.state}
+
+    def close(self) -> None:
+        """Stop the worker processes (the position is kept: :meth:`state` still holds)."""
+        for s in self.sources:
+            s.close()
 
 
 # ------------------------------------------------------------------------------------------------
@@ -212,15 +325,19 @@ def poly_lambda(total: int, warmup: int, power: float) -> Callable[[int], float]
 
 
 def _save_checkpoint(out: Path, name: str, model, optimizer, scheduler, state: dict,
-                     save_model_fn, extra: dict, scale_head=None) -> Path:
+                     save_model_fn, extra: dict, scale_head=None, rank_tensors: list | None = None) -> Path:
+    """Write ``out/name`` atomically: everything goes to ``out/.name.tmp`` first, then one rename.
+    ``rank_tensors``: per-rank RNG / GradScaler states, stored in ``optimizer.pt``."""
     target = out / name
     tmp = out / f".{name}.tmp"
     if tmp.exists():
         shutil.rmtree(tmp)
     save_model_fn(model, tmp, extra=extra, scale_head=scale_head)
     if optimizer is not None:
-        torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()},
-                   tmp / "optimizer.pt")
+        blob = {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()}
+        if rank_tensors is not None:
+            blob["ranks"] = rank_tensors
+        torch.save(blob, tmp / "optimizer.pt")
     (tmp / "trainer_state.json").write_text(json.dumps(state, indent=1))
     old = out / f".{name}.old"
     if target.exists():
@@ -239,6 +356,66 @@ def _load_resume(out: Path) -> tuple[Path, dict] | None:
     if not state_file.exists():
         return None
     return last, json.loads(state_file.read_text())
+
+
+def _gather(accelerator, obj) -> list:
+    """``obj`` of every rank, in rank order (a collective: every rank must call it)."""
+    if accelerator.num_processes == 1:
+        return [obj]
+    out = [None] * accelerator.num_processes
+    torch.distributed.all_gather_object(out, obj)
+    return out
+
+
+def _rank_tensors(accelerator) -> dict:
+    """This rank's torch RNG states and fp16 GradScaler state (saved per rank in optimizer.pt)."""
+    st: dict = {"torch_rng": torch.get_rng_state()}
+    if accelerator.device.type == "cuda":
+        st["cuda_rng"] = torch.cuda.get_rng_state(accelerator.device)
+    if getattr(accelerator, "scaler", None) is not None:
+        st["scaler"] = accelerator.scaler.state_dict()
+    return st
+
+
+def _restore_rank_tensors(accelerator, st: dict) -> None:
+    if "torch_rng" in st:
+        torch.set_rng_state(st["torch_rng"])
+    if "cuda_rng" in st and accelerator.device.type == "cuda":
+        torch.cuda.set_rng_state(st["cuda_rng"], accelerator.device)
+    if "scaler" in st and getattr(accelerator, "scaler", None) is not None:
+        accelerator.scaler.load_state_dict(st["scaler"])
+
+
+def _rank_resume_state(state: dict, rank: int, world_size: int) -> tuple[dict | None, bool]:
+    """(this rank's loader state, exact) from a checkpoint's trainer_state.json. ``exact`` is False
+    when the checkpoint was written by another number of processes (or before per-rank states): then
+    every rank continues at rank 0's positions in its own share of the data, with its own mixing
+    generator advanced by as many draws."""
+    ranks = state.get("ranks")
+    if ranks and len(ranks) == world_size:
+        return ranks[rank].get("loader"), True
+    loader = state.get("loader") or {}
+    if world_size == 1 and not ranks:
+        return loader, True  # a one-process checkpoint: its loader state is this rank's
+    return {"sources": loader.get("sources")}, False
+
+
+def _unused_parameters(model, patch_size: int) -> list[str]:
+    """Trainable parameters that receive no gradient: one dry forward/backward (eval mode, a zero
+    image of 4 x 4 patches, on the model's device). For the DINOv2 + DPT models that is DINOv2's
+    mask token (used only for masked-image pre-training) and the blocks after the last tapped one."""
+    was_training = model.training
+    model.eval()
+    p0 = next(model.parameters())
+    x = torch.zeros(1, 3, 4 * patch_size, 4 * patch_size, device=p0.device, dtype=p0.dtype)
+    try:
+        model(pixel_values=x).predicted_depth.float().sum().backward()
+        unused = [n for n, p in model.named_parameters() if p.requires_grad and p.grad is None]
+    finally:
+        for p in model.parameters():
+            p.grad = None
+        model.train(was_training)
+    return unused
 
 
 # ------------------------------------------------------------------------------------------------
@@ -283,7 +460,7 @@ def train(
     steps in this call (used to test resumption); the schedule still spans ``train.steps``.
     """
     from accelerate import Accelerator
-    from accelerate.utils import DistributedDataParallelKwargs, set_seed
+    from accelerate.utils import set_seed
     from tqdm.auto import tqdm
 
     from . import save_model
@@ -296,25 +473,33 @@ def train(
             raise InputError(
                 f"stage '{t.stage}' takes targets {STAGE_TARGETS[t.stage]}, got '{d.target}' for {d.path}"
             )
+    if cfg.data.shuffle_group < 1:
+        raise ConfigError(f"data.shuffle_group: must be >= 1, got {cfg.data.shuffle_group}")
+    if cfg.data.num_workers < 0:
+        raise ConfigError(f"data.num_workers: must be >= 0, got {cfg.data.num_workers}")
     out = Path(out_dir)
+    # DDP runs with find_unused_parameters=False: the parameters that get no gradient are found by a
+    # dry pass and frozen below (see _unused_parameters), so DDP's per-step graph search is not needed.
     accelerator = Accelerator(
         mixed_precision=t.mixed_precision,
         gradient_accumulation_steps=t.grad_accum,
         cpu=cfg.device == "cpu",
-        # DINOv2's mask token (and blocks after the last tapped one) get no gradient
-        kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)],
     )
+    device = accelerator.device
     set_seed(t.seed)
     if accelerator.is_main_process:
         out.mkdir(parents=True, exist_ok=True)
         save_resolved(cfg, out)
     resume = _load_resume(out)
-    start_step, state = 0, {}
+    start_step, state, blob = 0, {}, None
     if resume is not None:
         init_from = str(resume[0])
         state = resume[1]
         start_step = int(state["step"])
+        if (resume[0] / "optimizer.pt").exists():
+            blob = torch.load(resume[0] / "optimizer.pt", map_location="cpu", weights_only=True)
     model = _build_stage_model(cfg, init_from)
+    t.check_crop(model.config.patch_size)
     scale_head = None
     if t.stage == "scale-head":
         from .model import ScaleHead, load_scale_head
@@ -322,47 +507,74 @@ def train(
         for p in model.parameters():
             p.requires_grad_(False)
         model.eval()
+        model = model.to(device)
         scale_head = load_scale_head(resume[0]) if resume else None
         if scale_head is None:
-            scale_head = ScaleHead(model.config.backbone_config.hidden_size, max_depth=cfg.model.max_depth)
-            _init_scale_from_data(model, scale_head, MixtureLoader(data, cfg, 0, 1))
+            scale_head = ScaleHead(model.config.backbone_config.hidden_size, max_depth=cfg.model.max_depth).to(device)
+            if accelerator.is_main_process:  # one pass, on the device, under autocast; then broadcast
+                init_loader = MixtureLoader(data, cfg, 0, 1, num_workers=0)
+                try:
+                    _init_scale_from_data(model, scale_head, init_loader, accelerator)
+                finally:
+                    init_loader.close()
+            if accelerator.num_processes > 1:
+                for p in scale_head.parameters():
+                    torch.distributed.broadcast(p.data, src=0)
         scale_head.train()
         params = [{"params": list(scale_head.parameters()), "lr": t.lr * t.decoder_lr_mult, "weight_decay": t.weight_decay}]
     else:
         if t.gradient_checkpointing:
             enable_checkpointing(model)
         params = parameter_groups(model, t.lr, t.decoder_lr_mult, t.weight_decay)
+        # frozen after the optimiser's groups are built, so its state layout does not change
+        model = model.to(device)
+        for name in _unused_parameters(model, model.config.patch_size):
+            model.get_parameter(name).requires_grad_(False)
     optimizer = torch.optim.AdamW(params, lr=t.lr)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, poly_lambda(t.steps, t.warmup_steps, t.poly_power))
-    if resume is not None and (resume[0] / "optimizer.pt").exists():
-        blob = torch.load(resume[0] / "optimizer.pt", map_location="cpu", weights_only=True)
+    if blob is not None:
         optimizer.load_state_dict(blob["optimizer"])
         scheduler.load_state_dict(blob["scheduler"])
     trainable = scale_head if scale_head is not None else model
     trainable, optimizer = accelerator.prepare(trainable, optimizer)
     if scale_head is not None:
         scale_head = trainable
-        model = model.to(accelerator.device)
     else:
         model = trainable
-    loader = MixtureLoader(data, cfg, accelerator.process_index, accelerator.num_processes,
-                           state=state.get("loader"))
+    rank, world = accelerator.process_index, accelerator.num_processes
+    loader_state, exact = _rank_resume_state(state, rank, world) if resume is not None else (None, True)
+    if not exact and accelerator.is_main_process:
+        import warnings
+
+        warnings.warn(f"{resume[0]}: written by {len(state.get('ranks') or [])} process(es) with per-rank "
+                      f"states, resumed by {world}: each rank continues at rank 0's data positions in "
+                      "its own share; the data order differs from an uninterrupted run", stacklevel=2)
+    loader = MixtureLoader(data, cfg, rank, world, state=loader_state, pin_memory=device.type == "cuda")
+    ranks_blob = (blob or {}).get("ranks")
+    if exact and ranks_blob and len(ranks_blob) == world:
+        _restore_rank_tensors(accelerator, ranks_blob[rank])
     loss_fn = _stage_loss(cfg)
     log_path = out / "log.jsonl"
     best = state.get("best_score")
     extra_meta = {"stage": t.stage, "config": to_dict(cfg), "data": [d.__dict__ for d in data]}
 
-    def write_checkpoint(name: str, step: int, with_optimizer: bool) -> None:
-        """Main process only. ``best`` has no optimiser state: only ``last`` is resumed from."""
+    def write_checkpoint(name: str, step: int, ranks: list | None = None) -> None:
+        """Main process only. ``ranks`` (every rank's loader, RNG and GradScaler states) makes it
+        resumable: ``last`` has them and the optimiser; ``best`` is for use only."""
         st = {"step": step, "loader": loader.state(), "best_score": best, "stage": t.stage}
+        if ranks is not None:
+            st["world_size"] = len(ranks)
+            st["ranks"] = [r[0] for r in ranks]
         _save_checkpoint(out, name, accelerator.unwrap_model(model) if scale_head is None else model,
-                         optimizer if with_optimizer else None, scheduler, st, save_model, extra_meta,
-                         scale_head=accelerator.unwrap_model(scale_head) if scale_head is not None else None)
+                         optimizer if ranks is not None else None, scheduler, st, save_model, extra_meta,
+                         scale_head=accelerator.unwrap_model(scale_head) if scale_head is not None else None,
+                         rank_tensors=[r[1] for r in ranks] if ranks is not None else None)
 
     def checkpoint(name: str, step: int) -> None:
         accelerator.wait_for_everyone()
+        ranks = _gather(accelerator, ({"loader": loader.state()}, _rank_tensors(accelerator)))
         if accelerator.is_main_process:
-            write_checkpoint(name, step, with_optimizer=True)
+            write_checkpoint(name, step, ranks)
         accelerator.wait_for_everyone()
 
     def run_validation(step: int) -> dict:
@@ -378,7 +590,7 @@ def train(
         score = metrics.get(val_key)
         if score is not None and math.isfinite(score) and (best is None or score < best):
             best = float(score)
-            write_checkpoint("best", step, with_optimizer=False)
+            write_checkpoint("best", step)
         return metrics
 
     end = t.steps if stop_after is None else min(t.steps, start_step + stop_after)
@@ -390,14 +602,14 @@ def train(
     try:
         for step in range(start_step, end):
             t0 = time.perf_counter()
-            batches = [loader.next_batch() for _ in range(t.grad_accum)]
+            batches = [loader.next_batch(normalize=False) for _ in range(t.grad_accum)]
             t_data = time.perf_counter() - t0
             for batch in batches:
                 with accelerator.accumulate(trainable):
-                    image = batch["image"].to(accelerator.device)
-                    target = batch["target"].to(accelerator.device)
-                    valid = batch["valid"].to(accelerator.device)
-                    source = batch["source"].to(accelerator.device)
+                    image = normalize_images(batch["image"].to(device, non_blocking=True))
+                    target = batch["target"].to(device, non_blocking=True)
+                    valid = batch["valid"].to(device, non_blocking=True)
+                    source = batch["source"].to(device, non_blocking=True)
                     if scale_head is not None:
                         with torch.no_grad():
                             disp, feats = forward_with_features(model, image)
@@ -437,6 +649,7 @@ def train(
         checkpoint("last", end)
     finally:
         bar.close()
+        loader.close()
         if log_f is not None:
             log_f.close()
         for i, src in enumerate(loader.sources):
@@ -454,13 +667,22 @@ def train(
 
 
 @torch.no_grad()
-def _init_scale_from_data(model, head, loader: "MixtureLoader") -> None:
+def _init_scale_from_data(model, head, loader: "MixtureLoader", accelerator=None) -> None:
     """Start the scale head at the log-scale that maps the median predicted disparity of one batch to
-    the median metric disparity of its ground truth (instead of 1 m for disparity 1)."""
-    batch = loader.next_batch()
-    disp, _ = forward_with_features(model, batch["image"])
+    the median metric disparity of its ground truth (instead of 1 m for disparity 1). Runs on the
+    model's device, under ``accelerator.autocast()`` when given (the trainer calls it on the main
+    process only and broadcasts the head)."""
+    from contextlib import nullcontext
+
+    dev = next(model.parameters()).device
+    batch = loader.next_batch(normalize=False)
+    image = normalize_images(batch["image"].to(dev))
+    with accelerator.autocast() if accelerator is not None else nullcontext():
+        disp, _ = forward_with_features(model, image)
+    disp = disp.float()
+    target, valid = batch["target"].to(dev), batch["valid"].to(dev)
     ratios = []
-    for d, g, v in zip(disp, batch["target"], batch["valid"]):
+    for d, g, v in zip(disp, target, valid):
         ok = v & (g > 0) & (d > 0)
         if ok.sum() > 10:
             ratios.append(torch.log((1.0 / g[ok]).median() / d[ok].median()))

@@ -1,0 +1,251 @@
+"""The trainer's data path: worker processes, shuffle groups, exact resume without re-decoding, and the
+per-rank state that goes into a checkpoint."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import numpy as np
+import pytest
+import torch
+
+from bridgedepth.config import ConfigError, load_config
+from bridgedepth.data import shards as S
+from bridgedepth.data.loader import ShardDataset, ShardStream
+from bridgedepth.mde.trainer import MixtureLoader, TrainData, train
+
+H = W = 16
+
+
+def _depth_sample(i: int) -> dict:
+    """Four consecutive samples share one depth map (like `bridge generate`'s seeds): d0007g0..g3."""
+    rng = np.random.default_rng(i)
+    depth = np.full((H, W), 1.0 + (i // 4) % 7, np.float32)
+    rgb = rng.integers(0, 255, (H, W, 3), dtype=np.uint8)
+    return {"__key__": f"d{i // 4:04d}g{i % 4}", "rgb": rgb, "depth": depth, "valid": np.ones((H, W), bool)}
+
+
+@pytest.fixture(scope="module")
+def sets(tmp_path_factory):
+    root = tmp_path_factory.mktemp("mix")
+    S.write_dataset(root / "a", 40, _depth_sample, samples_per_shard=4, progress=False)  # 10 shards
+    S.write_dataset(root / "b", 27, lambda i: {**_depth_sample(i), "__key__": f"b{i:03d}"},
+                    samples_per_shard=5, progress=False)  # 6 shards, the last one short
+    return root
+
+
+def _cfg(**extra):
+    over = ["model.name=micro", "train.crop_size=14", "train.batch_size=4", "device=cpu", "train.steps=2",
+            "train.warmup_steps=0"]
+    return load_config("tiny", over + [f"{k}={v}" for k, v in extra.items()])
+
+
+def _keys(ds_dir, rank, world, workers, start, n, group=3, seed=1):
+    ds = ShardDataset(ds_dir, shuffle=True, seed=seed, rank=rank, world_size=world, shuffle_group=group)
+    stream = ShardStream(ds, start=start, num_workers=workers, transform=lambda s, e: f"{e} {s['__key__']}")
+    if workers == 0:
+        it = iter(stream)
+    else:
+        it = iter(torch.utils.data.DataLoader(stream, batch_size=None, num_workers=workers,
+                                              multiprocessing_context="fork"))
+    out = [next(it) for _ in range(n)]
+    del it
+    return out
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_stream_covers_every_sample_once_per_epoch_and_resumes_anywhere(sets, workers):
+    world = 2
+    per_rank = [_keys(sets / "a", r, world, workers, 0, 40) for r in range(world)]
+    for epoch in ("0", "1"):
+        seen = [k.split()[1] for keys in per_rank for k in keys if k.split()[0] == epoch]
+        counts = Counter(seen)
+        if epoch == "0":  # each rank reads 5 whole shards (20 samples) per epoch
+            assert sorted(counts) == sorted(f"d{i // 4:04d}g{i % 4}" for i in range(40))
+        assert max(counts.values()) == 1
+    assert per_rank[0][:20] != per_rank[0][20:40]  # a new order every epoch
+    for start in (7, 23):  # mid-epoch, and inside the next epoch
+        assert _keys(sets / "a", 1, world, workers, start, 10) == per_rank[1][start:start + 10]
+
+
+def test_stream_opens_only_the_shards_it_still_needs(sets, monkeypatch):
+    ds = ShardDataset(sets / "a", shuffle=True, seed=1, shuffle_group=3)
+    plan = ds.epoch_plan(0, 0, 1)
+    start = 17
+    needed = {str(ds.shards[j][0]) for j in plan[start:, 0]}
+    opened, decoded = [], []
+    real_init, real_decode = S.IndexedShard.__init__, S.decode_sample
+
+    def spy_init(self, path, **kw):
+        opened.append(str(path))
+        real_init(self, path, **kw)
+
+    monkeypatch.setattr(S.IndexedShard, "__init__", spy_init)
+    monkeypatch.setattr(S, "decode_sample", lambda *a, **k: decoded.append(1) or real_decode(*a, **k))
+    it = iter(ShardStream(ds, start=start))
+    for _ in range(len(plan) - start):
+        next(it)
+    assert sorted(opened) == sorted(needed) and len(needed) < len(ds.shards)
+    assert len(decoded) == len(plan) - start
+
+
+def test_resume_does_not_decode_what_was_consumed(sets, monkeypatch):
+    cfg = _cfg()
+    data = [TrainData(str(sets / "a"))]
+    first = MixtureLoader(data, cfg, num_workers=0)
+    for _ in range(6):  # 24 samples: past one epoch of 40? no: well inside it, several shards done
+        first.next_batch()
+    state = first.state()
+    first.close()
+    decoded = []
+    real = S.decode_sample
+    monkeypatch.setattr(S, "decode_sample", lambda *a, **k: decoded.append(1) or real(*a, **k))
+    MixtureLoader(data, cfg, state=state, num_workers=0).next_batch()
+    assert len(decoded) == cfg.train.batch_size
+
+
+def test_workers_and_resume_give_identical_batches(sets):
+    cfg = _cfg()
+    data = [TrainData(str(sets / "a"), "gt", 1.0), TrainData(str(sets / "b"), "gt", 1.0)]
+
+    def batches(loader, n):
+        out = [loader.next_batch() for _ in range(n)]
+        return out
+
+    ref = MixtureLoader(data, cfg, num_workers=2)
+    full = batches(ref, 6)
+    ref.close()
+    one = MixtureLoader(data, cfg, num_workers=1)  # 0 and 1 worker read in the same order
+    inproc = MixtureLoader(data, cfg, num_workers=0)
+    for a, b in zip(batches(one, 2), batches(inproc, 2)):
+        assert all(torch.equal(a[k], b[k]) for k in a)
+    one.close()
+    part = MixtureLoader(data, cfg, num_workers=2)
+    head = batches(part, 2)
+    state = part.state()
+    part.close()
+    assert [s["num_workers"] for s in state["sources"]] == [2, 2]
+    rest = MixtureLoader(data, cfg, state=state, num_workers=2)
+    tail = batches(rest, 4)
+    rest.close()
+    for a, b in zip(full, head + tail):
+        assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_batches_rarely_hold_two_seeds_of_one_depth_map(tmp_path, monkeypatch):
+    """Neighbours in a shard share a depth map (4 seeds each); with the default shuffle group most
+    batches of 8 hold 8 different depth maps (expected sibling pairs ~ 28 * 3 / 511 = 0.16 per batch;
+    a 64-sample streaming buffer would give ~1.3)."""
+    monkeypatch.setenv("BRIDGE_TRACE_KEYS", "1")
+    S.write_dataset(tmp_path / "gen", 1024, _depth_sample, samples_per_shard=32, progress=False)
+    cfg = _cfg(**{"train.batch_size": 8})
+    assert cfg.data.shuffle_group == 16
+    loader = MixtureLoader([TrainData(str(tmp_path / "gen"))], cfg, num_workers=0)
+    for _ in range(64):
+        loader.next_views()
+    keys = [line.split()[1] for line in loader.sources[0].trace]
+    batches = [keys[i:i + 8] for i in range(0, len(keys), 8)]
+    clean = [len({k[:5] for k in b}) == 8 for b in batches]
+    pairs = [sum(c * (c - 1) // 2 for c in Counter(k[:5] for k in b).values()) for b in batches]
+    assert np.mean(clean) >= 0.75, np.mean(clean)
+    assert np.mean(pairs) < 0.35, np.mean(pairs)
+
+
+def test_crop_size_must_be_a_multiple_of_the_patch_size(sets, tmp_path):
+    with pytest.raises(ConfigError, match=r"train.crop_size: 40 .* patch size 14; use 28 or 42"):
+        train(_cfg(**{"train.crop_size": 40}), [TrainData(str(sets / "a"))], tmp_path / "x", progress=False)
+    with pytest.raises(ConfigError, match="use 14"):
+        _cfg(**{"train.crop_size": 9}).train.check_crop(14)
+
+
+def test_too_few_shards_for_the_ranks_is_an_error(sets):
+    ds = ShardDataset(sets / "b", rank=0, world_size=7)  # 6 shards
+    with pytest.raises(Exception, match="no training samples"):
+        ShardStream(ds)
+    assert ShardStream.max_workers(ShardDataset(sets / "a", rank=0, world_size=2)) == 5
+
+
+def test_unused_parameters_are_frozen_so_ddp_needs_no_search():
+    """The dry pass finds the parameters without gradient; with them frozen, DDP with
+    find_unused_parameters=False trains (without freezing it fails on the second step)."""
+    import tempfile
+
+    import torch.distributed as dist
+    from torch.nn.parallel import DistributedDataParallel as DDP
+
+    from bridgedepth.mde import build_model
+    from bridgedepth.mde.trainer import _unused_parameters
+
+    m = build_model("micro", seed=0)
+    unused = _unused_parameters(m, 14)
+    assert "backbone.embeddings.mask_token" in unused
+    assert all(p.grad is None for p in m.parameters())
+    f = tempfile.NamedTemporaryFile(delete=False)
+    f.close()
+    dist.init_process_group("gloo", init_method=f"file://{f.name}", rank=0, world_size=1)
+    try:
+        results = {}
+        for freeze in (False, True):
+            model = build_model("micro", seed=0)
+            if freeze:
+                for n in unused:
+                    model.get_parameter(n).requires_grad_(False)
+            ddp = DDP(model, find_unused_parameters=False)
+            try:
+                for _ in range(2):
+                    ddp(pixel_values=torch.randn(1, 3, 28, 28)).predicted_depth.sum().backward()
+                results[freeze] = "ok"
+            except RuntimeError as e:
+                results[freeze] = str(e)
+        assert results[True] == "ok" and "finished reduction" in results[False]
+    finally:
+        dist.destroy_process_group()
+
+
+def test_rank_tensors_round_trip_rng_and_grad_scaler():
+    from types import SimpleNamespace
+
+    from bridgedepth.mde.trainer import _rank_tensors, _restore_rank_tensors
+
+    scaler = torch.amp.GradScaler("cpu", init_scale=1024.0, growth_interval=3)
+    scaler.scale(torch.ones(()))
+    scaler.update(new_scale=256.0)
+    acc = SimpleNamespace(device=torch.device("cpu"), scaler=scaler)
+    st = _rank_tensors(acc)
+    expect = torch.rand(3)
+    blob_path = __import__("io").BytesIO()
+    torch.save(st, blob_path)
+    blob_path.seek(0)
+    st = torch.load(blob_path, weights_only=True)
+    fresh = torch.amp.GradScaler("cpu", init_scale=1.0)
+    _restore_rank_tensors(SimpleNamespace(device=torch.device("cpu"), scaler=fresh), st)
+    assert torch.equal(torch.rand(3), expect)
+    assert fresh.get_scale() == 256.0 and fresh.get_growth_interval() == 3
+
+
+def test_scale_head_init_runs_on_device_under_autocast(tmp_path, sets, monkeypatch):
+    from bridgedepth.mde import build_model, save_model
+    from bridgedepth.mde import trainer as T
+
+    teacher = build_model("micro", seed=0)
+    save_model(teacher, tmp_path / "teacher")
+    calls = []
+    real = T.forward_with_features
+
+    def spy(model, image):
+        calls.append((torch.is_autocast_enabled("cpu"), image.device.type))
+        return real(model, image)
+
+    monkeypatch.setattr(T, "forward_with_features", spy)
+    cfg = _cfg(**{"train.stage": "scale-head", "train.steps": 1, "train.mixed_precision": "bf16",
+                  "model.max_depth": 10})
+    from accelerate.state import AcceleratorState
+
+    AcceleratorState._reset_state(True)  # the process-wide state fixes mixed precision once
+    try:
+        train(cfg, [TrainData(str(sets / "a"), "metric")], tmp_path / "s", init_from=str(tmp_path / "teacher"),
+              progress=False)
+    finally:
+        AcceleratorState._reset_state(True)
+    assert calls[0] == (True, "cpu")  # the initialising pass
+    assert len(calls) == 2  # that pass once, then one training step

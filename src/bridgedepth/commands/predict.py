@@ -96,9 +96,8 @@ def run(args) -> int:
         raise InputError(f"--outputs: unknown kind(s) {bad}; choose from {', '.join(OUTPUT_KINDS)}")
     if args.batch_size < 1:
         raise InputError("--batch-size must be at least 1")
-    if args.input_size is not None and args.input_size < 8:
-        raise InputError(f"--input-size must be at least 8 (it is rounded to the model's patch size), "
-                         f"got {args.input_size}")
+    if args.input_size is not None and args.input_size < 1:
+        raise InputError(f"--input-size must be positive, got {args.input_size}")
     paths = collect_inputs(args.inputs)
     stems: dict[str, Path] = {}
     for p in paths:
@@ -114,6 +113,11 @@ def run(args) -> int:
     predictor = Predictor.from_pretrained(
         args.model, input_size=args.input_size, metric=args.metric, fixed_size=args.fixed_size, device=args.device
     )
+    patch = predictor.patch
+    if args.input_size is not None and args.input_size % patch:
+        lo = max(patch, args.input_size // patch * patch)
+        raise InputError(f"--input-size {args.input_size}: must be a multiple of the model's patch size {patch} "
+                         f"(e.g. {lo} or {lo + patch})")
     is_depth = predictor.kind == "depth"
     out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -249,3 +249,28 @@ def test_scale_head_init_runs_on_device_under_autocast(tmp_path, sets, monkeypat
         AcceleratorState._reset_state(True)
     assert calls[0] == (True, "cpu")  # the initialising pass
     assert len(calls) == 2  # that pass once, then one training step
+
+
+def test_scale_head_init_runs_on_the_main_process_only(tmp_path, sets, monkeypatch):
+    """Other ranks skip the initialising pass (they receive the head by broadcast): a process that is
+    not the main one does not run it."""
+    import accelerate
+
+    from bridgedepth.mde import build_model, save_model
+    from bridgedepth.mde import trainer as T
+
+    save_model(build_model("micro", seed=0), tmp_path / "teacher")
+    calls = []
+    real = T._init_scale_from_data
+    monkeypatch.setattr(T, "_init_scale_from_data", lambda *a, **k: calls.append(1) or real(*a, **k))
+    cfg = _cfg(**{"train.stage": "scale-head", "train.steps": 1, "model.max_depth": 10})
+    data = [TrainData(str(sets / "a"), "metric")]
+    train(cfg, data, tmp_path / "main", init_from=str(tmp_path / "teacher"), progress=False)
+    assert calls == [1]
+
+    class NotMain(accelerate.Accelerator):
+        is_main_process = property(lambda self: False)
+
+    monkeypatch.setattr(accelerate, "Accelerator", NotMain)
+    train(cfg, data, tmp_path / "other", init_from=str(tmp_path / "teacher"), progress=False)
+    assert calls == [1]

@@ -401,8 +401,9 @@ def _rank_resume_state(state: dict, rank: int, world_size: int) -> tuple[dict | 
 
 def _unused_parameters(model, patch_size: int) -> list[str]:
     """Trainable parameters that receive no gradient: one dry forward/backward (eval mode, a zero
-    image of 4 x 4 patches, on the model's device). For the DINOv2 + DPT models that is DINOv2's
-    mask token (used only for masked-image pre-training) and the blocks after the last tapped one."""
+    image of 4 x 4 patches, on the model's device). For the DINOv2 + DPT models: DINOv2's mask token
+    (used only for masked-image pre-training), the residual unit of the first DPT fusion layer (it
+    has no residual input) and any block after the last tapped one."""
     was_training = model.training
     model.eval()
     p0 = next(model.parameters())

@@ -40,32 +40,38 @@ def _cfg(**extra):
     return load_config("tiny", over + [f"{k}={v}" for k, v in extra.items()])
 
 
-def _keys(ds_dir, rank, world, workers, start, n, group=3, seed=1):
+def _keys(ds_dir, rank, world, workers, start, n, group=3, seed=1, chunk=1):
     ds = ShardDataset(ds_dir, shuffle=True, seed=seed, rank=rank, world_size=world, shuffle_group=group)
-    stream = ShardStream(ds, start=start, num_workers=workers, transform=lambda s, e: f"{e} {s['__key__']}")
+    stream = ShardStream(ds, start=start, num_workers=workers, transform=lambda s, e: f"{e} {s['__key__']}",
+                         chunk=chunk, pack=None if chunk == 1 else tuple)
     if workers == 0:
         it = iter(stream)
     else:
         it = iter(torch.utils.data.DataLoader(stream, batch_size=None, num_workers=workers,
                                               multiprocessing_context="fork"))
-    out = [next(it) for _ in range(n)]
+    out = []
+    while len(out) < n:
+        item = next(it)
+        out += list(item) if chunk > 1 else [item]
     del it
-    return out
+    return out[:n]
 
 
-@pytest.mark.parametrize("workers", [0, 2])
-def test_stream_covers_every_sample_once_per_epoch_and_resumes_anywhere(sets, workers):
-    world = 2
-    per_rank = [_keys(sets / "a", r, world, workers, 0, 40) for r in range(world)]
+@pytest.mark.parametrize("workers,chunk", [(0, 1), (2, 1), (3, 4)])
+def test_stream_covers_every_sample_once_per_epoch_and_resumes_anywhere(sets, workers, chunk):
+    world = 2 if workers < 3 else 1
+    n = 40 // world
+    per_rank = [_keys(sets / "a", r, world, workers, 0, 2 * n, chunk=chunk) for r in range(world)]
     for epoch in ("0", "1"):
         seen = [k.split()[1] for keys in per_rank for k in keys if k.split()[0] == epoch]
         counts = Counter(seen)
-        if epoch == "0":  # each rank reads 5 whole shards (20 samples) per epoch
+        if epoch == "0":  # all of epoch 0 is among the first 2 epochs of items
             assert sorted(counts) == sorted(f"d{i // 4:04d}g{i % 4}" for i in range(40))
         assert max(counts.values()) == 1
-    assert per_rank[0][:20] != per_rank[0][20:40]  # a new order every epoch
-    for start in (7, 23):  # mid-epoch, and inside the next epoch
-        assert _keys(sets / "a", 1, world, workers, start, 10) == per_rank[1][start:start + 10]
+    assert per_rank[0][: n // 2] != per_rank[0][n: n + n // 2]  # a new order every epoch
+    for start in (7, 13, 23):  # mid-epoch (and mid-chunk), and inside the next epoch
+        assert _keys(sets / "a", world - 1, world, workers, start, 10, chunk=chunk) == \
+            per_rank[world - 1][start:start + 10]
 
 
 def test_stream_opens_only_the_shards_it_still_needs(sets, monkeypatch):

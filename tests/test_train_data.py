@@ -280,3 +280,20 @@ def test_scale_head_init_runs_on_the_main_process_only(tmp_path, sets, monkeypat
     monkeypatch.setattr(accelerate, "Accelerator", NotMain)
     train(cfg, data, tmp_path / "other", init_from=str(tmp_path / "teacher"), progress=False)
     assert calls == [1]
+
+
+def test_grouped_dataset_epoch_and_indexed_shard_checks(sets, tmp_path):
+    ds = ShardDataset(sets / "b", shuffle=True, seed=3, shuffle_group=2, transform=lambda s: s["__key__"])
+    keys = list(ds)
+    assert sorted(keys) == [f"b{i:03d}" for i in range(27)] and keys != sorted(keys)
+    path, sha, n = ds.shards[0]
+    with S.IndexedShard(path, sha256=sha, expected=n) as shard:
+        assert len(shard) == n and shard.sample(2)["__key__"] == "b002"
+    with pytest.raises(S.ShardError, match="manifest says 4"):
+        S.IndexedShard(path, expected=4)
+    bad = tmp_path / "shard-000000.tar"
+    data = bytearray(path.read_bytes())
+    data[700] ^= 0xFF
+    bad.write_bytes(bytes(data))
+    with pytest.raises(S.ShardError, match="checksum mismatch"):
+        S.IndexedShard(bad, sha256=sha, cache_checksum=False)

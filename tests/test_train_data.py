@@ -99,7 +99,7 @@ def test_resume_does_not_decode_what_was_consumed(sets, monkeypatch):
     cfg = _cfg()
     data = [TrainData(str(sets / "a"))]
     first = MixtureLoader(data, cfg, num_workers=0)
-    for _ in range(6):  # 24 samples: past one epoch of 40? no: well inside it, several shards done
+    for _ in range(6):  # 24 of the epoch's 40 samples: several shards used up
         first.next_batch()
     state = first.state()
     first.close()

@@ -8,13 +8,14 @@ Reference: a plain PyTorch loop over the same model, the same loss and pre-built
 real trainer's data path and bookkeeping.
 
     PYTHONPATH=src python benchmarks/bench_train.py [--steps 12] [--batch 8] [--crop 126] [--threads 2]
-                                                    [--workers 0 1]
+                                                    [--workers 0 1] [--skip-checkpointing]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -30,6 +31,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--model", default="tiny")
     ap.add_argument("--workers", type=int, nargs="+", default=[0, 1], help="data.num_workers values to run")
+    ap.add_argument("--skip-checkpointing", action="store_true", help="no gradient-checkpointing run")
     a = ap.parse_args()
 
     import torch
@@ -65,7 +67,7 @@ def main() -> None:
         times.append(time.perf_counter() - t0)
     ref = a.batch / np.median(times[2:])
 
-    runs = [(False, w) for w in a.workers] + [(True, a.workers[-1])]
+    runs = [(False, w) for w in a.workers] + ([] if a.skip_checkpointing else [(True, a.workers[-1])])
     results = {}
     for ckpt, workers in runs:
         out = tmp / f"run-{ckpt}-{workers}"
@@ -85,6 +87,7 @@ def main() -> None:
     print(json.dumps({"reference_samples_per_s": ref,
                       "ours": {f"{'checkpointing' if k[0] else 'plain'}_workers{k[1]}":
                                {"samples_per_s": v[0], "data_wait_frac": v[1]} for k, v in results.items()}}))
+    shutil.rmtree(tmp, ignore_errors=True)
 
 if __name__ == "__main__":
     main()

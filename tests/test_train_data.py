@@ -40,32 +40,38 @@ def _cfg(**extra):
     return load_config("tiny", over + [f"{k}={v}" for k, v in extra.items()])
 
 
-def _keys(ds_dir, rank, world, workers, start, n, group=3, seed=1):
+def _keys(ds_dir, rank, world, workers, start, n, group=3, seed=1, chunk=1):
     ds = ShardDataset(ds_dir, shuffle=True, seed=seed, rank=rank, world_size=world, shuffle_group=group)
-    stream = ShardStream(ds, start=start, num_workers=workers, transform=lambda s, e: f"{e} {s['__key__']}")
+    stream = ShardStream(ds, start=start, num_workers=workers, transform=lambda s, e: f"{e} {s['__key__']}",
+                         chunk=chunk, pack=None if chunk == 1 else tuple)
     if workers == 0:
         it = iter(stream)
     else:
         it = iter(torch.utils.data.DataLoader(stream, batch_size=None, num_workers=workers,
                                               multiprocessing_context="fork"))
-    out = [next(it) for _ in range(n)]
+    out = []
+    while len(out) < n:
+        item = next(it)
+        out += list(item) if chunk > 1 else [item]
     del it
-    return out
+    return out[:n]
 
 
-@pytest.mark.parametrize("workers", [0, 2])
-def test_stream_covers_every_sample_once_per_epoch_and_resumes_anywhere(sets, workers):
-    world = 2
-    per_rank = [_keys(sets / "a", r, world, workers, 0, 40) for r in range(world)]
+@pytest.mark.parametrize("workers,chunk", [(0, 1), (2, 1), (3, 4)])
+def test_stream_covers_every_sample_once_per_epoch_and_resumes_anywhere(sets, workers, chunk):
+    world = 2 if workers < 3 else 1
+    n = 40 // world
+    per_rank = [_keys(sets / "a", r, world, workers, 0, 2 * n, chunk=chunk) for r in range(world)]
     for epoch in ("0", "1"):
         seen = [k.split()[1] for keys in per_rank for k in keys if k.split()[0] == epoch]
         counts = Counter(seen)
-        if epoch == "0":  # each rank reads 5 whole shards (20 samples) per epoch
+        if epoch == "0":  # all of epoch 0 is among the first 2 epochs of items
             assert sorted(counts) == sorted(f"d{i // 4:04d}g{i % 4}" for i in range(40))
         assert max(counts.values()) == 1
-    assert per_rank[0][:20] != per_rank[0][20:40]  # a new order every epoch
-    for start in (7, 23):  # mid-epoch, and inside the next epoch
-        assert _keys(sets / "a", 1, world, workers, start, 10) == per_rank[1][start:start + 10]
+    assert per_rank[0][: n // 2] != per_rank[0][n: n + n // 2]  # a new order every epoch
+    for start in (7, 13, 23):  # mid-epoch (and mid-chunk), and inside the next epoch
+        assert _keys(sets / "a", world - 1, world, workers, start, 10, chunk=chunk) == \
+            per_rank[world - 1][start:start + 10]
 
 
 def test_stream_opens_only_the_shards_it_still_needs(sets, monkeypatch):
@@ -93,7 +99,7 @@ def test_resume_does_not_decode_what_was_consumed(sets, monkeypatch):
     cfg = _cfg()
     data = [TrainData(str(sets / "a"))]
     first = MixtureLoader(data, cfg, num_workers=0)
-    for _ in range(6):  # 24 samples: past one epoch of 40? no: well inside it, several shards done
+    for _ in range(6):  # 24 of the epoch's 40 samples: several shards used up
         first.next_batch()
     state = first.state()
     first.close()
@@ -249,3 +255,45 @@ def test_scale_head_init_runs_on_device_under_autocast(tmp_path, sets, monkeypat
         AcceleratorState._reset_state(True)
     assert calls[0] == (True, "cpu")  # the initialising pass
     assert len(calls) == 2  # that pass once, then one training step
+
+
+def test_scale_head_init_runs_on_the_main_process_only(tmp_path, sets, monkeypatch):
+    """Other ranks skip the initialising pass (they receive the head by broadcast): a process that is
+    not the main one does not run it."""
+    import accelerate
+
+    from bridgedepth.mde import build_model, save_model
+    from bridgedepth.mde import trainer as T
+
+    save_model(build_model("micro", seed=0), tmp_path / "teacher")
+    calls = []
+    real = T._init_scale_from_data
+    monkeypatch.setattr(T, "_init_scale_from_data", lambda *a, **k: calls.append(1) or real(*a, **k))
+    cfg = _cfg(**{"train.stage": "scale-head", "train.steps": 1, "model.max_depth": 10})
+    data = [TrainData(str(sets / "a"), "metric")]
+    train(cfg, data, tmp_path / "main", init_from=str(tmp_path / "teacher"), progress=False)
+    assert calls == [1]
+
+    class NotMain(accelerate.Accelerator):
+        is_main_process = property(lambda self: False)
+
+    monkeypatch.setattr(accelerate, "Accelerator", NotMain)
+    train(cfg, data, tmp_path / "other", init_from=str(tmp_path / "teacher"), progress=False)
+    assert calls == [1]
+
+
+def test_grouped_dataset_epoch_and_indexed_shard_checks(sets, tmp_path):
+    ds = ShardDataset(sets / "b", shuffle=True, seed=3, shuffle_group=2, transform=lambda s: s["__key__"])
+    keys = list(ds)
+    assert sorted(keys) == [f"b{i:03d}" for i in range(27)] and keys != sorted(keys)
+    path, sha, n = ds.shards[0]
+    with S.IndexedShard(path, sha256=sha, expected=n) as shard:
+        assert len(shard) == n and shard.sample(2)["__key__"] == "b002"
+    with pytest.raises(S.ShardError, match="manifest says 4"):
+        S.IndexedShard(path, expected=4)
+    bad = tmp_path / "shard-000000.tar"
+    data = bytearray(path.read_bytes())
+    data[700] ^= 0xFF
+    bad.write_bytes(bytes(data))
+    with pytest.raises(S.ShardError, match="checksum mismatch"):
+        S.IndexedShard(bad, sha256=sha, cache_checksum=False)

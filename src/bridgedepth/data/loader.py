@@ -219,16 +219,21 @@ class ShardStream(IterableDataset):
     sample with ``"__epoch__"`` added).
 
     ``num_workers`` must be the DataLoader's (0 or 1: read in this process, or one worker); the rank's
-    data is dealt to ``max(1, num_workers)`` readers and a DataLoader returns its workers' items round
-    robin, so item ``n`` of the stream is item ``n // k`` of reader ``n % k`` (no worker ever runs out:
-    every reader holds at least one non-empty shard, see :meth:`max_workers`). ``start`` resumes at
-    item ``start``: each worker skips its share, whole epochs and whole shards by the manifest counts,
-    without opening them. The order depends on the number of workers: resuming with another one gives
-    a different (still complete per epoch) order. Empty shards are left out.
+    data is dealt to ``k = max(1, num_workers)`` readers. Each reader's items are cut into chunks of
+    ``chunk`` consecutive items and a worker yields ``pack(list of items)`` per chunk (with ``chunk``
+    1 and no ``pack``: the items themselves), so that a DataLoader moves several items per
+    inter-process message. The DataLoader returns its workers' chunks round robin: chunk ``c`` of the
+    stream is chunk ``c // k`` of reader ``c % k`` (no worker ever runs out: every reader holds at
+    least one non-empty shard, see :meth:`max_workers`). ``start`` resumes at item ``start``: each
+    worker skips its share, whole epochs and whole shards by the manifest counts, without opening
+    them (a chunk consumed in part is continued, shorter, by its reader). The order depends on the
+    number of workers (and on ``chunk`` when there are several): resuming with another gives a
+    different (still complete per epoch) order. Empty shards are left out.
     """
 
     def __init__(self, dataset: ShardDataset, *, start: int = 0, num_workers: int = 0,
-                 transform: Callable[[dict, int], object] | None = None):
+                 transform: Callable[[dict, int], object] | None = None, chunk: int = 1,
+                 pack: Callable[[list], object] | None = None):
         super().__init__()
         ds = copy.copy(dataset)
         ds.shards = [s for s in dataset.shards if s[2] > 0]
@@ -238,7 +243,10 @@ class ShardStream(IterableDataset):
         self.start = int(start)
         if self.start < 0:
             raise InputError(f"ShardStream: start must be >= 0, got {start}")
-        self.transform = transform
+        self.chunk = int(chunk)
+        if self.chunk < 1:
+            raise InputError(f"ShardStream: chunk must be >= 1, got {chunk}")
+        self.transform, self.pack = transform, pack
         limit = self.max_workers(dataset)
         if limit == 0:
             where = ", ".join(str(d) for d in ds.dirs)
@@ -255,7 +263,7 @@ class ShardStream(IterableDataset):
         return sum(1 for s in dataset.shards if s[2] > 0) // dataset.world_size
 
     def locate(self, worker: int, count: int) -> tuple[int, int]:
-        """(epoch, position in that epoch's plan) of a worker's ``count``-th item."""
+        """(epoch, position in that epoch's plan) of reader ``worker``'s ``count``-th item."""
         readers = self.dataset.world_size * self.workers
         reader = self.dataset.rank * self.workers + worker
         epoch = 0
@@ -266,20 +274,24 @@ class ShardStream(IterableDataset):
             count -= n
             epoch += 1
 
-    def __iter__(self) -> Iterator[object]:
-        info = get_worker_info()
-        worker, k = (0, 1) if info is None else (info.id, info.num_workers)
-        if k != self.workers:
-            raise InputError(f"ShardStream made for {self.workers} worker(s) is read by {k}")
-        ds = self.dataset
-        # the DataLoader starts its round robin at worker 0, the stream's item ``start`` belongs to
-        # reader ``start % k``: DataLoader worker w plays reader (w + start) % k
-        worker = (worker + self.start) % k
-        readers, reader = ds.world_size * k, ds.rank * k + worker
-        count = self.start // k + (1 if worker < self.start % k else 0)
-        epoch, offset = self.locate(worker, count)
+    def resume_point(self, worker: int) -> tuple[int, int, int]:
+        """(reader, items it skips, length of its first chunk) for DataLoader worker ``worker``.
+
+        Chunk ``c0 = start // chunk`` is the next one, ``o0 = start % chunk`` of its items are used.
+        The DataLoader starts its round robin at worker 0, so worker ``w`` plays reader
+        ``(c0 + w) % k``, whose next chunk is number ``(c0 + w) // k`` of its own; worker 0 continues
+        chunk ``c0`` after its first ``o0`` items."""
+        k, m = self.workers, self.chunk
+        c0, o0 = divmod(self.start, m)
+        first = o0 if worker == 0 else 0
+        return (c0 + worker) % k, ((c0 + worker) // k) * m + first, m - first
+
+    def _items(self, reader: int, count: int) -> Iterator[object]:
+        ds, k = self.dataset, self.workers
+        readers = ds.world_size * k
+        epoch, offset = self.locate(reader, count)
         while True:
-            plan = ds.epoch_plan(epoch, reader, readers)[offset:]
+            plan = ds.epoch_plan(epoch, ds.rank * k + reader, readers)[offset:]
             for sample in ds.read_plan(plan):
                 if self.transform is None:
                     sample["__epoch__"] = epoch
@@ -287,3 +299,18 @@ class ShardStream(IterableDataset):
                 else:
                     yield self.transform(sample, epoch)
             epoch, offset = epoch + 1, 0
+
+    def __iter__(self) -> Iterator[object]:
+        info = get_worker_info()
+        worker, k = (0, 1) if info is None else (info.id, info.num_workers)
+        if k != self.workers:
+            raise InputError(f"ShardStream made for {self.workers} worker(s) is read by {k}")
+        reader, count, size = self.resume_point(worker)
+        items = self._items(reader, count)
+        if self.chunk == 1 and self.pack is None:
+            yield from items
+            return
+        while True:
+            group = [next(items) for _ in range(size)]
+            yield self.pack(group) if self.pack is not None else group
+            size = self.chunk

@@ -105,10 +105,41 @@ class _MakeView:
         }
 
 
-def _worker_init(_worker_id: int) -> None:
-    import cv2
+VIEWS_PER_MESSAGE = 8  # views a data worker packs into one buffer (one inter-process message)
 
-    cv2.setNumThreads(1)  # the DataLoader already sets torch's threads to 1 in its workers
+_PACKED = (("target", torch.float32), ("image", torch.uint8), ("valid", torch.bool), ("source", torch.uint8))
+
+
+def _pack_views(views: list[dict]) -> dict:
+    """Views of :class:`_MakeView` as one uint8 buffer (one shared-memory block instead of four per
+    view): per view ``target`` (float32), ``image`` (3 x H x W), ``valid``, ``source``, each block
+    padded to 4 bytes."""
+    shapes, parts, size = [], [], 0
+    for v in views:
+        h, w = v["target"].shape
+        shapes.append((h, w))
+        for name, dtype in _PACKED:
+            b = v[name].to(dtype).contiguous().reshape(-1).view(torch.uint8)
+            parts.append((size, b))
+            size += -(-b.numel() // 4) * 4
+    buf = torch.empty(size, dtype=torch.uint8)
+    for off, b in parts:
+        buf[off:off + b.numel()] = b
+    return {"buffer": buf, "shapes": shapes, "keys": [v["__key__"] for v in views],
+            "epochs": [v["__epoch__"] for v in views]}
+
+
+def _unpack_views(item: dict) -> list[dict]:
+    buf, off, out = item["buffer"], 0, []
+    for (h, w), key, epoch in zip(item["shapes"], item["keys"], item["epochs"]):
+        v = {"__key__": key, "__epoch__": epoch}
+        for name, dtype in _PACKED:
+            shape = (3, h, w) if name == "image" else (h, w)
+            n = int(np.prod(shape)) * torch.empty((), dtype=dtype).element_size()
+            v[name] = buf[off:off + n].view(dtype).view(shape)
+            off += -(-n // 4) * 4
+        out.append(v)
+    return out
 
 
 class _SourceStream:
@@ -134,6 +165,7 @@ class _SourceStream:
         self.pin_memory = pin_memory
         self._loader = None
         self._it: Iterator[dict] | None = None
+        self._pending: list[dict] = []  # views of the last worker message not taken yet (reversed)
         # BRIDGE_TRACE_KEYS=1 records "epoch key" of every sample used (tests, debugging data order)
         self.trace: list[str] | None = [] if os.environ.get("BRIDGE_TRACE_KEYS") else None
 
@@ -147,15 +179,18 @@ class _SourceStream:
 
         from ..data.loader import ShardStream
 
-        stream = ShardStream(self.dataset, start=self.position, num_workers=self.num_workers,
-                             transform=_MakeView(self.data.target, self.cfg.train, self.index))
+        make = _MakeView(self.data.target, self.cfg.train, self.index)
         if self.num_workers == 0:
-            self._it = iter(stream)
+            self._it = iter(ShardStream(self.dataset, start=self.position, transform=make))
             return
+        stream = ShardStream(self.dataset, start=self.position, num_workers=self.num_workers, transform=make,
+                             chunk=VIEWS_PER_MESSAGE, pack=_pack_views)
         per_batch = self.cfg.train.batch_size * self.cfg.train.grad_accum
         self._loader = DataLoader(
-            stream, batch_size=None, num_workers=self.num_workers, worker_init_fn=_worker_init,
-            prefetch_factor=max(2, math.ceil(2 * per_batch / self.num_workers)),
+            # no cv2.setNumThreads in the (forked) workers: reconfiguring the thread pool inherited
+            # from a parent that used it can deadlock the child (seen in pthread_cond_destroy)
+            stream, batch_size=None, num_workers=self.num_workers,
+            prefetch_factor=max(2, math.ceil(2 * per_batch / (VIEWS_PER_MESSAGE * self.num_workers))),
             generator=torch.Generator().manual_seed(0),  # keep the global RNG untouched
         )
         self._it = iter(self._loader)
@@ -163,7 +198,13 @@ class _SourceStream:
     def next(self) -> dict:
         if self._it is None:
             self._open()
-        view = next(self._it)
+        if self.num_workers == 0:
+            view = next(self._it)
+        else:
+            if not self._pending:
+                self._pending = _unpack_views(next(self._it))
+                self._pending.reverse()
+            view = self._pending.pop()
         self.position += 1
         self.epoch = int(view["__epoch__"])
         if self.trace is not None:
@@ -174,7 +215,7 @@ class _SourceStream:
         return {"position": self.position, "epoch": self.epoch, "num_workers": max(1, self.num_workers)}
 
     def close(self) -> None:
-        it, self._it, self._loader = self._it, None, None
+        it, self._it, self._loader, self._pending = self._it, None, None, []
         shutdown = getattr(it, "_shutdown_workers", None)  # a DataLoader's: stop its workers
         if shutdown is not None:
             shutdown()
@@ -402,8 +443,9 @@ def _rank_resume_state(state: dict, rank: int, world_size: int) -> tuple[dict | 
 
 def _unused_parameters(model, patch_size: int) -> list[str]:
     """Trainable parameters that receive no gradient: one dry forward/backward (eval mode, a zero
-    image of 4 x 4 patches, on the model's device). For the DINOv2 + DPT models that is DINOv2's
-    mask token (used only for masked-image pre-training) and the blocks after the last tapped one."""
+    image of 4 x 4 patches, on the model's device). For the DINOv2 + DPT models: DINOv2's mask token
+    (used only for masked-image pre-training), the residual unit of the first DPT fusion layer (it
+    has no residual input) and any block after the last tapped one."""
     was_training = model.training
     model.eval()
     p0 = next(model.parameters())

@@ -182,7 +182,7 @@ def test_paper_stage_presets(name, stage):
 @pytest.mark.parametrize("name", ABLATIONS)
 def test_ablation_presets_are_cpu_sized(name):
     cfg, tiny = load_config(name), load_config("tiny")
-    assert cfg.model.name in ("tiny", "micro")
+    assert cfg.model.name in ("tiny", "toy", "micro")
     assert cfg.d2i.backend == "tiny" and cfg.d2i.path is None
     assert cfg.device in ("auto", "cpu")
     assert cfg.model.encoder_init is None and cfg.finetune.reward.clip_path is None  # nothing to download

@@ -210,30 +210,45 @@ def render(scene: Scene, rng: np.random.Generator, look: str = "standard", *, wi
     return rgb, depth, valid, sky
 
 
-def _render_synthetic(scene: Scene) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Flat palette colours, ambient + headlight Lambert, gradient sky; deterministic (no noise)."""
+def _cast(scene: Scene):
+    """Ray cast of the camera: (t, pid, hit, tt, world points P (3, H, W)) and an iterator over the
+    primitives' visible pixels yielding (primitive, flat pixel indices, normals, uv)."""
     cam = scene.camera
-    H, W = cam.H, cam.W
+    W = cam.W
     t, pid, fps = raycast(cam, scene.prims)
     hit = np.isfinite(t)
     tt = np.where(hit, t, 0.0).astype(np.float32)
     d = cam.dirs
-    P = np.stack([np.float32(cam.pos[k]) + tt * d[k] for k in range(3)])
+    P = np.stack([np.float32(cam.pos[k]) + tt * d[k] for k in range(3)])  # (3, H, W)
     Pf = P.reshape(3, -1)
+
+    def surfaces():
+        for i, p in enumerate(scene.prims):
+            fp = fps[i]
+            if fp is None:
+                continue
+            y0, y1, x0, x1 = fp
+            ys, xs = np.nonzero(pid[y0:y1, x0:x1] == i)
+            if len(ys) == 0:
+                continue
+            flat = (ys + y0) * W + (xs + x0)
+            n, uv = p.surface(Pf[0, flat], Pf[1, flat], Pf[2, flat])
+            if p.world_uv:
+                uv = Pf[:2, flat]
+            yield p, flat, n, uv
+
+    return t, pid, hit, tt, P, surfaces
+
+
+def _render_synthetic(scene: Scene) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Flat palette colours, ambient + headlight Lambert, gradient sky; deterministic (no noise)."""
+    cam = scene.camera
+    H, W = cam.H, cam.W
+    t, pid, hit, tt, P, surfaces = _cast(scene)
+    d = cam.dirs
     N = np.zeros((3, H * W), np.float32)
     A = np.zeros((3, H * W), np.float32)
-    for i, p in enumerate(scene.prims):
-        fp = fps[i]
-        if fp is None:
-            continue
-        y0, y1, x0, x1 = fp
-        ys, xs = np.nonzero(pid[y0:y1, x0:x1] == i)
-        if len(ys) == 0:
-            continue
-        flat = (ys + y0) * W + (xs + x0)
-        n, uv = p.surface(Pf[0, flat], Pf[1, flat], Pf[2, flat])
-        if p.world_uv:
-            uv = Pf[:2, flat]
+    for p, flat, n, uv in surfaces():
         N[:, flat] = n
         A[:, flat] = _palette_colour(scene.materials[p.material].albedo(uv).mean(1))[:, None]
     N = N.reshape(3, H, W)
@@ -297,11 +312,8 @@ def camera_effects(rgb: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 def _render_standard(scene: Scene, rng: np.random.Generator):
     cam = scene.camera
     H, W = cam.H, cam.W
-    t, pid, fps = raycast(cam, scene.prims)
-    hit = np.isfinite(t)
-    tt = np.where(hit, t, 0.0).astype(np.float32)
+    t, pid, hit, tt, P, surfaces = _cast(scene)
     d = cam.dirs
-    P = np.stack([np.float32(cam.pos[k]) + tt * d[k] for k in range(3)])  # (3, H, W)
     Pf = P.reshape(3, -1)
 
     N = np.zeros((3, H * W), np.float32)
@@ -309,18 +321,7 @@ def _render_standard(scene: Scene, rng: np.random.Generator):
     gloss = np.zeros(H * W, np.float32)
     shin = np.ones(H * W, np.float32)
     emit = np.zeros(H * W, np.float32)
-    for i, p in enumerate(scene.prims):
-        fp = fps[i]
-        if fp is None:
-            continue
-        y0, y1, x0, x1 = fp
-        ys, xs = np.nonzero(pid[y0:y1, x0:x1] == i)
-        if len(ys) == 0:
-            continue
-        flat = (ys + y0) * W + (xs + x0)
-        n, uv = p.surface(Pf[0, flat], Pf[1, flat], Pf[2, flat])
-        if p.world_uv:
-            uv = Pf[:2, flat]
+    for p, flat, n, uv in surfaces():
         m: Material = scene.materials[p.material]
         N[:, flat] = n
         A[:, flat] = m.albedo(uv)

@@ -165,7 +165,10 @@ def test_zoo_fast_build_installs_loadable_models_with_cards(tmp_path, monkeypatc
     assert set(q) == {"depth", "d2i", "aesthetic"}
     assert 0 <= q["depth"]["heldout_real"]["absrel"] < 10 and q["depth"]["heldout_real"]["n"] == 8
     assert q["depth"]["heldout_real_vertical_prior"]["n"] == 8
-    load_model(model_path("depth"))
+    depth = load_model(model_path("depth"))
+    card = json.loads((model_path("depth") / "card.json").read_text())
+    assert card["parameters"] == sum(p.numel() for p in depth.parameters())
+    assert card["hardware"]["torch_threads"] == torch.get_num_threads()
     b = load_backend(model_path("d2i"), "cpu")
     assert next(b.denoiser.parameters()).dtype == torch.float32  # stored float16, loaded float32
     load_scorer(model_path("aesthetic"))
@@ -177,6 +180,7 @@ def test_zoo_fast_build_installs_loadable_models_with_cards(tmp_path, monkeypatc
         assert (e.path / "README.md").read_text().startswith(f"# bridgedepth toy `{e.name}` model")
         for k in ("data", "seeds", "steps", "wall_seconds", "hardware", "config", "quality"):
             assert k in card, (e.name, k)
+        assert card["parameters"] > 0 and card["wall_seconds"] >= 0
     # photographs' depth never travels: the D2I foundation's data holds only images and estimates
     from bridgedepth.data.shards import iter_samples
 

@@ -53,7 +53,7 @@ def training_seeds(cfg: Config) -> set[int]:
     return {s["teacher_train"], s["teacher_val"], s["photos"]}
 
 
-def _depth_cfg(cfg: Config, out: Path) -> Config:
+def _depth_cfg(cfg: Config) -> Config:
     z = cfg.zoo
     c = copy.deepcopy(cfg)
     c.model.name = z.depth_arch
@@ -150,12 +150,13 @@ def build(cfg: Config, out: str | os.PathLike = "runs/zoo", *, install: bool = F
         from ..evaluation.validate import make_shard_validator
         from ..mde.trainer import TrainData, train
 
-        dcfg = _depth_cfg(cfg, out)
+        dcfg = _depth_cfg(cfg)
         t0 = time.time()
         r = train(dcfg, [TrainData(str(sc / "teacher_train"), "gt")], out / "depth",
                   validate=make_shard_validator(sc / "teacher_val", dcfg), progress=progress)
         return {"steps": r.steps, "final_loss": r.final_loss, "best_val_abs_rel": r.best_score,
-                "seconds_this_run": round(time.time() - t0, 1), "resumed_from": r.resumed_from}
+                "seconds_this_run": round(time.time() - t0, 1), "resumed_from": r.resumed_from,
+                "torch_threads": torch.get_num_threads()}
 
     runner.run("2 depth foundation (teacher on the synthetic look)", depth)
     teacher_dir = out / "depth" / "last"
@@ -184,15 +185,17 @@ def build(cfg: Config, out: str | os.PathLike = "runs/zoo", *, install: bool = F
 
         real = _images(out / "photos_labelled", z.scorer_size)
         syn = _images(sc / "teacher_train", z.scorer_size, limit=real.shape[0])
-        return train_scorer(real, syn, out / "aesthetic", steps=z.scorer_steps, seed=z.seed, size=z.scorer_size,
-                            progress=progress)
+        report = train_scorer(real, syn, out / "aesthetic", steps=z.scorer_steps, seed=z.seed,
+                              size=z.scorer_size, progress=progress)
+        return {**report, "torch_threads": torch.get_num_threads()}
 
     runner.run("4 toy aesthetic scorer", aesthetic)
 
     def d2i():
         from ..d2i.pretrain import pretrain
 
-        return pretrain(_d2i_cfg(cfg, z.photo_scenes), out / "photos_labelled", out / "d2i", progress=progress)
+        summary = pretrain(_d2i_cfg(cfg, z.photo_scenes), out / "photos_labelled", out / "d2i", progress=progress)
+        return {**summary, "torch_threads": torch.get_num_threads()}
 
     runner.run("5 D2I foundation (photos, teacher-estimated depth)", d2i)
 
@@ -259,6 +262,18 @@ def measure_quality(cfg: Config, out: Path, progress: bool = False) -> dict:
 # ------------------------------------------------------------------------------------------------
 
 
+def _parameters(folder: Path) -> int:
+    """Number of weights in a model folder's safetensors files (read from the headers only)."""
+    from safetensors import safe_open
+
+    n = 0
+    for f in sorted(Path(folder).rglob("*.safetensors")):
+        with safe_open(str(f), framework="pt") as sf:
+            for k in sf.keys():
+                n += int(np.prod(sf.get_slice(k).get_shape()))
+    return n
+
+
 def _card_text(name: str, card: dict) -> str:
     lines = [f"# bridgedepth toy `{name}` model", "", f"Stands in for: {MODELS[name][0]}.", "",
              "Trained by `bridge zoo build` on procedural scenes only (no downloaded data). "
@@ -280,7 +295,6 @@ def install_models(cfg: Config, out: Path, quality: dict, runner: StageRunner,
 
     dest = Path(dest) if dest else models_dir()
     dest.mkdir(parents=True, exist_ok=True)
-    secs = {r.name: r.seconds for r in runner.records}
     done = runner.done
     hw = _hardware()
     seeds = build_seeds(cfg)
@@ -327,8 +341,12 @@ def install_models(cfg: Config, out: Path, quality: dict, runner: StageRunner,
             dtype = "float32"
         card = cards[name]
         key = next((k for k in done if k.startswith(stage_of[name])), None)
-        card["wall_seconds"] = round(float(done[key]["seconds"]), 1) if key else secs.get(key)
-        card["hardware"] = hw
+        stage = done.get(key, {}) if key else {}
+        card["wall_seconds"] = round(float(stage["seconds"]), 1) if stage else None
+        # the threads the stage trained with (older builds did not record them: then install time's)
+        card["hardware"] = {**hw, "torch_threads": (stage.get("summary") or {}).get("torch_threads",
+                                                                                      hw["torch_threads"])}
+        card["parameters"] = _parameters(tmp)
         card["dtype"] = dtype
         card["sha256"] = weight_files(tmp)
         card["megabytes"] = round(folder_bytes(tmp) / 2**20, 2)

@@ -156,9 +156,13 @@ class D2IConfig:
 
     backend: Literal["tiny", "flux-depth", "sd-controlnet"] = "tiny"
     path: Optional[str] = None  # local diffusers-format directory for real backends
-    resolution: int = 64
-    num_steps: int = 20
-    guidance_scale: float = 1.0
+    # Sampling settings. None: the model directory's own bridge.json (then the backend's default).
+    # A preset's value applies when the preset's backend is the model's; `--set d2i.X=...` always wins.
+    resolution: Optional[int] = None  # side of the square the aspect buckets have the area of
+    num_steps: Optional[int] = None
+    guidance_scale: Optional[float] = None
+    dtype: str = "auto"  # frozen parts: auto = bf16 on GPU, fp32 on CPU; or float32 / bfloat16 / float16
+    cache_dir: Optional[str] = None  # empty-prompt embedding cache for read-only model dirs ($BRIDGE_CACHE)
     # tiny backend architecture and `bridge d2i pretrain`
     channels: list[int] = field(default_factory=lambda: [32, 64, 64])
     layers_per_block: int = 1
@@ -197,11 +201,14 @@ class FinetuneConfig:
     random_cutoff: bool = False
     grad_clip: float = 1.0
     checkpointing: bool = True
-    decoder_checkpointing: bool = False
-    mixed_precision: Literal["no", "fp16", "bf16"] = "no"
+    checkpoint_granularity: Literal["block", "step"] = "block"  # block: each transformer/UNet block
+    decoder_checkpointing: bool = False  # the VAE decoder's blocks
+    teacher_checkpointing: bool = True  # the teacher's ViT blocks (when checkpointing is on)
+    mixed_precision: Literal["no", "fp16", "bf16"] = "no"  # autocast; frozen weights follow d2i.dtype
     num_steps: Optional[int] = None  # sampler steps while fine-tuning (None: d2i.num_steps)
-    heldout: int = 8  # source samples kept out of training for the before/after evaluation
-    max_samples: int = 2000
+    heldout: int = 8  # source samples (from whole scenes) kept out of training for the before/after evaluation
+    max_samples: int = 2000  # unused since the source is streamed; kept for old configs
+    shuffle_buffer: int = 64  # prepared samples buffered per source (streamed; bounds host memory)
     log_every: int = 1
     sample_every: int = 50  # sample grid PNG every N steps (0: only at the end)
     save_every: int = 50
@@ -348,6 +355,7 @@ class Config:
     demo: DemoConfig = field(default_factory=DemoConfig)
     zoo: ZooConfig = field(default_factory=ZooConfig)
     stages: dict[str, dict[str, Any]] = field(default_factory=dict)  # per-stage raw overrides
+    overrides: list[str] = field(default_factory=list)  # the command line's --set items (filled by load_config)
 
 
 # --------------------------------------------------------------------------------------------
@@ -521,7 +529,9 @@ def apply_overrides(data: dict, overrides: list[str] | None) -> dict:
 def load_config(preset: str | os.PathLike = "tiny", overrides: list[str] | None = None) -> Config:
     """Load a preset (name or YAML path), apply dotted overrides, validate."""
     data = apply_overrides(load_raw(preset), overrides)
-    return from_dict(Config, data)
+    cfg = from_dict(Config, data)
+    cfg.overrides = [*cfg.overrides, *(overrides or [])]
+    return cfg
 
 
 def dump_yaml(cfg: Any) -> str:

@@ -21,8 +21,10 @@ def add_arguments(p):
     ft = sub.add_parser("finetune", help="reward-gradient LoRA fine-tuning (depth consistency + aesthetic)")
     ft.add_argument("--d2i", required=True, help="d2i model directory (from pretrain, or diffusers-format backend)")
     ft.add_argument("--teacher", required=True, help="teacher depth model directory (bridge train output)")
-    ft.add_argument("--source", required=True, help="source RGB-D shard directory")
-    ft.add_argument("--heldout", default=None, help="held-out source shards (default: last finetune.heldout samples)")
+    ft.add_argument("--source", required=True, action="append", metavar="DIR[:WEIGHT]",
+                    help="source depth shard directory; repeat to draw from several (optional weight, default 1)")
+    ft.add_argument("--heldout", default=None, action="append",
+                    help="held-out source shards (default: finetune.heldout samples from whole scenes of the sources)")
     ft.add_argument("--out", required=True, help="output directory (LoRA weights, logs, sample grids)")
     ft.add_argument("--steps", type=int, default=None, help="fine-tuning steps (default finetune.steps)")
     add_config_args(ft)
@@ -46,5 +48,8 @@ def run(args) -> int:
             print(f"reward '{n}' is OFF: {summary['rewards'][n]['why']}")
         print(f"held-out depth reward: {b['depth_reward']:.4f} -> {a['depth_reward']:.4f}; "
               f"teacher AbsRel: {b['teacher_absrel']:.4f} -> {a['teacher_absrel']:.4f}")
+        for name, h in (summary.get("heldout") or {}).items():
+            if isinstance(h, dict) and "by" in h:
+                print(f"held out from {name}: {h['samples']} samples from {h['scenes']} scenes (by {h['by']})")
     print(json.dumps(summary, indent=2, default=str))
     return 0

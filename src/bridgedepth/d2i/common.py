@@ -42,19 +42,40 @@ def normalise_disparity(disp: torch.Tensor, valid: torch.Tensor, lo_q: float = 0
     return out
 
 
-def prepare_source(samples: list[dict], resolution: int, condition: str = "depth") -> dict[str, torch.Tensor]:
-    """Resize a list of source sample dicts to ``resolution`` (square) and stack them.
+def resize_map(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """(B,C,h,w) -> (B,C,H,W): area averaging where a side shrinks (antialiased), bilinear where it grows
+    (area upsampling would be nearest-neighbour: blocky conditions)."""
+    h, w = x.shape[-2:]
+    if (h, w) == tuple(size):
+        return x
+    if size[0] <= h and size[1] <= w:
+        return F.interpolate(x, size=size, mode="area")
+    if size[0] >= h and size[1] >= w:
+        return F.interpolate(x, size=size, mode="bilinear", align_corners=False)
+    return F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=True)
 
-    Returns rgb (B,3,R,R) in [0,1], disp (B,1,R,R) raw inverse depth (0 invalid), valid (B,1,R,R) bool,
-    disp01 (B,1,R,R) normalised disparity condition. RGB uses area interpolation; disparity is averaged
-    over valid pixels only (so holes do not bleed in) and a pixel stays valid when at least half of
-    its footprint was valid.
+
+def prepare_source(samples: list[dict], resolution: int | None = None, condition: str = "depth", *,
+                   size: tuple[int, int] | None = None, rgb: bool = True) -> dict[str, torch.Tensor]:
+    """Resize a list of source sample dicts to ``size`` (H, W) (or ``resolution`` x ``resolution``) and
+    stack them.
+
+    Returns rgb (B,3,H,W) in [0,1] (left out with ``rgb=False``: fine-tuning never reads it), disp
+    (B,1,H,W) raw inverse depth (0 invalid), valid (B,1,H,W) bool, disp01 (B,1,H,W) normalised
+    disparity condition. Shrinking averages over the footprint (area), growing is bilinear
+    (:func:`resize_map`); disparity is averaged over valid pixels only (so holes do not bleed in) and a
+    pixel stays valid when at least half of its footprint was valid.
 
     ``condition="pseudo"`` takes the disparity from the sample's ``pseudo`` field (a teacher's
     *estimated* relative disparity, as `bridge label` writes it; every finite pixel valid) instead of
     1 / depth: how a D2I foundation is trained on photographs whose depth is only estimated."""
     if condition not in ("depth", "pseudo"):
         raise InputError(f"condition {condition!r}: expected 'depth' or 'pseudo'")
+    if size is None:
+        if resolution is None:
+            raise ValueError("prepare_source: give size=(H, W) or resolution")
+        size = (int(resolution), int(resolution))
+    size = (int(size[0]), int(size[1]))
     rgbs, disps, valids = [], [], []
     for s in samples:
         if condition == "pseudo":
@@ -71,20 +92,22 @@ def prepare_source(samples: list[dict], resolution: int, condition: str = "depth
             disp, ok = disparity_from_depth(s["depth"], s.get("valid"))
         d = torch.from_numpy(disp)[None, None]
         v = torch.from_numpy(ok.astype(np.float32))[None, None]
-        vs = F.interpolate(v, size=(resolution, resolution), mode="area")
-        ds = F.interpolate(d * v, size=(resolution, resolution), mode="area") / vs.clamp_min(1e-6)
+        vs = resize_map(v, size)
+        ds = resize_map(d * v, size) / vs.clamp_min(1e-6)
         disps.append(ds)
         valids.append(vs >= 0.5)
-        if "rgb" in s and s["rgb"] is not None:
+        if rgb and "rgb" in s and s["rgb"] is not None:
             r = torch.from_numpy(np.ascontiguousarray(s["rgb"][..., :3])).permute(2, 0, 1)[None].float() / 255.0
-            rgbs.append(F.interpolate(r, size=(resolution, resolution), mode="area"))
-        else:
-            rgbs.append(torch.zeros(1, 3, resolution, resolution))
+            rgbs.append(resize_map(r, size))
+        elif rgb:
+            rgbs.append(torch.zeros(1, 3, *size))
     disp = torch.cat(disps)
     valid = torch.cat(valids)
     disp = disp * valid
-    return {"rgb": torch.cat(rgbs).clamp(0, 1), "disp": disp, "valid": valid,
-            "disp01": normalise_disparity(disp, valid)}
+    out = {"disp": disp, "valid": valid, "disp01": normalise_disparity(disp, valid)}
+    if rgb:
+        out["rgb"] = torch.cat(rgbs).clamp(0, 1)
+    return out
 
 
 def load_source(source, limit: int | None = None) -> list[dict]:

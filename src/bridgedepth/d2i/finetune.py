@@ -49,22 +49,45 @@ def image_statistics(images01: torch.Tensor) -> dict[str, torch.Tensor]:
     return {"saturation": sat, "texture": tex, "dominant_colour_share": dom}
 
 
+def group_by_size(samples: list[dict], bucket) -> list[dict[str, torch.Tensor]]:
+    """Prepared maps of ``samples``, one stacked group per aspect bucket (``bucket(h, w) -> (H, W)``);
+    each group carries ``index`` (positions in ``samples``, for per-image seeds)."""
+    groups: dict[tuple, list[int]] = {}
+    for i, s in enumerate(samples):
+        h, w = s["depth"].shape[:2]
+        groups.setdefault(tuple(bucket(h, w)), []).append(i)
+    out = []
+    for size, idx in groups.items():
+        g = prepare_source([samples[i] for i in idx], size=size, rgb=False)
+        g["index"] = torch.tensor(idx)
+        out.append(g)
+    return out
+
+
 @torch.no_grad()
-def evaluate_depth(backend, teacher, data: dict, *, num_steps: int, seeds: list[int], batch_size: int = 8,
+def evaluate_depth(backend, teacher, data, *, num_steps: int, seeds: list[int], batch_size: int = 8,
                    mean_centre: bool = True, aesthetic=None) -> dict:
-    """Held-out depth consistency (cosine, centred and not), teacher AbsRel on generated images, colour and
-    texture statistics (:func:`image_statistics`) and, with an ``aesthetic`` scorer (images -> (B,)), its mean."""
+    """Held-out depth consistency (cosine against the condition, centred and not), teacher AbsRel on
+    generated images, colour and texture statistics (:func:`image_statistics`) and, with an ``aesthetic``
+    scorer (images -> (B,)), its mean. ``data``: prepared maps (one dict) or a list of size groups
+    (:func:`group_by_size`); ``seeds[i]`` is image i's seed."""
     cos_c, cos_r, absrel, aes = [], [], [], []
     stats: dict[str, list] = {}
     dev = backend.device
-    n = data["disp01"].shape[0]
-    for i in range(0, n, batch_size):
-        sl = slice(i, min(i + batch_size, n))
-        roll = sample(backend, data["disp01"][sl], num_steps=num_steps, seeds=seeds[sl])
+    groups = data if isinstance(data, list) else [{**data, "index": torch.arange(data["disp01"].shape[0])}]
+    chunks = []
+    for g in groups:
+        n = g["disp01"].shape[0]
+        chunks += [(g, slice(i, min(i + batch_size, n))) for i in range(0, n, batch_size)]
+    n = sum(g["disp01"].shape[0] for g in groups)
+    for g, sl in chunks:
+        ss = [seeds[int(j)] for j in g["index"][sl]]
+        roll = sample(backend, g["disp01"][sl], num_steps=num_steps, seeds=ss)
         pred = teacher_disparity(teacher, roll.images)
-        disp, valid = data["disp"][sl, 0].to(dev), data["valid"][sl, 0].to(dev)
-        cos_c.append(masked_cosine(pred, disp, valid, True).cpu())
-        cos_r.append(masked_cosine(pred, disp, valid, False).cpu())
+        disp, valid = g["disp"][sl, 0].to(dev), g["valid"][sl, 0].to(dev)
+        target = g["disp01"][sl, 0].to(dev)
+        cos_c.append(masked_cosine(pred, target, valid, True).cpu())
+        cos_r.append(masked_cosine(pred, target, valid, False).cpu())
         absrel.append(aligned_absrel(pred, disp, valid).cpu())
         for k, v in image_statistics(roll.images).items():
             stats.setdefault(k, []).append(v.cpu())
@@ -108,13 +131,62 @@ def _write_png(path: Path, rgb: np.ndarray) -> None:
     os.replace(tmp, path)
 
 
+def explicit_keys(cfg) -> set[str]:
+    """The dotted keys the user set on the command line (``--set key=value``)."""
+    return {o.split("=", 1)[0].strip() for o in (getattr(cfg, "overrides", None) or [])}
+
+
+def sync_gradients(params: list[torch.nn.Parameter], accelerator) -> None:
+    """Average the LoRA gradients over all ranks: one all-reduce of a flat bucket per step.
+
+    The denoiser is not wrapped in DistributedDataParallel: a K-step rollout calls it several times
+    before one backward, its blocks checkpoint themselves, and the backends read ``.config`` / ``.dtype``
+    from it, none of which DDP's wrapper supports. Only the LoRA parameters train, so syncing their
+    gradients by hand is all DDP would do here."""
+    if accelerator.num_processes <= 1:
+        return
+    import torch.distributed as dist
+
+    grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
+    flat = torch.cat([g.reshape(-1).float() for g in grads])
+    dist.all_reduce(flat)
+    flat /= accelerator.num_processes
+    i = 0
+    for p, g in zip(params, grads):
+        n = g.numel()
+        p.grad = flat[i:i + n].view_as(p).to(p.dtype)
+        i += n
+
+
+def broadcast_parameters(params: list[torch.nn.Parameter], accelerator) -> None:
+    """Make every rank start from rank 0's LoRA weights."""
+    if accelerator.num_processes <= 1:
+        return
+    import torch.distributed as dist
+
+    with torch.no_grad():
+        for p in params:
+            dist.broadcast(p.data, src=0)
+
+
 def finetune(cfg: Config, d2i_dir: str | os.PathLike, teacher, source, out_dir: str | os.PathLike, *,
              heldout=None, steps: int | None = None, progress: bool = True, accelerator=None) -> dict:
     """Fine-tune LoRA on ``d2i_dir`` with rewards from ``teacher`` (a directory or a loaded model).
 
-    ``source``/``heldout``: shard directories or lists of sample dicts; without ``heldout`` the last
-    ``finetune.heldout`` source samples are held out. Returns the summary dict."""
+    ``source``: a shard directory, ``DIR:WEIGHT``, a list of those (drawn by weight), or a list of sample
+    dicts. ``heldout``: shard directories or sample dicts for the before/after evaluation; without it,
+    ``finetune.heldout`` samples from whole scenes are held out of the sources
+    (:func:`bridgedepth.d2i.source.split_heldout`). Returns the summary dict.
+
+    Precision: the frozen parts (denoiser, VAE, ControlNet, teacher, aesthetic model) are loaded in
+    ``d2i.dtype`` (``auto``: bf16 on GPU, fp32 on CPU); the LoRA parameters and the optimizer state are
+    fp32. Multi-GPU: launch with ``accelerate launch``; LoRA gradients are averaged with one all-reduce
+    per step (:func:`sync_gradients`) and only rank 0 writes."""
     from accelerate import Accelerator
+
+    from .backend import resolve_dtype
+    from .source import SourceStream, parse_sources, split_heldout
+    from .teacher import enable_teacher_checkpointing
 
     fc = cfg.finetune
     out = Path(out_dir)
@@ -124,81 +196,90 @@ def finetune(cfg: Config, d2i_dir: str | os.PathLike, teacher, source, out_dir: 
         cpu = cfg.device == "cpu" or (cfg.device == "auto" and not torch.cuda.is_available())
         accelerator = Accelerator(mixed_precision=fc.mixed_precision, cpu=cpu)
     dev = accelerator.device
-    torch.manual_seed(fc.seed + accelerator.process_index)
-    rng = random.Random(fc.seed * 7919 + accelerator.process_index)
+    dtype = resolve_dtype(cfg.d2i.dtype, dev)
+    rank, world = accelerator.process_index, accelerator.num_processes
 
     base_info = read_bridge_json(Path(d2i_dir))
-    backend = load_backend(d2i_dir, dev).configure(cfg.d2i)
+    backend = load_backend(d2i_dir, dev, dtype, cache_dir=cfg.d2i.cache_dir).configure(cfg.d2i, explicit_keys(cfg))
     backend.denoiser.requires_grad_(False)
+    torch.manual_seed(fc.seed)  # the same LoRA initialisation on every rank
     add_lora(backend.denoiser, fc.lora_rank, fc.lora_alpha, fc.lora_targets)
     backend.denoiser.to(dev)
+    params = lora_parameters(backend.denoiser)
+    broadcast_parameters(params, accelerator)
+    torch.manual_seed(fc.seed + rank)
+    rng = random.Random(fc.seed * 7919 + rank)
     if isinstance(teacher, (str, os.PathLike)):
         teacher_dir = str(Path(teacher).resolve())
-        teacher = load_teacher(teacher)
+        teacher = load_teacher(teacher, dtype)
     else:
         teacher_dir = None
+        teacher.to(dtype)
     teacher.to(dev)
-    rewards = build_rewards(fc.reward, teacher, dev)
+    if fc.teacher_checkpointing and fc.checkpointing:
+        enable_teacher_checkpointing(teacher)
+    rewards = build_rewards(fc.reward, teacher, dev, dtype)
     aes_term = rewards.terms.get("aesthetic")
     aesthetic_fn = (lambda img: aes_term.fn(img, {})) if aes_term is not None else None
-    num_steps = int(fc.num_steps or cfg.d2i.num_steps)
+    num_steps = int(fc.num_steps or backend.default_steps)
 
-    res = backend.resolution
-    samples = load_source(source, limit=fc.max_samples + (0 if heldout is not None else fc.heldout))
+    sources = parse_sources(source)
     if heldout is None:
-        if len(samples) <= fc.heldout:
-            raise InputError(f"{source}: need more than finetune.heldout={fc.heldout} source samples, "
-                             f"got {len(samples)}")
-        held, samples = samples[-fc.heldout:], samples[:-fc.heldout]
+        held = split_heldout(sources, fc.heldout, fc.seed)
+        held_samples, exclude, held_desc = held.samples, held.keys, held.describe()
     else:
-        held = load_source(heldout, limit=max(fc.heldout, 1))
-    train = prepare_source(samples, res)
-    held_data = prepare_source(held, res)
-    held_seeds = [10_000 + i for i in range(len(held))]
-    ntrain = train["disp01"].shape[0]
+        hs = parse_sources(heldout)
+        held_samples = [x for src in hs for x in load_source(src.data, limit=max(fc.heldout, 1))]
+        exclude, held_desc = {}, {"given": [str(s.data) if s.is_dir else "samples" for s in hs],
+                                  "samples": len(held_samples)}
+    held_data = group_by_size(held_samples, backend.bucket)
+    held_seeds = [10_000 + i for i in range(len(held_samples))]
+    stream = SourceStream(sources, backend.bucket, exclude=exclude, buffer=fc.shuffle_buffer,
+                          seed=fc.seed * 1009 + rank)
 
-    params = lora_parameters(backend.denoiser)
     opt = torch.optim.AdamW(params, lr=fc.lr, weight_decay=1e-4)
-    denoiser, opt = accelerator.prepare(backend.denoiser, opt)
-    backend.denoiser = denoiser
+    opt = accelerator.prepare(opt)  # the denoiser is not wrapped: see sync_gradients
 
     ckpt = out / "checkpoints" / "last"
     start = 0
     before = None
     if (ckpt / "state.pt").exists():
-        load_lora(accelerator.unwrap_model(denoiser), ckpt / LORA_FILE)
+        load_lora(backend.denoiser, ckpt / LORA_FILE)
         state = torch.load(ckpt / "state.pt", map_location="cpu", weights_only=True)
         opt.load_state_dict(state["optimizer"])
         start = int(state["step"])
         rng.setstate(_tuple_state(state["rng"]))
         before = json.loads((ckpt / "before.json").read_text())
-    denoiser.eval()  # no dropout/batch statistics: rewards drive the update
+    backend.denoiser.eval()  # no dropout/batch statistics: rewards drive the update
     if before is None:
         before = evaluate_depth(backend, teacher, held_data, num_steps=num_steps, seeds=held_seeds,
                                 mean_centre=fc.reward.depth_mean_centre, aesthetic=aesthetic_fn)
     log_path = out / "finetune_log.jsonl"
-    if start == 0 and log_path.exists():
+    if start == 0 and log_path.exists() and accelerator.is_main_process:
         log_path.unlink()
-    gen = torch.Generator("cpu").manual_seed(fc.seed * 100003 + start * 31 + accelerator.process_index)
+    gen = torch.Generator("cpu").manual_seed(fc.seed * 100003 + start * 31 + rank)
+    stream.rng.seed(fc.seed * 1009 + rank + start * 7)
     t0 = time.time()
     bar = tqdm(range(start, steps), desc="d2i finetune", initial=start, total=steps,
                disable=not (progress and accelerator.is_main_process))
     for step in bar:
-        idx = torch.randint(0, ntrain, (min(fc.batch_size, ntrain),), generator=gen)
-        flip = torch.rand(len(idx), generator=gen) < 0.5
-        batch = {k: torch.where(flip[:, None, None, None], train[k][idx].flip(-1), train[k][idx]).to(dev)
-                 for k in ("disp01", "disp", "valid")}
-        seeds = torch.randint(0, 2**62, (len(idx),), generator=gen).tolist()
+        batch = stream.next_batch(fc.batch_size)
+        flip = torch.rand(batch["disp01"].shape[0], generator=gen) < 0.5
+        batch = {k: torch.where(flip[:, None, None, None], v.flip(-1), v).to(dev) for k, v in batch.items()}
+        seeds = torch.randint(0, 2**62, (len(flip),), generator=gen).tolist()
         with accelerator.autocast():
             roll = sample(backend, batch["disp01"], num_steps=num_steps, seeds=seeds, grad_steps=fc.grad_steps,
-                          random_cutoff=fc.random_cutoff, rng=rng, checkpointing=fc.checkpointing,
+                          random_cutoff=fc.random_cutoff, rng=rng,
+                          checkpointing=fc.checkpoint_granularity if fc.checkpointing else False,
                           decoder_checkpointing=fc.decoder_checkpointing)
             loss, logs, values = rewards.evaluate(roll.images, batch)
         opt.zero_grad(set_to_none=True)
         accelerator.backward(loss)
+        sync_gradients(params, accelerator)
         gn = accelerator.clip_grad_norm_(params, fc.grad_clip) if fc.grad_clip else _grad_norm(params)
         opt.step()
-        rec = {"step": step + 1, "loss": float(loss.detach()), "grad_norm": float(gn), "k": roll.grad_steps, **logs}
+        rec = {"step": step + 1, "loss": float(loss.detach()), "grad_norm": float(gn), "k": roll.grad_steps,
+               "size": list(batch["disp01"].shape[-2:]), **logs}
         if accelerator.is_main_process and fc.log_every and (step + 1) % fc.log_every == 0:
             with open(log_path, "a") as f:
                 f.write(json.dumps(rec) + "\n")
@@ -209,31 +290,39 @@ def finetune(cfg: Config, d2i_dir: str | os.PathLike, teacher, source, out_dir: 
             _write_png(out / "samples" / f"step-{step + 1:06d}.png",
                        _grid({k: v.cpu() for k, v in batch.items()}, roll.images, pred))
         if accelerator.is_main_process and fc.save_every and (step + 1) % fc.save_every == 0 and step + 1 < steps:
-            _save_ckpt(accelerator.unwrap_model(denoiser), opt, step + 1, rng, before, ckpt)
+            _save_ckpt(backend.denoiser, opt, step + 1, rng, before, ckpt)
     accelerator.wait_for_everyone()
     after = evaluate_depth(backend, teacher, held_data, num_steps=num_steps, seeds=held_seeds,
                            mean_centre=fc.reward.depth_mean_centre, aesthetic=aesthetic_fn)
     summary = {"steps": steps, "resumed_from": start, "seconds": round(time.time() - t0, 1), "sampler_steps": num_steps,
                "grad_steps": fc.grad_steps, "random_cutoff": fc.random_cutoff, "rewards": rewards.describe(),
+               "processes": world, "dtype": str(dtype).replace("torch.", ""),
+               "settings": backend.settings(), "settings_origin": backend.settings_origin,
+               "sources": [{"source": str(s.data) if s.is_dir else "samples", "weight": s.weight,
+                            "drawn_rank0": n} for s, n in zip(sources, stream.seen)],
+               "heldout": held_desc,
                "heldout_before": before, "heldout_after": after,
                "depth_reward_gain": after["depth_reward"] - before["depth_reward"]}
     if "aesthetic" in after:
         summary["aesthetic_gain"] = after["aesthetic"] - before["aesthetic"]
     if accelerator.is_main_process:
-        model = accelerator.unwrap_model(denoiser)
-        save_lora(model, out / LORA_FILE, prefix=getattr(backend, "lora_prefix", "unet."))
+        save_lora(backend.denoiser, out / LORA_FILE, prefix=getattr(backend, "lora_prefix", "unet."))
+        first = held_data[0]
         with torch.no_grad():
-            roll = sample(backend, held_data["disp01"][:4], num_steps=num_steps, seeds=held_seeds[:4])
+            idx = first["index"][:4]
+            roll = sample(backend, first["disp01"][:4], num_steps=num_steps, seeds=[held_seeds[int(i)] for i in idx])
             pred = teacher_disparity(teacher, roll.images)
-        _write_png(out / "samples" / "final-heldout.png", _grid({k: v[:4] for k, v in held_data.items()},
+        _write_png(out / "samples" / "final-heldout.png", _grid({k: v[:4] for k, v in first.items()},
                                                                  roll.images, pred))
         write_json_atomic(out / BRIDGE_JSON, {
             "kind": "lora", "base": str(Path(d2i_dir).resolve()), "backend": base_info.get("backend"),
             "lora": {"rank": fc.lora_rank, "alpha": fc.lora_alpha, "targets": list(fc.lora_targets)},
-            "teacher": teacher_dir, "num_steps": base_info.get("num_steps"), "resolution": base_info.get("resolution")})
+            "teacher": teacher_dir, "num_steps": backend.default_steps, "resolution": backend.resolution,
+            "guidance_scale": backend.guidance_scale})
         write_json_atomic(out / "finetune_summary.json", summary)
         if ckpt.exists():
             shutil.rmtree(ckpt.parent)
+    accelerator.wait_for_everyone()
     return summary
 
 

@@ -60,17 +60,19 @@ class FluxDepthBackend(Backend):
         self.embeds = embeds
         self.default_steps, self.resolution, self.guidance_scale = default_steps, resolution, guidance_scale
         self.vae_scale = 2 ** (len(vae.config.block_out_channels) - 1)
-        self.lat = 2 * (resolution // (self.vae_scale * 2))  # latent side
+        self.info = {}
         vae.requires_grad_(False).eval()
 
-    def configure(self, dc):
-        self.resolution, self.default_steps, self.guidance_scale = dc.resolution, dc.num_steps, dc.guidance_scale
-        self.lat = 2 * (self.resolution // (self.vae_scale * 2))
-        return self
+    @property
+    def factor(self) -> int:
+        return self.vae_scale * 2  # VAE downsampling, then 2x2 packing of the latent
+
+    def _latent_size(self, size) -> tuple[int, int]:
+        h, w = self.check_size(size or (self.resolution, self.resolution))
+        return h // self.vae_scale, w // self.vae_scale
 
     def to(self, device, dtype=None):
-        for m in (self.denoiser, self.vae):
-            m.to(device) if dtype is None else m.to(device=device, dtype=dtype)
+        super().to(device, dtype)
         self.embeds = {k: v.to(device) for k, v in self.embeds.items()}
         return self
 
@@ -78,46 +80,51 @@ class FluxDepthBackend(Backend):
         return self.vae.config.shift_factor or 0.0
 
     def encode_condition(self, disp01):
+        # the condition arrives at the image size (the sampler checks it against the latents)
         x = disp01.expand(-1, 3, -1, -1) * 2 - 1
-        if x.shape[-1] != self.lat * self.vae_scale:
-            x = torch.nn.functional.interpolate(x, size=(self.lat * self.vae_scale,) * 2, mode="bilinear")
         z = self.vae.encode(x.to(self.vae.dtype)).latent_dist.mode()
         z = (z - self._vae_shift()) * self.vae.config.scaling_factor
-        return pack(z).to(self.denoiser.dtype)
+        return pack(z).to(self.dtype)
 
-    def initial_latents(self, generators, device):
+    def initial_latents(self, generators, device, size=None):
+        lh, lw = self._latent_size(size)
         c = self.denoiser.config.in_channels // 8
-        x = torch.cat([torch.randn((1, c, self.lat, self.lat), generator=g, dtype=torch.float32) for g in generators])
-        return pack(x).to(device=device, dtype=self.denoiser.dtype)
+        x = torch.cat([torch.randn((1, c, lh, lw), generator=g, dtype=torch.float32) for g in generators])
+        return pack(x).to(device=device, dtype=self.dtype)
 
-    def schedule(self, num_steps, device) -> Schedule:
+    def schedule(self, num_steps, device, size=None) -> Schedule:
+        lh, lw = self._latent_size(size)
         sigmas = np.linspace(1.0, 1 / num_steps, num_steps)
-        mu = compute_shift((self.lat // 2) ** 2, self.scheduler.config)
+        mu = compute_shift((lh // 2) * (lw // 2), self.scheduler.config)  # packed sequence length
         return flow_schedule(self.scheduler, num_steps, device, sigmas=sigmas, mu=mu)
 
-    def predict(self, latents, t, cond):
+    def predict(self, latents, t, cond, size=None):
+        lh, lw = self._latent_size(size)
         b = latents.shape[0]
         dev, dt = latents.device, latents.dtype
         guidance = None
         if self.denoiser.config.guidance_embeds:
             guidance = torch.full([b], self.guidance_scale, device=dev, dtype=torch.float32)
-        return self.denoiser(hidden_states=torch.cat([latents, cond], dim=2), timestep=t.expand(b).to(dt) / 1000,
-                             guidance=guidance, pooled_projections=self.embeds["pooled_prompt_embeds"].to(dt).expand(b, -1),
+        return self.denoiser(hidden_states=torch.cat([latents, cond.to(dt)], dim=2),
+                             timestep=t.expand(b).to(dt) / 1000, guidance=guidance,
+                             pooled_projections=self.embeds["pooled_prompt_embeds"].to(dt).expand(b, -1),
                              encoder_hidden_states=self.embeds["prompt_embeds"].to(dt).expand(b, -1, -1),
-                             txt_ids=self.embeds["text_ids"].to(dt), img_ids=image_ids(self.lat // 2, self.lat // 2, dev, dt),
+                             txt_ids=self.embeds["text_ids"].to(dt), img_ids=image_ids(lh // 2, lw // 2, dev, dt),
                              return_dict=False)[0]
 
-    def decode(self, latents):
-        z = unpack(latents, self.lat, self.lat)
+    def decode(self, latents, size=None):
+        lh, lw = self._latent_size(size)
+        z = unpack(latents, lh, lw)
         z = z / self.vae.config.scaling_factor + self._vae_shift()
         img = self.vae.decode(z.to(self.vae.dtype), return_dict=False)[0]
         return (img.float() / 2 + 0.5).clamp(0, 1)
 
     @classmethod
-    def load(cls, d) -> "FluxDepthBackend":
+    def load(cls, d, dtype: torch.dtype | None = None, cache_dir=None) -> "FluxDepthBackend":
         from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, FluxTransformer2DModel
 
         d = Path(d)
+        kw = {"torch_dtype": dtype or torch.float32, "low_cpu_mem_usage": True}
         info = read_bridge_json(d)
         for sub in ("transformer", "vae", "scheduler"):
             if not (d / sub).is_dir():
@@ -141,8 +148,9 @@ class FluxDepthBackend(Backend):
                                                      max_sequence_length=max_seq)
             return {"prompt_embeds": pe.float(), "pooled_prompt_embeds": pooled.float(), "text_ids": ids.float()}
 
-        embeds = cached_empty_prompt(d, compute)
-        return cls(FluxTransformer2DModel.from_pretrained(d / "transformer"), AutoencoderKL.from_pretrained(d / "vae"),
+        embeds = cached_empty_prompt(d, compute, cache_dir)
+        return cls(FluxTransformer2DModel.from_pretrained(d / "transformer", **kw),
+                   AutoencoderKL.from_pretrained(d / "vae", **kw),
                    FlowMatchEulerDiscreteScheduler.from_pretrained(d / "scheduler"), embeds,
                    int(info.get("num_steps", 28)), int(info.get("resolution", 1024)),
                    float(info.get("guidance_scale", 10.0)))

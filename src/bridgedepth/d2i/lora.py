@@ -15,7 +15,8 @@ PREFIX = "unet."  # diffusers names UNet LoRA keys "unet.<module>.lora_A.weight"
 
 
 def add_lora(model: torch.nn.Module, rank: int = 8, alpha: int = 8, targets=("to_q", "to_k", "to_v", "to_out.0")):
-    """Inject LoRA into ``model``'s attention projections; freeze everything else."""
+    """Inject LoRA into ``model``'s attention projections; freeze everything else. The LoRA parameters
+    are fp32 whatever the frozen weights' dtype (peft casts the input to them and the sum back)."""
     found = [n for n, _ in model.named_modules() if any(n == t or n.endswith("." + t) for t in targets)]
     if not found:
         raise InputError(f"no LoRA target modules {list(targets)} in {type(model).__name__}")
@@ -24,6 +25,8 @@ def add_lora(model: torch.nn.Module, rank: int = 8, alpha: int = 8, targets=("to
     inject_adapter_in_model(cfg, model)
     for n, p in model.named_parameters():
         p.requires_grad_("lora_" in n)
+        if "lora_" in n and p.dtype != torch.float32:
+            p.data = p.data.float()
     return model
 
 

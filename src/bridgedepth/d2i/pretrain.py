@@ -52,7 +52,11 @@ def pretrain(cfg: Config, source, out_dir: str | os.PathLike, *, steps: int | No
     """Train the tiny backend; returns a summary dict (also written to OUT/pretrain_summary.json).
 
     ``source``: a shard directory or an iterable of sample dicts (rgb, depth, valid)."""
+    from dataclasses import replace
+
     dc = cfg.d2i
+    # a new tiny model: the config's sampling settings (none set: 64 px, 20 steps) go into its bridge.json
+    dc = replace(dc, resolution=int(dc.resolution or 64), num_steps=int(dc.num_steps or 20))
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     steps = int(steps if steps is not None else dc.pretrain_steps)

@@ -5,7 +5,9 @@ better, differentiable w.r.t. the images); ``loss(r) -> (B,)`` turns it into the
 ``weight``. Built-ins:
 
 * ``depth``: cosine similarity between the teacher's disparity of the generated image and the source
-  disparity over the source's valid pixels at the d2i resolution; loss ``1 - cos``. With
+  disparity over the source's valid pixels at the generation size; loss ``1 - cos``. The target is the
+  condition itself (the 2-98 % clipped, min-max normalised disparity ``disp01``), so that an image whose
+  depth is exactly the condition scores 1 (the raw disparity would let a few very near pixels dominate). With
   ``mean_centre`` both maps are centred over the valid pixels first (cosine = Pearson correlation,
   invariant to the teacher's unknown disparity shift and scale).
 * ``aesthetic``: the LAION improved-aesthetic MLP on the unit-normalised CLIP image embedding; loss
@@ -115,18 +117,19 @@ class AestheticScorer(nn.Module):
         x = F.interpolate(images01.float(), size=(self.size, self.size), mode="bicubic", align_corners=False,
                           antialias=images01.shape[-1] > self.size)
         x = (x - self.mean) / self.std
-        emb = self.clip(pixel_values=x).image_embeds
+        emb = self.clip(pixel_values=x.to(next(self.clip.parameters()).dtype)).image_embeds.float()
         emb = emb / emb.norm(dim=-1, keepdim=True).clamp_min(1e-8)
         return self.head(emb)[:, 0]
 
 
-def load_aesthetic(clip_path: str | os.PathLike, head_path: str | os.PathLike) -> AestheticScorer:
+def load_aesthetic(clip_path: str | os.PathLike, head_path: str | os.PathLike, dtype=None) -> AestheticScorer:
+    """CLIP ViT-L/14 vision tower (in ``dtype``, e.g. bf16 on GPU) + the LAION head (fp32, tiny)."""
     from transformers import CLIPVisionModelWithProjection
 
     cp = Path(clip_path)
     if not cp.is_dir():
         raise InputError(f"{cp}: CLIP model directory does not exist")
-    clip = CLIPVisionModelWithProjection.from_pretrained(cp)
+    clip = CLIPVisionModelWithProjection.from_pretrained(cp, dtype=dtype or torch.float32)
     return AestheticScorer(clip, load_aesthetic_head(head_path))
 
 
@@ -172,18 +175,25 @@ class RewardRegistry:
         return d
 
 
+def depth_target(batch: dict) -> torch.Tensor:
+    """The depth reward's target: the condition's normalised disparity (falls back to the raw one)."""
+    return (batch["disp01"] if "disp01" in batch else batch["disp"])[:, 0]
+
+
 def depth_reward(teacher, mean_centre: bool = True):
-    """Reward fn: cosine between teacher disparity of the images and ``batch['disp']`` over ``batch['valid']``."""
+    """Reward fn: cosine between the teacher disparity of the images and the condition
+    (:func:`depth_target`) over ``batch['valid']``."""
 
     def fn(images01: torch.Tensor, batch: dict) -> torch.Tensor:
         pred = teacher_disparity(teacher, images01)
-        return masked_cosine(pred, batch["disp"][:, 0], batch["valid"][:, 0], mean_centre)
+        return masked_cosine(pred, depth_target(batch), batch["valid"][:, 0], mean_centre)
 
     return fn
 
 
-def build_rewards(rc, teacher, device=None) -> RewardRegistry:
-    """Registry from a RewardConfig: depth (needs a teacher) and aesthetic (needs clip_path + head)."""
+def build_rewards(rc, teacher, device=None, dtype=None) -> RewardRegistry:
+    """Registry from a RewardConfig: depth (needs a teacher) and aesthetic (needs clip_path + head).
+    ``dtype``: the frozen aesthetic model's dtype (the CLIP tower; the toy scorer stays fp32)."""
     reg = RewardRegistry()
     reg.register("depth", depth_reward(teacher, rc.depth_mean_centre), rc.depth_weight, loss=lambda r: 1 - r)
     if rc.aesthetic_weight == 0:
@@ -200,7 +210,7 @@ def build_rewards(rc, teacher, device=None) -> RewardRegistry:
     elif not rc.aesthetic_head:
         reg.disable("aesthetic", "no aesthetic head configured (finetune.reward.aesthetic_head)")
     else:
-        scorer = load_aesthetic(rc.clip_path, rc.aesthetic_head)
+        scorer = load_aesthetic(rc.clip_path, rc.aesthetic_head, dtype)
         if device is not None:
             scorer.to(device)
         reg.register("aesthetic", lambda img, batch: scorer(img), rc.aesthetic_weight)

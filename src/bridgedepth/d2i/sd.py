@@ -28,21 +28,58 @@ def encode_empty_prompt(tokenizer, text_encoder) -> torch.Tensor:
         return text_encoder(ids.to(text_encoder.device))[0].float().cpu()
 
 
-def cached_empty_prompt(d: Path, compute) -> dict[str, torch.Tensor]:
-    """Read ``EMPTY_EMBEDS`` from ``d``; otherwise ``compute()`` it once and write it atomically."""
+def default_cache_dir() -> Path:
+    """``$BRIDGE_CACHE`` or ``~/.cache/bridgedepth``."""
+    return Path(os.environ.get("BRIDGE_CACHE") or Path.home() / ".cache" / "bridgedepth")
+
+
+def _cache_copy(d: Path, cache_dir) -> Path:
+    import hashlib
+
+    tag = hashlib.sha256(str(Path(d).resolve()).encode()).hexdigest()[:16]
+    return Path(cache_dir or default_cache_dir()) / "empty_prompt" / f"{Path(d).name}-{tag}" / EMPTY_EMBEDS
+
+
+def cached_empty_prompt(d: Path, compute, cache_dir=None) -> dict[str, torch.Tensor]:
+    """The empty-prompt embedding of model directory ``d``: ``d/EMPTY_EMBEDS``, else the cache copy
+    (``cache_dir``, default :func:`default_cache_dir`), else ``compute()`` it once and write it.
+
+    Writes are atomic with a unique temporary name (several ranks may compute it at once; the last
+    rename wins and every copy is identical). A read-only model directory sends the file to the cache
+    folder with a warning; if neither can be written the error says so (never a silent recomputation of
+    the text encoders in every job)."""
+    import tempfile
+    import warnings
+
     from safetensors.torch import load_file, save_file
 
-    p = d / EMPTY_EMBEDS
-    if p.exists():
-        return load_file(str(p))
+    d = Path(d)
+    p, c = d / EMPTY_EMBEDS, _cache_copy(d, cache_dir)
+    for cand in (p, c):
+        if cand.exists():
+            return load_file(str(cand))
     embeds = {k: v.contiguous() for k, v in compute().items()}
-    tmp = p.with_name(p.name + ".tmp")
-    try:
-        save_file(embeds, str(tmp))
-        os.replace(tmp, p)
-    except OSError:  # read-only model directory: keep it in memory
-        pass
-    return embeds
+    errors = []
+    for target in (p, c):
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=target.name + ".", suffix=".tmp")
+            os.close(fd)
+            try:
+                save_file(embeds, tmp)
+                os.replace(tmp, target)
+            finally:
+                if os.path.exists(tmp):
+                    os.unlink(tmp)
+        except OSError as e:
+            errors.append(f"{target.parent}: {e.strerror or e}")
+            continue
+        if target == c:
+            warnings.warn(f"{d} is not writable ({errors[0]}): the empty-prompt embedding was cached in {c}",
+                          stacklevel=2)
+        return embeds
+    raise InputError(f"{d}: cannot store the empty-prompt embedding ({'; '.join(errors)}); make the model "
+                     f"folder writable or set d2i.cache_dir / $BRIDGE_CACHE to a writable folder")
 
 
 class SDControlNetBackend(Backend):
@@ -56,47 +93,49 @@ class SDControlNetBackend(Backend):
         self.default_steps, self.resolution = default_steps, resolution
         self.conditioning_scale = conditioning_scale
         self.vae_scale = 2 ** (len(vae.config.block_out_channels) - 1)
+        self.info = {}
         for m in (controlnet, vae):
             m.requires_grad_(False).eval()
 
-    def configure(self, dc):
-        self.resolution, self.default_steps = dc.resolution, dc.num_steps
-        return self
+    @property
+    def factor(self) -> int:
+        return self.vae_scale  # the UNet forwards upsample sizes, so any latent size works
 
     def to(self, device, dtype=None):
-        for m in (self.denoiser, self.controlnet, self.vae):
-            m.to(device) if dtype is None else m.to(device=device, dtype=dtype)
+        super().to(device, dtype)
         self.prompt_embeds = self.prompt_embeds.to(device)
         return self
 
     def encode_condition(self, disp01):
         return disp01.expand(-1, 3, -1, -1).to(next(self.controlnet.parameters()).dtype)
 
-    def initial_latents(self, generators, device):
+    def initial_latents(self, generators, device, size=None):
+        h, w = self.check_size(size or (self.resolution, self.resolution))
         c = self.denoiser.config.in_channels
-        r = self.resolution // self.vae_scale
-        x = torch.cat([torch.randn((1, c, r, r), generator=g, dtype=torch.float32) for g in generators])
-        return x.to(device=device, dtype=self.denoiser.dtype) * self.scheduler.init_noise_sigma
+        shape = (1, c, h // self.vae_scale, w // self.vae_scale)
+        x = torch.cat([torch.randn(shape, generator=g, dtype=torch.float32) for g in generators])
+        return x.to(device=device, dtype=self.dtype) * self.scheduler.init_noise_sigma
 
-    def schedule(self, num_steps, device) -> Schedule:
+    def schedule(self, num_steps, device, size=None) -> Schedule:
         return ddim_schedule(self.scheduler, num_steps, device)
 
-    def predict(self, latents, t, cond):
+    def predict(self, latents, t, cond, size=None):
         emb = self.prompt_embeds.to(latents.dtype).expand(latents.shape[0], -1, -1)
         down, mid = self.controlnet(latents, t, encoder_hidden_states=emb, controlnet_cond=cond,
                                     conditioning_scale=self.conditioning_scale, guess_mode=False, return_dict=False)
         return self.denoiser(latents, t, encoder_hidden_states=emb, down_block_additional_residuals=down,
                              mid_block_additional_residual=mid, return_dict=False)[0]
 
-    def decode(self, latents):
+    def decode(self, latents, size=None):
         img = self.vae.decode(latents.to(self.vae.dtype) / self.vae.config.scaling_factor, return_dict=False)[0]
         return (img.float() / 2 + 0.5).clamp(0, 1)
 
     @classmethod
-    def load(cls, d) -> "SDControlNetBackend":
+    def load(cls, d, dtype: torch.dtype | None = None, cache_dir=None) -> "SDControlNetBackend":
         from diffusers import AutoencoderKL, ControlNetModel, DDIMScheduler, UNet2DConditionModel
 
         d = Path(d)
+        kw = {"torch_dtype": dtype or torch.float32, "low_cpu_mem_usage": True}
         info = read_bridge_json(d)
         for sub in ("unet", "controlnet", "vae", "scheduler"):
             if not (d / sub).is_dir():
@@ -111,10 +150,11 @@ class SDControlNetBackend(Backend):
             te = CLIPTextModel.from_pretrained(d / "text_encoder")
             return {"prompt_embeds": encode_empty_prompt(tok, te)}
 
-        emb = cached_empty_prompt(d, compute)["prompt_embeds"]
+        emb = cached_empty_prompt(d, compute, cache_dir)["prompt_embeds"]
         sched = DDIMScheduler.from_pretrained(d / "scheduler")
-        return cls(UNet2DConditionModel.from_pretrained(d / "unet"), ControlNetModel.from_pretrained(d / "controlnet"),
-                   AutoencoderKL.from_pretrained(d / "vae"), sched, emb, int(info.get("num_steps", 20)),
+        return cls(UNet2DConditionModel.from_pretrained(d / "unet", **kw),
+                   ControlNetModel.from_pretrained(d / "controlnet", **kw),
+                   AutoencoderKL.from_pretrained(d / "vae", **kw), sched, emb, int(info.get("num_steps", 20)),
                    int(info.get("resolution", 512)), float(info.get("conditioning_scale", 1.0)))
 
 

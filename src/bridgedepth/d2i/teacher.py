@@ -29,8 +29,9 @@ def _mde():
     return None
 
 
-def load_teacher(path: str | os.PathLike) -> torch.nn.Module:
-    """Load a frozen teacher from a bridgedepth model directory (or any DepthAnything HF directory)."""
+def load_teacher(path: str | os.PathLike, dtype: torch.dtype | None = None) -> torch.nn.Module:
+    """Load a frozen teacher from a bridgedepth model directory (or any DepthAnything HF directory),
+    in ``dtype`` when given (frozen parts follow ``d2i.dtype``)."""
     p = Path(path)
     if not p.is_dir():
         raise InputError(f"{p}: teacher model directory does not exist")
@@ -43,6 +44,8 @@ def load_teacher(path: str | os.PathLike) -> torch.nn.Module:
         model = DepthAnythingForDepthEstimation.from_pretrained(p, use_safetensors=True)
     model.eval()
     model.requires_grad_(False)
+    if dtype is not None:
+        model.to(dtype)
     return model
 
 
@@ -59,11 +62,30 @@ def _fallback_predict(model, images01: torch.Tensor, input_size: int | None = No
 
 
 def teacher_disparity(model, images01: torch.Tensor) -> torch.Tensor:
-    """(B,3,H,W) images in [0,1] -> (B,H,W) relative disparity, differentiable w.r.t. the images."""
+    """(B,3,H,W) images in [0,1] -> (B,H,W) relative disparity (float32), differentiable w.r.t. the
+    images. The images are cast to the teacher's dtype (a bf16 teacher runs in bf16)."""
+    dt = next(model.parameters()).dtype
+    x = images01.to(dt)
     mde = _mde()
     if mde is not None:
-        return mde.predict_tensor(model, images01)
-    return _fallback_predict(model, images01)
+        return mde.predict_tensor(model, x).float()
+    return _fallback_predict(model, x).float()
+
+
+def enable_teacher_checkpointing(model) -> None:
+    """Block-level activation checkpointing of the frozen teacher's ViT blocks (the depth reward
+    backpropagates through it). transformers only checkpoints layers in training mode, so the encoder
+    blocks are put in training mode; that is exact only without dropout, which is checked."""
+    from ..mde.model import enable_checkpointing
+
+    for name, m in model.named_modules():
+        if isinstance(m, torch.nn.Dropout) and m.p > 0:
+            raise InputError(f"teacher module {name} has dropout p={m.p}: block checkpointing in training mode "
+                             f"would change its output; turn finetune.teacher_checkpointing off")
+    enable_checkpointing(model)
+    for m in model.modules():
+        if getattr(m, "gradient_checkpointing", False):
+            m.train()
 
 
 def tiny_teacher_config(head: str = "relative"):

@@ -52,8 +52,14 @@ class TinyBackend(Backend):
         self.denoiser = unet
         self.scheduler = scheduler
         self.patch = int(patch)
-        self.resolution = int(unet.config.sample_size) * self.patch
+        self.resolution = int(unet.config.sample_size) * self.patch  # the size it was trained at (square)
         self.default_steps = default_steps
+        self.info = {}
+
+    @property
+    def factor(self) -> int:
+        """Patch times the UNet's total downsampling (2 per level below the first)."""
+        return self.patch * 2 ** (len(self.denoiser.config.block_out_channels) - 1)
 
     @classmethod
     def create(cls, resolution: int = 64, channels=(32, 64, 64), layers_per_block: int = 1,
@@ -61,26 +67,18 @@ class TinyBackend(Backend):
         return cls(build_unet(resolution, channels, layers_per_block, patch=patch), build_scheduler(prediction_type),
                    default_steps, patch)
 
-    def to(self, device, dtype=None):
-        if dtype is None:
-            self.denoiser.to(device)
-        else:
-            self.denoiser.to(device=device, dtype=dtype)
-        return self
-
     def encode_condition(self, disp01: torch.Tensor) -> torch.Tensor:
         return disp01 * 2 - 1
 
-    def initial_latents(self, generators, device) -> torch.Tensor:
-        r = self.resolution
-        dtype = next(self.denoiser.parameters()).dtype
-        noise = [torch.randn((1, 3, r, r), generator=g, dtype=torch.float32) for g in generators]
-        return torch.cat(noise).to(device=device, dtype=dtype) * self.scheduler.init_noise_sigma
+    def initial_latents(self, generators, device, size=None) -> torch.Tensor:
+        h, w = self.check_size(size or (self.resolution, self.resolution))
+        noise = [torch.randn((1, 3, h, w), generator=g, dtype=torch.float32) for g in generators]
+        return torch.cat(noise).to(device=device, dtype=self.dtype) * self.scheduler.init_noise_sigma
 
-    def schedule(self, num_steps: int, device) -> Schedule:
+    def schedule(self, num_steps: int, device, size=None) -> Schedule:
         return ddim_schedule(self.scheduler, num_steps, device)
 
-    def predict(self, latents, t, cond):
+    def predict(self, latents, t, cond, size=None):
         x = torch.cat([latents, cond.to(latents.dtype)], dim=1)
         tt = t.expand(latents.shape[0]) if t.ndim == 0 else t
         if self.patch == 1:
@@ -89,7 +87,7 @@ class TinyBackend(Backend):
         x = torch.cat([F.pixel_unshuffle(latents, p), F.pixel_unshuffle(cond.to(latents.dtype), p)], dim=1)
         return F.pixel_shuffle(self.denoiser(x, tt).sample, p)
 
-    def decode(self, latents):
+    def decode(self, latents, size=None):
         return ((latents.float() + 1) / 2).clamp(0, 1)
 
     def save(self, out_dir, extra: dict | None = None) -> None:
@@ -105,11 +103,11 @@ class TinyBackend(Backend):
         write_json_atomic(out / BRIDGE_JSON, info)
 
     @classmethod
-    def load(cls, d: str | os.PathLike) -> "TinyBackend":
+    def load(cls, d: str | os.PathLike, dtype: torch.dtype | None = None) -> "TinyBackend":
         d = Path(d)
         info = read_bridge_json(d)
         if not (d / "unet").is_dir():
             raise InputError(f"{d}: tiny d2i directory has no unet/ folder")
-        unet = UNet2DModel.from_pretrained(d / "unet")
+        unet = UNet2DModel.from_pretrained(d / "unet", torch_dtype=dtype or torch.float32)
         sched = DDIMScheduler.from_pretrained(d / "scheduler")
         return cls(unet, sched, int(info.get("num_steps", 20)), int(info.get("patch", 1)))

@@ -305,6 +305,7 @@ def finetune(cfg: Config, d2i_dir: str | os.PathLike, teacher, source, out_dir: 
                "depth_reward_gain": after["depth_reward"] - before["depth_reward"]}
     if "aesthetic" in after:
         summary["aesthetic_gain"] = after["aesthetic"] - before["aesthetic"]
+    summary["lora_sha256"] = lora_checksum(backend.denoiser)  # this rank's weights (equal on every rank)
     if accelerator.is_main_process:
         save_lora(backend.denoiser, out / LORA_FILE, prefix=getattr(backend, "lora_prefix", "unet."))
         first = held_data[0]
@@ -324,6 +325,18 @@ def finetune(cfg: Config, d2i_dir: str | os.PathLike, teacher, source, out_dir: 
             shutil.rmtree(ckpt.parent)
     accelerator.wait_for_everyone()
     return summary
+
+
+def lora_checksum(model) -> str:
+    """sha256 over the LoRA parameters (names and fp32 bytes)."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for n, p in sorted(model.named_parameters()):
+        if "lora_" in n:
+            h.update(n.encode())
+            h.update(p.detach().float().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()
 
 
 def _grad_norm(params) -> torch.Tensor:

@@ -289,6 +289,15 @@ def read_bridge_json(d: Path) -> dict:
         raise InputError(f"{p}: not valid JSON: {e}") from e
 
 
+def load_kwargs(dtype, device) -> dict:
+    """``from_pretrained`` arguments: load in ``dtype`` straight onto ``device`` (no full fp32 copy of a
+    12 B-parameter transformer in host memory)."""
+    kw = {"torch_dtype": dtype or torch.float32, "low_cpu_mem_usage": True}
+    if device is not None:
+        kw["device_map"] = {"": torch.device(device)}
+    return kw
+
+
 def base_dir_of(d: Path, info: dict) -> Path:
     base = Path(info["base"])
     return base if base.is_absolute() else (d / base).resolve()
@@ -319,15 +328,15 @@ def load_backend(path: str | os.PathLike, device: str | torch.device = "cpu", dt
     if name == "tiny":
         from .tiny import TinyBackend
 
-        backend = TinyBackend.load(d, dtype=dt)
+        backend = TinyBackend.load(d, dtype=dt, device=device)
     elif name == "flux-depth":
         from .flux import FluxDepthBackend
 
-        backend = FluxDepthBackend.load(d, dtype=dt, cache_dir=cache_dir)
+        backend = FluxDepthBackend.load(d, dtype=dt, cache_dir=cache_dir, device=device)
     elif name == "sd-controlnet":
         from .sd import SDControlNetBackend
 
-        backend = SDControlNetBackend.load(d, dtype=dt, cache_dir=cache_dir)
+        backend = SDControlNetBackend.load(d, dtype=dt, cache_dir=cache_dir, device=device)
     else:
         raise InputError(f"{d / BRIDGE_JSON}: unknown backend {name!r} (tiny, flux-depth, sd-controlnet)")
     backend.info = info

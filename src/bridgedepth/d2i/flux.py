@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from ..errors import InputError
-from .backend import Backend, Schedule, flow_schedule, read_bridge_json
+from .backend import Backend, Schedule, flow_schedule, load_kwargs, read_bridge_json
 from .sd import EMPTY_EMBEDS, cached_empty_prompt
 
 LORA_PREFIX = "transformer."
@@ -120,11 +120,11 @@ class FluxDepthBackend(Backend):
         return (img.float() / 2 + 0.5).clamp(0, 1)
 
     @classmethod
-    def load(cls, d, dtype: torch.dtype | None = None, cache_dir=None) -> "FluxDepthBackend":
+    def load(cls, d, dtype: torch.dtype | None = None, cache_dir=None, device=None) -> "FluxDepthBackend":
         from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, FluxTransformer2DModel
 
         d = Path(d)
-        kw = {"torch_dtype": dtype or torch.float32, "low_cpu_mem_usage": True}
+        kw = load_kwargs(dtype, device)
         info = read_bridge_json(d)
         for sub in ("transformer", "vae", "scheduler"):
             if not (d / sub).is_dir():

@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 
 from ..errors import InputError
-from .backend import BRIDGE_JSON, Backend, Schedule, ddim_schedule, read_bridge_json, write_json_atomic
+from .backend import BRIDGE_JSON, Backend, Schedule, ddim_schedule, load_kwargs, read_bridge_json, write_json_atomic
 
 EMPTY_EMBEDS = "empty_prompt_embeds.safetensors"
 
@@ -131,11 +131,11 @@ class SDControlNetBackend(Backend):
         return (img.float() / 2 + 0.5).clamp(0, 1)
 
     @classmethod
-    def load(cls, d, dtype: torch.dtype | None = None, cache_dir=None) -> "SDControlNetBackend":
+    def load(cls, d, dtype: torch.dtype | None = None, cache_dir=None, device=None) -> "SDControlNetBackend":
         from diffusers import AutoencoderKL, ControlNetModel, DDIMScheduler, UNet2DConditionModel
 
         d = Path(d)
-        kw = {"torch_dtype": dtype or torch.float32, "low_cpu_mem_usage": True}
+        kw = load_kwargs(dtype, device)
         info = read_bridge_json(d)
         for sub in ("unet", "controlnet", "vae", "scheduler"):
             if not (d / sub).is_dir():

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from diffusers import DDIMScheduler, UNet2DModel
 
 from ..errors import InputError
-from .backend import BRIDGE_JSON, Backend, Schedule, ddim_schedule, read_bridge_json, write_json_atomic
+from .backend import BRIDGE_JSON, Backend, Schedule, ddim_schedule, load_kwargs, read_bridge_json, write_json_atomic
 
 
 def build_unet(resolution: int = 64, channels=(32, 64, 64), layers_per_block: int = 1,
@@ -103,11 +103,11 @@ class TinyBackend(Backend):
         write_json_atomic(out / BRIDGE_JSON, info)
 
     @classmethod
-    def load(cls, d: str | os.PathLike, dtype: torch.dtype | None = None) -> "TinyBackend":
+    def load(cls, d: str | os.PathLike, dtype: torch.dtype | None = None, device=None) -> "TinyBackend":
         d = Path(d)
         info = read_bridge_json(d)
         if not (d / "unet").is_dir():
             raise InputError(f"{d}: tiny d2i directory has no unet/ folder")
-        unet = UNet2DModel.from_pretrained(d / "unet", torch_dtype=dtype or torch.float32)
+        unet = UNet2DModel.from_pretrained(d / "unet", **load_kwargs(dtype, device))
         sched = DDIMScheduler.from_pretrained(d / "scheduler")
         return cls(unet, sched, int(info.get("num_steps", 20)), int(info.get("patch", 1)))

@@ -223,7 +223,7 @@ def d2i_consistency(out: Path, cfg: Config, foundations: dict, progress: bool = 
 
     gdir = out / "eval" / "generated_test"
     generate(cfg, out / "d2i" / "finetuned", out / "scenes" / "test", gdir, images_per_depth=1, seed=cfg.seed + 7,
-             progress=progress)
+             progress=progress, overwrite=True)  # the demo owns its folders: a retrained model regenerates
     teacher = Predictor.from_pretrained(foundations["depth"], input_size=cfg.model.input_size)
     gen = _score(ShardSet(gdir), teacher, cfg)["metrics"]["abs_rel"]
     real = _score(ShardSet(out / "scenes" / "test"), teacher, cfg)["metrics"]["abs_rel"]
@@ -332,7 +332,7 @@ def run_demo(cfg: Config, out: str | os.PathLike = "runs/demo", *, fixtures_root
     runner.run("2 D2I reward fine-tune (depth 0.9 + aesthetic 0.1)", d2i_finetune)
 
     def gen(d2i_dir, dest):
-        return lambda: generate(cfg, d2i_dir, sc / "gen", out / dest, progress=progress)
+        return lambda: generate(cfg, d2i_dir, sc / "gen", out / dest, progress=progress, overwrite=True)
 
     runner.run("3a generate (reward-tuned D2I)", gen(out / "d2i" / "finetuned", "generated"))
     runner.run("3b generate (untuned D2I, for the RL ablation)", gen(foundations["d2i"], "generated_no_rl"))

@@ -18,7 +18,6 @@ from bridgedepth.data.shards import (
     InputError,
     ShardError,
     iter_samples,
-    load_manifest,
     map_dataset,
     sha256_file,
     write_dataset,

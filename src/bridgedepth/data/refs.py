@@ -112,8 +112,8 @@ class SourceResolver:
     def _fail(self, where: str, key: str, ref: dict, src: Path, reason: str) -> SourceRefError:
         return SourceRefError(
             f"{where}: sample {key!r} references source sample {ref.get('key')!r} of "
-            f"{src / str(ref.get('shard'))}: {reason}; restore the source set (or regenerate this set, "
-            "e.g. with `bridge generate --embed-source` for self-contained shards)")
+            f"{src / str(ref.get('shard'))}: {reason}; restore the source set, or regenerate this set from "
+            "the current one (`bridge generate --embed-source` writes self-contained shards)")
 
     def _manifest(self, src: Path) -> Manifest:
         k = str(src)

@@ -115,6 +115,19 @@ def test_training_reader_resolves_references(tree):
         for k in emb:
             for a, b in zip(ref[k], emb[k]):
                 np.testing.assert_array_equal(a, b)
+    # through a DataLoader worker process (the trainer's path): each worker resolves with its own LRU
+    from torch.utils.data import DataLoader
+
+    from bridgedepth.data.loader import ShardStream
+
+    ds = ShardDataset(tree / "lab_ref", shuffle=True, seed=3, shuffle_group=2, rank=0, world_size=1)
+    stream = ShardStream(ds, num_workers=1, transform=lambda s, e: (s["__key__"], sample_target(s, "hybrid")))
+    got = dict(x for _, x in zip(range(10), DataLoader(stream, batch_size=None, num_workers=1)))
+    emb = read(tree / "lab_emb", 2)
+    assert sorted(got) == sorted(emb)
+    for k in emb:
+        for a, b in zip(got[k], emb[k]):
+            np.testing.assert_array_equal(np.asarray(a), b)
     with pytest.raises(Exception, match="no 'depth' field"):  # resolution off: the copies are not there
         sample_target(next(iter(ShardDataset(tree / "lab_ref", resolve=False))), "hybrid")
 
@@ -202,3 +215,14 @@ def test_label_embed_source_makes_a_self_contained_set(tree, tmp_path):
     b = {s["__key__"]: s for s in iter_hybrid(tree / "lab_emb")}
     for k in b:
         np.testing.assert_array_equal(a[k]["target"], b[k]["target"])
+
+
+def test_cli_generate_embed_source_flag(tree, tmp_path, run_cli):
+    sets = [a for o in SMALL for a in ("--set", o)]
+    for flag, want in (([], {"rgb", "meta", "source_ref"}), (["--embed-source"], {"rgb", "meta", *SOURCE_FIELDS})):
+        out = tmp_path / ("emb" if flag else "ref")
+        r = run_cli("generate", "--d2i", tree / "d2i", "--source", tree / "src", "--out", out,
+                    "--images-per-depth", "1", "--steps", "1", *flag, *sets)
+        assert r.code == 0, r
+        assert fields_of(out) == want
+        assert load_manifest(out).meta["embed_source"] == bool(flag)

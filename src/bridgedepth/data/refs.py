@@ -194,6 +194,8 @@ class SourceResolver:
             v = s.get(SOURCE_FIELDS[f])
             if f == "valid" and v is None and s.get("depth") is not None:
                 v = np.asarray(s["depth"]) > 0
+            if f == "intrinsics" and v is not None:
+                v = np.asarray(v, np.float32)  # as `bridge generate --embed-source` stores them
             if v is not None:
                 sample[f] = v
         return sample

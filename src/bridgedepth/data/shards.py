@@ -1011,9 +1011,13 @@ class IndexedShard:
         """The sample keys, in file order (``keys()[i]`` is sample ``i``'s)."""
         return [g[0][0].split(".", 1)[0] for g in self._groups]
 
-    def members(self, i: int) -> dict[str, bytes]:
+    def members(self, i: int, fields: Iterable[str] | None = None) -> dict[str, bytes]:
+        """The raw members of sample ``i`` (only those of ``fields`` when given: the others are not read)."""
+        wanted = None if fields is None else set(fields)
         out = {}
         for name, offset, size in self._groups[i]:
+            if wanted is not None and name.split(".")[1] not in wanted:
+                continue
             self._f.seek(offset)
             data = self._f.read(size)
             if len(data) != size:
@@ -1022,7 +1026,10 @@ class IndexedShard:
         return out
 
     def sample(self, i: int, fields: Iterable[str] | None = None) -> dict:
-        return decode_sample(self.members(i), fields=fields, where=str(self.path))
+        members = self.members(i, fields)
+        if not members:  # none of the wanted fields: the key alone (as decode_sample gives)
+            return {"__key__": self._groups[i][0][0].split(".", 1)[0]}
+        return decode_sample(members, fields=fields, where=str(self.path))
 
     def close(self) -> None:
         self._f.close()

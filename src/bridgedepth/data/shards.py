@@ -625,6 +625,7 @@ class _ShardWriter:
         self.samples = 0
         self._thread = None
         self._error: BaseException | None = None
+        self._aborting = False  # abort(): the thread drops what is still queued
         if threaded:
             import queue
             import threading
@@ -647,7 +648,7 @@ class _ShardWriter:
             item = self._q.get()
             if item is _STOP:
                 return
-            if self._error is None:
+            if self._error is None and not self._aborting:
                 try:
                     self._write_now(item)
                 except BaseException as e:  # noqa: BLE001 - handed to the caller's thread
@@ -696,6 +697,7 @@ class _ShardWriter:
         return info
 
     def abort(self) -> None:
+        self._aborting = True
         with contextlib.suppress(Exception):
             self._stop_thread()
         with contextlib.suppress(Exception):

@@ -222,6 +222,7 @@ class GenerateConfig:
     seed: int = 0
     batch_size: int = 8
     steps: Optional[int] = None
+    embed_source: bool = False  # copy the source's depth/valid/RGB into each sample instead of a source_ref
 
 
 @dataclass

@@ -19,6 +19,9 @@ def add_arguments(p):
     p.add_argument("--steps", type=int, default=None, help="sampler steps (default generate.steps or d2i.num_steps)")
     p.add_argument("--overwrite", action="store_true",
                    help="regenerate when --out holds shards made with other settings (default: refuse)")
+    p.add_argument("--embed-source", action="store_true", default=None,
+                   help="store copies of the source depth, valid mask and RGB in each generated sample "
+                        "(self-contained shards; default: a source_ref to the source sample, see generate.embed_source)")
     p.add_argument("--rank", type=int, default=int(os.environ.get("RANK", 0)), help="this process's rank")
     p.add_argument("--world-size", type=int, default=int(os.environ.get("WORLD_SIZE", 1)), help="number of ranks")
     add_config_args(p)
@@ -30,6 +33,6 @@ def run(args) -> int:
     cfg = config_from_args(args)
     summary = generate(cfg, args.d2i, args.source, args.out, images_per_depth=args.images_per_depth,
                        seed=args.seed, steps=args.steps, rank=args.rank, world_size=args.world_size,
-                       overwrite=args.overwrite)
+                       overwrite=args.overwrite, embed_source=args.embed_source)
     print(json.dumps(summary, indent=2))
     return 0

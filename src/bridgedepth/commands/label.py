@@ -15,6 +15,9 @@ def add_arguments(p):
     p.add_argument("--generated", required=True, help="generated shard folder (bridge generate output)")
     p.add_argument("--out", required=True, help="output shard folder (one shard per input shard)")
     p.add_argument("--workers", type=int, help="local worker processes, each owning whole shards (default label.workers)")
+    p.add_argument("--embed-source", action="store_true",
+                   help="store the source depth, valid mask and RGB in each labelled sample instead of the "
+                        "generated samples' source_ref (a self-contained set)")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.add_argument("--no-progress", action="store_true")
 
@@ -23,7 +26,8 @@ def run(args) -> int:
     from ..labels.label import label
 
     cfg = config_from_args(args)
-    s = label(cfg, args.teacher, args.generated, args.out, workers=args.workers, progress=not args.no_progress)
+    s = label(cfg, args.teacher, args.generated, args.out, workers=args.workers, progress=not args.no_progress,
+              embed_source=args.embed_source)
     if args.json:
         print(json.dumps(s.to_json(), indent=2))
         return 0

@@ -17,6 +17,8 @@ def add_arguments(p) -> None:
     v.add_argument("--json", action="store_true", help="print the report as JSON")
     v.add_argument("--no-decode", dest="decode", action="store_false",
                    help="skip decoding the members (checksums and tar structure only; faster)")
+    v.add_argument("--no-refs", dest="refs", action="store_false",
+                   help="skip checking that samples' source_ref references resolve (source shard, key, sha256)")
     i = sub.add_parser("info", help="summarise a dataset's manifest (shards, samples, skipped, meta)")
     i.add_argument("dir")
     i.add_argument("--json", action="store_true", help="print the manifest (refreshed from status files) as JSON")
@@ -33,12 +35,13 @@ def run(args) -> int:
 def _verify(args) -> int:
     from ..data.shards import verify_dataset
 
-    rep = verify_dataset(args.dir, decode=args.decode)
+    rep = verify_dataset(args.dir, decode=args.decode, refs=args.refs)
     if args.json:
         print(json.dumps(rep.to_dict(), indent=2))
         return 0 if rep.ok else 1
     print(f"{rep.dir}: {rep.num_shards} shard(s), {rep.num_complete} complete and valid, "
-          f"{rep.num_samples} sample(s), {rep.num_skipped} skipped input(s)")
+          f"{rep.num_samples} sample(s), {rep.num_skipped} skipped input(s)"
+          + (f", {rep.num_refs} source reference(s) checked" if rep.num_refs else ""))
     for s in rep.shards:
         state = "ok" if s["ok"] else "BAD"
         print(f"  {s['name']}  {s['samples']:>7d} samples  {state}")

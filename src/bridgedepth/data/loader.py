@@ -34,6 +34,7 @@ import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
 from ..errors import InputError
+from .refs import REF_FIELD, SourceResolver, fields_to_decode
 from .shards import IndexedShard, iter_shard, require_complete
 
 
@@ -58,9 +59,12 @@ class ShardDataset(IterableDataset):
         shuffle_group: when > 0 (and ``shuffle``), read each reader's shards this many at a time, the
             samples of a group in a seeded random permutation (random access; ``shuffle_buffer`` is
             then unused). See the module docstring.
-        verify: check each shard's sha256 before reading it (cached per unchanged file).
+        verify: check each shard's sha256 before reading it (cached per unchanged file); this also
+            applies to the source shards that samples' ``source_ref`` fields point to.
         allow_incomplete: read only the complete shards of a set still being written instead of
             refusing it.
+        resolve: add the fields of each sample's ``source_ref`` (:mod:`bridgedepth.data.refs`), through
+            one LRU of open source shards per reader.
 
     Call ``set_epoch(e)`` before each epoch for a new order (the DataLoader copies the dataset into
     its workers when an epoch's iterator starts, so avoid ``persistent_workers=True`` with it).
@@ -80,6 +84,7 @@ class ShardDataset(IterableDataset):
         shuffle_group: int = 0,
         verify: bool = True,
         allow_incomplete: bool = False,
+        resolve: bool = True,
     ):
         super().__init__()
         if isinstance(dirs, (str, os.PathLike)):
@@ -99,6 +104,7 @@ class ShardDataset(IterableDataset):
         if self.shuffle_group < 0:
             raise InputError(f"ShardDataset: shuffle_group must be >= 0, got {shuffle_group}")
         self.verify = bool(verify)
+        self.resolve = bool(resolve)
         self.epoch = 0
         self.shards: list[tuple[Path, str, int]] = []  # (path, sha256, samples)
         for d in self.dirs:
@@ -159,18 +165,28 @@ class ShardDataset(IterableDataset):
             return
         last = {int(j): i for i, j in enumerate(plan[:, 0])}
         open_: dict[int, IndexedShard] = {}
+        resolver = self._resolver()
+        decode = fields_to_decode(self.fields) if self.resolve else self.fields
         try:
             for i, (j, k) in enumerate(plan.tolist()):
                 shard = open_.get(j)
                 if shard is None:
                     path, sha, n = self.shards[j]
                     shard = open_[j] = IndexedShard(path, sha256=sha if self.verify else None, expected=n)
-                yield shard.sample(k, self.fields)
+                s = shard.sample(k, decode)
+                if self.resolve and REF_FIELD in s:
+                    resolver.resolve(s, shard.path.parent, where=str(shard.path), fields=self.fields)
+                yield s
                 if last[j] == i:
                     open_.pop(j).close()
         finally:
             for shard in open_.values():
                 shard.close()
+            resolver.close()
+
+    def _resolver(self) -> SourceResolver:
+        # a group of g referencing shards made from g source shards: keep them all open
+        return SourceResolver(max_open=max(16, 2 * self.shuffle_group), verify=self.verify)
 
     def shards_for(self, rank: int, worker: int = 0, num_workers: int = 1) -> list[Path]:
         """The shard files reader (rank, worker) reads in the current epoch, in reading order."""
@@ -195,9 +211,10 @@ class ShardDataset(IterableDataset):
             yield s
 
     def _samples(self, shards: list[tuple[Path, str, int]]) -> Iterator[dict]:
-        for path, sha, _n in shards:
-            yield from iter_shard(path, sha256=sha if self.verify else None, fields=self.fields,
-                                  cache_checksum=True)
+        with self._resolver() as resolver:
+            for path, sha, _n in shards:
+                yield from iter_shard(path, sha256=sha if self.verify else None, fields=self.fields,
+                                      cache_checksum=True, resolve=self.resolve, resolver=resolver)
 
 
 def _buffer_shuffle(it: Iterator[dict], size: int, rng: random.Random) -> Iterator[dict]:

@@ -64,6 +64,7 @@ __all__ = [
     "iter_shard",
     "iter_shard_members",
     "IndexedShard",
+    "SOURCE_CONTEXT",
     "load_manifest",
     "rebuild_manifest",
     "verify_dataset",
@@ -577,10 +578,38 @@ def _remove_temps(d: Path, name: str) -> None:
             p.unlink()
 
 
-class _ShardWriter:
-    """Write one shard: temp file -> fsync -> rename -> status file."""
+class _HashingFile:
+    """A write-only file wrapper that computes the sha256 of everything written through it."""
 
-    def __init__(self, d: Path, name: str):
+    def __init__(self, f):
+        self.f = f
+        self.h = hashlib.sha256()
+        self.size = 0
+
+    def write(self, b) -> int:
+        n = self.f.write(b)
+        self.h.update(b)
+        self.size += len(b)
+        return n
+
+    def flush(self) -> None:
+        self.f.flush()
+
+
+_STOP = object()
+
+
+class _ShardWriter:
+    """Write one shard: temp file -> fsync -> rename -> status file.
+
+    The sha256 is computed while the bytes are written (no second read of the file). With
+    ``threaded``, encoding (PNG compression, ``.npy``), tar writing and hashing run in a writer
+    thread fed by a bounded queue of ``queue_size`` samples, so the caller (a GPU loop) only hands
+    samples over; samples are written in the order given, so the shard is byte-identical either way.
+    An error in the thread (a field that cannot be stored) is raised by the next ``write`` or by
+    ``commit``."""
+
+    def __init__(self, d: Path, name: str, *, threaded: bool = False, queue_size: int = 64):
         from webdataset import TarWriter
 
         self.d, self.name = d, name
@@ -589,31 +618,77 @@ class _ShardWriter:
             _status_path(d, name).unlink()  # the old shard (if any) is no longer trusted
         self.tmp = d / f"{name}{TMP_MARK}{uuid.uuid4().hex[:12]}"
         self.f = open(self.tmp, "wb")
+        self.hf = _HashingFile(self.f)
         # mtime fixed: identical content gives an identical shard (and checksum)
-        self.tw = TarWriter(self.f, encoder=False, mtime=0, mode=0o644, user="bridge", group="bridge")
+        self.tw = TarWriter(self.hf, encoder=False, mtime=0, mode=0o644, user="bridge", group="bridge")
         self.keys: set[str] = set()
         self.samples = 0
+        self._thread = None
+        self._error: BaseException | None = None
+        self._aborting = False  # abort(): the thread drops what is still queued
+        if threaded:
+            import queue
+            import threading
 
-    def write(self, sample: dict) -> None:
+            self._q: queue.Queue = queue.Queue(maxsize=max(1, int(queue_size)))
+            self._thread = threading.Thread(target=self._run, name=f"shard-writer {name}", daemon=True)
+            self._thread.start()
+
+    def _write_now(self, sample: dict) -> None:
         members = encode_sample(sample)
         key = sample["__key__"]
-        if key in self.keys:
-            raise InputError(f"{self.d / self.name}: duplicate sample key {key!r}")
-        self.keys.add(key)
         prefix = key + "."
         obj: dict[str, Any] = {"__key__": key}
         for member, data in members.items():
             obj[member[len(prefix):]] = data
         self.tw.write(obj)
+
+    def _run(self) -> None:
+        while True:
+            item = self._q.get()
+            if item is _STOP:
+                return
+            if self._error is None and not self._aborting:
+                try:
+                    self._write_now(item)
+                except BaseException as e:  # noqa: BLE001 - handed to the caller's thread
+                    self._error = e
+
+    def _raise(self) -> None:
+        if self._error is not None:
+            raise self._error
+
+    def _stop_thread(self) -> None:
+        if self._thread is not None and self._thread.is_alive():
+            self._q.put(_STOP)
+            self._thread.join()
+        self._thread = None
+
+    def write(self, sample: dict) -> None:
+        if "__key__" not in sample:
+            raise InputError("sample has no '__key__'")
+        key = _check_key(sample["__key__"])
+        if key in self.keys:
+            raise InputError(f"{self.d / self.name}: duplicate sample key {key!r}")
+        self.keys.add(key)
         self.samples += 1
+        if self._thread is None:
+            self._write_now(sample)
+        else:
+            self._raise()
+            self._q.put(sample)
 
     def commit(self, **status: Any) -> ShardInfo:
+        self._stop_thread()
+        self._raise()
         self.tw.close()
         self.f.flush()
         os.fsync(self.f.fileno())
         self.f.close()
-        digest = sha256_file(self.tmp)
+        digest = self.hf.h.hexdigest()
         size = self.tmp.stat().st_size
+        if size != self.hf.size:  # pragma: no cover - would mean bytes bypassed the hashing wrapper
+            raise ShardError(f"{self.tmp}: {size} bytes on disk, {self.hf.size} written")
         final = self.d / self.name
         os.replace(self.tmp, final)
         _fsync_dir(self.d)
@@ -622,6 +697,9 @@ class _ShardWriter:
         return info
 
     def abort(self) -> None:
+        self._aborting = True
+        with contextlib.suppress(Exception):
+            self._stop_thread()
         with contextlib.suppress(Exception):
             self.tw.close()
         with contextlib.suppress(Exception):
@@ -716,10 +794,13 @@ def _write_todo(d, names, todo, make_sample, bar) -> None:
                 raise
 
 
+SOURCE_CONTEXT = "__source__"  # map_dataset: {"dir", "shard", "sha256"} of each input sample's shard
+
+
 def map_dataset(
     in_dir: str | os.PathLike,
     out_dir: str | os.PathLike,
-    fn: Callable[[dict], list[dict]],
+    fn: Callable[[dict], list[dict]] | Callable[[list[dict]], list],
     *,
     desc: str = "mapping shards",
     rank: int = 0,
@@ -727,17 +808,30 @@ def map_dataset(
     meta: dict | None = None,
     fields: Iterable[str] | None = None,
     progress: bool = True,
+    chunk: int = 0,
+    writer_thread: bool = True,
 ) -> Manifest:
     """Apply ``fn`` to every sample of ``in_dir``; write one output shard per input shard (same name).
 
     ``fn(sample)`` returns a list of output samples (possibly empty). Raising :class:`InputError`
-    marks the input sample as skipped (its key and the reason are recorded). This rank handles the
-    input shards at positions ``j % world_size == rank`` of the sorted shard list. An output shard is
-    complete when its status file and checksum match and it was made from the current input shard
-    (same input checksum); complete output shards are skipped, others are (re)written.
-    ``fields`` limits which input fields are decoded. The input set must be complete.
+    marks the input sample as skipped (its key and the reason are recorded). With ``chunk`` > 0,
+    ``fn`` is batched: it gets a list of up to ``chunk`` consecutive samples of one input shard and
+    returns one entry per sample, its list of outputs or an :class:`InputError` *instance* (that
+    sample is skipped with that reason; an InputError raised skips the whole chunk).
+    Each input sample carries ``sample["__source__"] = {"dir", "shard", "sha256"}`` (absolute input
+    directory, input shard name and checksum: what a ``source_ref`` needs; ``__`` fields are never
+    stored). Input samples with a ``source_ref`` are resolved (:func:`iter_shard`).
+
+    This rank handles the input shards at positions ``j % world_size == rank`` of the sorted shard
+    list. An output shard is complete when its status file and checksum match and it was made from
+    the current input shard (same input checksum); complete output shards are skipped, others are
+    (re)written: the unit of resumption is one shard. ``fields`` limits which input fields are
+    decoded. ``writer_thread``: encode and write output samples in a writer thread (see
+    ``_ShardWriter``). The input set must be complete.
     """
     _check_rank(rank, world_size)
+    if int(chunk) < 0:
+        raise InputError(f"map_dataset: chunk must be >= 0, got {chunk}")
     src = require_complete(in_dir, "finish writing the input first")
     d = Path(out_dir)
     if d.resolve() == Path(in_dir).resolve():
@@ -753,31 +847,64 @@ def map_dataset(
     rebuild_manifest(d, names, **spec)  # records the expected shards before any is written
     try:
         _map_todo(Path(in_dir), d, todo, fn, fields,
-                  _progress(sum(s.samples for s in todo), desc, rank, world_size, progress))
+                  _progress(sum(s.samples for s in todo), desc, rank, world_size, progress),
+                  int(chunk), writer_thread)
     finally:
         manifest = rebuild_manifest(d, names, **spec)
     return manifest
 
 
-def _map_todo(in_d, d, todo, fn, fields, bar) -> None:
-    with bar:
+def _chunks(it: Iterator[dict], n: int) -> Iterator[list[dict]]:
+    group: list[dict] = []
+    for x in it:
+        group.append(x)
+        if len(group) == n:
+            yield group
+            group = []
+    if group:
+        yield group
+
+
+def _map_todo(in_d, d, todo, fn, fields, bar, chunk: int = 0, writer_thread: bool = True) -> None:
+    from .refs import SourceResolver
+
+    src_dir = str(in_d.resolve())
+    with bar, SourceResolver() as resolver:
         for s in todo:
-            w = _ShardWriter(d, s.name)
+            w = _ShardWriter(d, s.name, threaded=writer_thread)
             skipped: list[dict] = []
             inputs = 0
+            context = {"dir": src_dir, "shard": s.name, "sha256": s.sha256}
             try:
-                for sample in iter_shard(in_d / s.name, sha256=s.sha256, fields=fields):
-                    inputs += 1
-                    try:
-                        outs = fn(sample)
-                    except InputError as e:
-                        skipped.append({"key": sample["__key__"], "reason": str(e)})
-                        outs = []
-                    if outs is None:
-                        raise TypeError(f"map_dataset: fn returned None for {sample['__key__']!r}; return [] to drop")
-                    for o in outs:
-                        w.write(o)  # errors here (bad field, duplicate key) are bugs: abort
-                    bar.update(1)
+                samples = iter_shard(in_d / s.name, sha256=s.sha256, fields=fields, resolver=resolver)
+                for group in _chunks(samples, max(1, chunk)):
+                    inputs += len(group)
+                    for sample in group:
+                        sample[SOURCE_CONTEXT] = context
+                    if chunk:
+                        try:
+                            results = fn(group)
+                        except InputError as e:
+                            results = [e] * len(group)
+                        if not isinstance(results, list) or len(results) != len(group):
+                            raise TypeError(f"map_dataset: batched fn returned {type(results).__name__} "
+                                            f"of length {len(results) if isinstance(results, list) else '?'} "
+                                            f"for {len(group)} samples; return one entry per sample")
+                    else:
+                        try:
+                            results = [fn(group[0])]
+                        except InputError as e:
+                            results = [e]
+                    for sample, outs in zip(group, results):
+                        if isinstance(outs, InputError):
+                            skipped.append({"key": sample["__key__"], "reason": str(outs)})
+                            continue
+                        if outs is None:
+                            raise TypeError(f"map_dataset: fn returned None for {sample['__key__']!r}; "
+                                            "return [] to drop")
+                        for o in outs:
+                            w.write(o)  # errors here (bad field, duplicate key) are bugs: abort
+                    bar.update(len(group))
                 w.commit(skipped=skipped, source_sha256=s.sha256, inputs=inputs)
             except BaseException:
                 w.abort()
@@ -795,15 +922,36 @@ def iter_shard(
     sha256: str | None = None,
     fields: Iterable[str] | None = None,
     cache_checksum: bool = False,
+    resolve: bool = True,
+    resolver=None,
 ) -> Iterator[dict]:
     """Decode the samples of one shard file. With ``sha256``, the file is checked first and refused
-    when it does not match."""
+    when it does not match.
+
+    ``resolve``: samples holding a ``source_ref`` get the referenced source fields added
+    (:mod:`bridgedepth.data.refs`; a :class:`~bridgedepth.data.refs.SourceRefError` when the source
+    is missing or changed), through ``resolver`` (a ``SourceResolver``; by default one for this call)."""
     p = Path(path)
     if sha256 is not None:
         _check_sha(p, sha256, cache_checksum)
     wanted = None if fields is None else list(fields)
-    for members in _iter_tar_groups(p):
-        yield decode_sample(members, fields=wanted, where=str(p))
+    decode = wanted
+    own = None
+    if resolve:
+        from .refs import REF_FIELD, SourceResolver, fields_to_decode
+
+        decode = fields_to_decode(wanted)
+        if resolver is None:
+            resolver = own = SourceResolver()
+    try:
+        for members in _iter_tar_groups(p):
+            sample = decode_sample(members, fields=decode, where=str(p))
+            if resolve and REF_FIELD in sample:
+                resolver.resolve(sample, p.parent, where=str(p), fields=wanted)
+            yield sample
+    finally:
+        if own is not None:
+            own.close()
 
 
 def _check_sha(p: Path, sha256: str, cache: bool) -> None:
@@ -861,9 +1009,17 @@ class IndexedShard:
     def __len__(self) -> int:
         return len(self._groups)
 
-    def members(self, i: int) -> dict[str, bytes]:
+    def keys(self) -> list[str]:
+        """The sample keys, in file order (``keys()[i]`` is sample ``i``'s)."""
+        return [g[0][0].split(".", 1)[0] for g in self._groups]
+
+    def members(self, i: int, fields: Iterable[str] | None = None) -> dict[str, bytes]:
+        """The raw members of sample ``i`` (only those of ``fields`` when given: the others are not read)."""
+        wanted = None if fields is None else set(fields)
         out = {}
         for name, offset, size in self._groups[i]:
+            if wanted is not None and name.split(".")[1] not in wanted:
+                continue
             self._f.seek(offset)
             data = self._f.read(size)
             if len(data) != size:
@@ -872,7 +1028,10 @@ class IndexedShard:
         return out
 
     def sample(self, i: int, fields: Iterable[str] | None = None) -> dict:
-        return decode_sample(self.members(i), fields=fields, where=str(self.path))
+        members = self.members(i, fields)
+        if not members:  # none of the wanted fields: the key alone (as decode_sample gives)
+            return {"__key__": self._groups[i][0][0].split(".", 1)[0]}
+        return decode_sample(members, fields=fields, where=str(self.path))
 
     def close(self) -> None:
         self._f.close()
@@ -896,18 +1055,24 @@ def iter_samples(
     verify: bool = True,
     fields: Iterable[str] | None = None,
     allow_incomplete: bool = False,
+    resolve: bool = True,
 ) -> Iterator[dict]:
     """Yield every sample of a dataset directory, shard by shard, in order.
 
     Refuses an incomplete dataset (unless ``allow_incomplete``: then only complete shards are read)
-    and, with ``verify``, any shard whose sha256 differs from its status file.
+    and, with ``verify``, any shard whose sha256 differs from its status file. ``resolve``: add the
+    fields of each sample's ``source_ref`` (see :func:`iter_shard`).
     """
     m = require_complete(in_dir, "rerun the writer to finish them", allow_incomplete)
     wanted = None if fields is None else list(fields)
-    for s in m.shards:
-        if not s.complete:
-            continue
-        yield from iter_shard(Path(in_dir) / s.name, sha256=s.sha256 if verify else None, fields=wanted)
+    from .refs import SourceResolver
+
+    with SourceResolver(verify=verify) as resolver:
+        for s in m.shards:
+            if not s.complete:
+                continue
+            yield from iter_shard(Path(in_dir) / s.name, sha256=s.sha256 if verify else None, fields=wanted,
+                                  resolve=resolve, resolver=resolver)
 
 
 # --------------------------------------------------------------------------------------------
@@ -918,7 +1083,7 @@ def iter_samples(
 @dataclasses.dataclass
 class Problem:
     shard: str | None
-    kind: str  # missing | incomplete | checksum | unreadable | count | temporary | unlisted | duplicate | manifest
+    kind: str  # missing | incomplete | checksum | unreadable | count | temporary | unlisted | duplicate | manifest | reference
     message: str
 
     def to_dict(self) -> dict:
@@ -932,6 +1097,7 @@ class VerifyReport:
     num_complete: int = 0
     num_samples: int = 0
     num_skipped: int = 0
+    num_refs: int = 0
     shards: list[dict] = dataclasses.field(default_factory=list)
     problems: list[Problem] = dataclasses.field(default_factory=list)
 
@@ -947,18 +1113,26 @@ class VerifyReport:
             "num_complete": self.num_complete,
             "num_samples": self.num_samples,
             "num_skipped": self.num_skipped,
+            "num_refs": self.num_refs,
             "shards": self.shards,
             "problems": [p.to_dict() for p in self.problems],
         }
 
 
-def verify_dataset(in_dir: str | os.PathLike, *, decode: bool = True) -> VerifyReport:
+def verify_dataset(in_dir: str | os.PathLike, *, decode: bool = True, refs: bool = True) -> VerifyReport:
     """Check a dataset directory and report every problem found (never raises for a bad shard).
 
     Checks: manifest readable; every listed shard present and complete; sha256 matches; every member
     safe and (with ``decode``) decodable; sample counts match; sample keys unique across the set; no
-    temporary files left; no shard files that the manifest does not list.
+    temporary files left; no shard files that the manifest does not list. With ``refs``, every
+    sample's ``source_ref`` (:mod:`bridgedepth.data.refs`) resolves: the source set, shard and key
+    exist and the source shard's sha256 is the one the reference records (each source shard is
+    hashed once). Problems of that kind are ``reference``; ``VerifyReport.num_refs`` counts the
+    references checked.
     """
+    from .refs import REF_FIELD, check_ref
+
+    ref_cache: dict = {}
     d = Path(in_dir)
     rep = VerifyReport(dir=str(d))
     if not d.is_dir():
@@ -997,6 +1171,7 @@ def verify_dataset(in_dir: str | os.PathLike, *, decode: bool = True) -> VerifyR
             entry["complete"] = False
             continue
         count = 0
+        ref_bad: list[str] = []
         try:
             for members in _iter_tar_groups(p, where=s.name):
                 key = next(iter(members)).split(".", 1)[0]
@@ -1005,9 +1180,19 @@ def verify_dataset(in_dir: str | os.PathLike, *, decode: bool = True) -> VerifyR
                 keys[key] = s.name
                 if decode:
                     decode_sample(members, where=s.name)
+                ref_member = f"{key}.{REF_FIELD}.json"
+                if refs and ref_member in members:
+                    ref = decode_field("json", members[ref_member], where=f"{s.name}:{ref_member}")
+                    rep.num_refs += 1
+                    why = check_ref(ref, d, where=s.name, key=key, cache=ref_cache)
+                    if why is not None:
+                        ref_bad.append(why)
                 count += 1
         except ShardError as e:
             bad("unreadable", str(e))
+        if ref_bad:
+            more = f" (and {len(ref_bad) - 1} more unresolvable reference(s) in this shard)" if len(ref_bad) > 1 else ""
+            bad("reference", ref_bad[0] + more)
         if count != info.samples and entry["ok"]:
             bad("count", f"{s.name}: {count} samples in the tar, {info.samples} in its status file")
         if entry["ok"]:

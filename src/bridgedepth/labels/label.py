@@ -1,7 +1,8 @@
 """`bridge label`: teacher pseudo-labels plus similarity masks for every generated sample.
 
 For each generated sample (schema in docs/architecture.md: ``rgb`` = generated image, ``source_rgb`` =
-the original synthetic render, ``depth``/``valid`` = its exact ground truth) this adds
+the original synthetic render, ``depth``/``valid`` = its exact ground truth; either stored in the
+sample or added by the reader from its ``source_ref``, see :mod:`bridgedepth.data.refs`) this adds
 
 * ``pseudo``  the teacher's relative disparity at the generated image's resolution (float16);
 * ``mask``    the fusion similarity mask (bool, PNG in the shard) in the generated image's grid: the
@@ -69,11 +70,15 @@ class Labeller:
     """Pseudo-label and mask one generated sample at a time (the map job's ``fn``)."""
 
     def __init__(self, teacher_dir: str | os.PathLike, cfg: LabelConfig, device: str = "cpu",
-                 input_size: int | None = None):
+                 input_size: int | None = None, *, generated_dir: str | os.PathLike | None = None,
+                 out_dir: str | os.PathLike | None = None, embed_source: bool = False):
         import torch
 
         from ..mde import load_model
 
+        self.generated_dir = None if generated_dir is None else Path(generated_dir)
+        self.out_dir = None if out_dir is None else Path(out_dir)
+        self.embed_source = bool(embed_source)
         self.torch = torch
         self.model = load_model(teacher_dir, device=device)
         self.device = device
@@ -111,7 +116,7 @@ class Labeller:
         res = similarity_mask(gen, orig, self.cfg)
         stats = res.stats()
         mask = mask_in_generated_frame(res.mask, stats, gen.shape[:2])
-        out = dict(sample)
+        out = self._carry(sample)
         out["pseudo"] = pseudo.astype(np.float16)
         out["mask"] = mask
         meta = dict(sample.get("meta") or {})
@@ -119,6 +124,28 @@ class Labeller:
                      "teacher": self.teacher_id, "label_version": LABEL_VERSION})
         out["meta"] = meta
         return [out]
+
+
+    def _carry(self, sample: dict) -> dict:
+        """What the labelled sample keeps of the generated one. A referencing sample keeps its
+        reference (rebased to the labelled set's folder) and not the source fields the reader added;
+        with ``embed_source`` those are stored and the reference dropped."""
+        from ..data.refs import REF_FIELD, SOURCE_FIELDS, rebase_ref
+
+        out = dict(sample)
+        ref = out.get(REF_FIELD)
+        if ref is None:
+            return out
+        if self.embed_source:
+            del out[REF_FIELD]
+            return out
+        if self.generated_dir is None or self.out_dir is None:
+            raise InputError(f"sample {sample.get('__key__', '?')}: has a {REF_FIELD}; the Labeller needs "
+                             "generated_dir and out_dir to keep it (or embed_source=True)")
+        for f in SOURCE_FIELDS:
+            out.pop(f, None)
+        out[REF_FIELD] = rebase_ref(ref, self.generated_dir, self.out_dir)
+        return out
 
 
 def mask_in_generated_frame(mask: np.ndarray, stats: dict, generated_hw: tuple[int, int]) -> np.ndarray:
@@ -132,10 +159,11 @@ def mask_in_generated_frame(mask: np.ndarray, stats: dict, generated_hw: tuple[i
 
 
 def _label_rank(teacher_dir, generated_dir, out_dir, cfg: LabelConfig, device, input_size, rank, world_size,
-                progress) -> None:
+                progress, embed_source=False) -> None:
     from ..data.shards import map_dataset
 
-    labeller = Labeller(teacher_dir, cfg, device=device, input_size=input_size)
+    labeller = Labeller(teacher_dir, cfg, device=device, input_size=input_size, generated_dir=generated_dir,
+                        out_dir=out_dir, embed_source=embed_source)
     map_dataset(generated_dir, out_dir, labeller, desc=f"labelling (rank {rank})", rank=rank,
                 world_size=world_size, meta={"stage": "label", "teacher": labeller.teacher_id,
                                              "label": to_dict(cfg)}, progress=progress)
@@ -168,8 +196,12 @@ def summarize(out_dir: str | os.PathLike) -> LabelSummary:
 
 def label(cfg: Config, teacher_dir: str | os.PathLike, generated_dir: str | os.PathLike,
           out_dir: str | os.PathLike, *, workers: int | None = None, rank: int | None = None,
-          world_size: int | None = None, progress: bool = True) -> LabelSummary:
-    """Label every generated sample; returns (and writes ``label_summary.json``) the summary."""
+          world_size: int | None = None, progress: bool = True, embed_source: bool = False) -> LabelSummary:
+    """Label every generated sample; returns (and writes ``label_summary.json``) the summary.
+
+    Generated samples that reference their source (``source_ref``) are resolved for the mask and the
+    labelled sample keeps the reference (only what labelling computes, the generated ``rgb`` and
+    ``meta`` are stored); ``embed_source`` stores the source fields instead (self-contained set)."""
     if not Path(teacher_dir).is_dir():
         raise InputError(f"{teacher_dir}: teacher checkpoint folder not found")
     if not Path(generated_dir).is_dir():
@@ -185,12 +217,14 @@ def label(cfg: Config, teacher_dir: str | os.PathLike, generated_dir: str | os.P
     input_size = cfg.model.input_size
     t0 = time.perf_counter()
     if workers == 1:
-        _label_rank(teacher_dir, generated_dir, out, cfg.label, device, input_size, rank, world_size, progress)
+        _label_rank(teacher_dir, generated_dir, out, cfg.label, device, input_size, rank, world_size, progress,
+                    embed_source)
     else:
         import multiprocessing as mp
 
         jobs = [(str(teacher_dir), str(generated_dir), str(out), cfg.label, device, input_size,
-                 rank * workers + w, world_size * workers, progress and w == 0) for w in range(workers)]
+                 rank * workers + w, world_size * workers, progress and w == 0, embed_source)
+                for w in range(workers)]
         with mp.get_context("spawn").Pool(workers) as pool:
             pool.map(_worker, jobs)
     seconds = time.perf_counter() - t0

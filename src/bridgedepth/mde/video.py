@@ -8,7 +8,7 @@ in a temporary memory-mapped file beside the output, float32 at the frame size):
    ``align=True``) to the previous output frame before anything else; with ``smooth > 0`` it is then
    blended, ``s_t = (1 - smooth) * aligned_t + smooth * s_{t-1}``. Metric predictions are not aligned
    (their scale is the point), only blended;
-2. colourise every frame with the *clip's* range (the 1st and 99th percentile of all predictions), so
+2. colourise every frame with the *clip's* range (min to max over all frames, subsampled), so
    that the brightness of a static object does not change with what else is in the frame, and write
    the depth (or input | depth, ``side_by_side``) clip.
 
@@ -106,7 +106,7 @@ def predict_video(predictor, src, out, *, side_by_side: bool = False, smooth: fl
         sample = sample[np.isfinite(sample) & ((sample > 0) if kind == "depth" else True)]
         if sample.size == 0:
             raise InputError(f"{info.path}: no valid prediction in any frame")
-        lo, hi = (float(x) for x in np.percentile(sample, [1.0, 99.0]))
+        lo, hi = float(sample.min()), float(sample.max())
         # pass 2: colourise with the clip's range and write
         width = info.width * (2 if side_by_side else 1)
         flick_clip, flick_frame = [], []
@@ -132,7 +132,7 @@ def predict_video(predictor, src, out, *, side_by_side: bool = False, smooth: fl
         "kind": kind, "unit": "m" if kind == "depth" else "relative",
         "meaning": ("metric depth in metres" if kind == "depth"
                     else "relative disparity (affine-invariant inverse depth, larger = nearer)"),
-        "normalisation": "one range for the whole clip (1st-99th percentile of all frames)",
+        "normalisation": "one range for the whole clip (min to max over all frames)",
         "range": [lo, hi], "colormap": cmap, "near": "white" if grayscale else "red",
         "aligned": bool(align and kind == "disparity"), "smooth": smooth, "audio": "dropped",
         "flicker_clip_normalisation": float(np.mean(flick_clip)) if flick_clip else 0.0,

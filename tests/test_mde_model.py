@@ -104,7 +104,7 @@ def test_save_load_roundtrip_and_pipeline(tmp_path):
     torch.nn.init.normal_(head.mlp[2].weight)
     out = save_model(model, tmp_path / "ckpt", extra={"stage": "teacher", "step": 5}, scale_head=head, input_size=56)
     names = sorted(p.name for p in out.iterdir())
-    assert names == ["bridge.json", "config.json", "model.safetensors", "preprocessor_config.json",
+    assert names == ["README.md", "bridge.json", "config.json", "model.safetensors", "preprocessor_config.json",
                      "scale_head.safetensors"]
     meta = read_metadata(out)
     assert meta["arch"] == "micro" and meta["extra"]["step"] == 5 and meta["input_size"] == 56

@@ -31,6 +31,8 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "predict": ("predict", "predict depth for images, folders, globs or lists"),
     "convert-checkpoint": ("convert_checkpoint", "convert an original Depth-Anything-V2 checkpoint"),
     "eval": ("eval", "evaluate predictions or a model on a benchmark with the standard protocol"),
+    "export": ("export", "export a depth checkpoint to ONNX, verified against PyTorch with onnxruntime"),
+    "app": ("app", "the web app: upload an image, see and download its depth (needs the app extra: gradio)"),
     "zoo": ("zoo", "the shipped toy foundation models: list them, or build (train) them from procedural scenes"),
 }
 

@@ -27,6 +27,8 @@ def add_arguments(p):
                     help="held-out source shards (default: finetune.heldout samples from whole scenes of the sources)")
     ft.add_argument("--out", required=True, help="output directory (LoRA weights, logs, sample grids)")
     ft.add_argument("--steps", type=int, default=None, help="fine-tuning steps (default finetune.steps)")
+    ft.add_argument("--log-with", default=None, metavar="TRACKER[,TRACKER]",
+                    help="also log to these accelerate trackers: tensorboard (OUT/d2i_finetune/), wandb, ...")
     add_config_args(ft)
 
 
@@ -41,7 +43,24 @@ def run(args) -> int:
     else:
         from ..d2i.finetune import finetune
 
-        summary = finetune(cfg, args.d2i, args.teacher, args.source, out, heldout=args.heldout, steps=args.steps)
+        accelerator = None
+        if args.log_with:
+            import torch
+            from accelerate import Accelerator
+
+            from ..mde.tracking import hparams, parse_log_with
+            from ..config import to_dict
+
+            cpu = cfg.device == "cpu" or (cfg.device == "auto" and not torch.cuda.is_available())
+            accelerator = Accelerator(mixed_precision=cfg.finetune.mixed_precision, cpu=cpu,
+                                      log_with=parse_log_with(args.log_with), project_dir=str(out))
+            accelerator.init_trackers("d2i_finetune", config=hparams(to_dict(cfg.finetune)))
+        try:
+            summary = finetune(cfg, args.d2i, args.teacher, args.source, out, heldout=args.heldout,
+                               steps=args.steps, accelerator=accelerator)
+        finally:
+            if accelerator is not None:
+                accelerator.end_training()
         b, a = summary["heldout_before"], summary["heldout_after"]
         off = [n for n, d in summary["rewards"].items() if not d["on"]]
         for n in off:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import glob
+import json
+import sys
 import time
 from pathlib import Path
 
@@ -11,32 +13,58 @@ from ..errors import InputError
 HELP = "predict depth for images, folders, globs or lists"
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff"}
-OUTPUT_KINDS = ("color", "png16", "npy", "side-by-side")
+VIDEO_SUFFIXES = {".mp4", ".mov", ".avi", ".mkv", ".webm", ".m4v"}  # = bridgedepth.io.video.VIDEO_SUFFIXES
+OUTPUT_KINDS = ("color", "png16", "npy", "side-by-side", "ply")
+MANIFEST = "predictions.json"
 
 
 def add_arguments(p):
     p.add_argument("inputs", nargs="+", metavar="INPUT",
-                   help="image files, folders (their images, sorted), globs, or .txt lists (one path a line)")
-    p.add_argument("--model", required=True, metavar="DIR", help="checkpoint directory (bridge or transformers)")
-    p.add_argument("--out", default="predictions", metavar="DIR", help="output folder (default: predictions)")
+                   help="image files, folders (their images, sorted), globs, .txt lists (one path a line) "
+                   "or videos (.mp4, .avi, .mov, .mkv, .webm)")
+    p.add_argument("--model", default=None, metavar="DIR|FILE.onnx",
+                   help="checkpoint directory (bridge or transformers), or an exported .onnx file with "
+                   "--backend onnx (default: the shipped toy depth model, relative disparity)")
+    p.add_argument("--backend", choices=("torch", "onnx"), default="torch",
+                   help="torch (default) or onnx: run an exported model (bridge export) with onnxruntime")
+    p.add_argument("--out", default="predictions", metavar="DIR|FILE.mp4",
+                   help="output folder (default: predictions); for one video, a .mp4/.avi file name")
     p.add_argument("--input-size", type=int, default=None,
-                   help="network shorter side, multiple of 14 (default: the checkpoint's, 518 for real models)")
+                   help="network shorter side, multiple of the patch size (default: the checkpoint's)")
     p.add_argument("--fixed-size", action="store_true",
                    help="feed input-size squares (aspect not kept) so that any images batch together")
-    p.add_argument("--batch-size", type=int, default=1)
+    p.add_argument("--batch-size", type=int, default=1, help="images (or video frames) per batch")
     p.add_argument("--outputs", default="color",
-                   help="comma list of: color, png16, npy, side-by-side (default: color)")
+                   help=f"comma list of: {', '.join(OUTPUT_KINDS)} (default: color)")
     p.add_argument("--metric", action="store_true",
                    help="metric depth in metres (metric model, or relative model + scale head)")
     p.add_argument("--grayscale", action="store_true", help="grey colouring (near = white) instead of Spectral_r")
     p.add_argument("--device", default="cpu", help="torch device (cpu, cuda, cuda:1, ...)")
     p.add_argument("--overwrite", action="store_true", help="recompute images whose outputs already exist")
+    p.add_argument("--strict", action="store_true",
+                   help="exit non-zero when any input fails (default: only when none succeeds)")
+    g = p.add_argument_group("point clouds (--outputs ply)")
+    g.add_argument("--fx", type=float, help="focal length in pixels (x)")
+    g.add_argument("--fy", type=float, help="focal length in pixels (y; default fx)")
+    g.add_argument("--cx", type=float, help="principal point x in pixels (default: the image centre)")
+    g.add_argument("--cy", type=float, help="principal point y in pixels (default: the image centre)")
+    g.add_argument("--fov", type=float, help="horizontal field of view in degrees, instead of --fx/--fy")
+    g.add_argument("--depth-scale", type=float, default=None,
+                   help="relative models only: metres = DEPTH_SCALE / disparity (assumes zero shift); "
+                   "without it a relative model refuses to write point clouds")
+    v = p.add_argument_group("videos")
+    v.add_argument("--side-by-side", action="store_true", help="video: write input | depth side by side")
+    v.add_argument("--smooth", type=float, default=0.0,
+                   help="video: temporal smoothing in [0, 1) of the aligned predictions (0 = off)")
 
 
-def collect_inputs(items: list[str]) -> list[Path]:
-    """Expand files, folders, globs and .txt lists into an ordered, de-duplicated list of image paths."""
+def collect_inputs(items: list[str], failures: list | None = None) -> list[Path]:
+    """Expand files, folders, globs and .txt lists into an ordered, de-duplicated list of image (and
+    video) paths. An unusable item raises :class:`InputError`, or, when ``failures`` is a list, is
+    appended to it as ``(item, reason)`` and skipped."""
     out: list[Path] = []
     seen: set[Path] = set()
+    known = IMAGE_SUFFIXES | VIDEO_SUFFIXES
 
     def add(p: Path) -> None:
         r = p.resolve()
@@ -49,7 +77,7 @@ def collect_inputs(items: list[str]) -> list[Path]:
         if base is not None and not p.is_absolute():
             p = base / p
         if p.is_dir():
-            imgs = sorted(q for q in p.iterdir() if q.suffix.lower() in IMAGE_SUFFIXES and q.is_file())
+            imgs = sorted(q for q in p.iterdir() if q.suffix.lower() in known and q.is_file())
             if not imgs:
                 raise InputError(f"{p}: folder has no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
             for q in imgs:
@@ -62,12 +90,12 @@ def collect_inputs(items: list[str]) -> list[Path]:
                 if line and not line.startswith("#"):
                     expand(line, p.parent)
         elif p.is_file():
-            if p.suffix.lower() not in IMAGE_SUFFIXES:
-                raise InputError(f"{p}: not an image file (suffix {p.suffix or 'none'})")
+            if p.suffix.lower() not in known:
+                raise InputError(f"{p}: not an image or video file (suffix {p.suffix or 'none'})")
             add(p)
         elif glob.has_magic(str(p)):
             matches = sorted(glob.glob(str(p), recursive=True))
-            imgs = [Path(m) for m in matches if Path(m).suffix.lower() in IMAGE_SUFFIXES and Path(m).is_file()]
+            imgs = [Path(m) for m in matches if Path(m).suffix.lower() in known and Path(m).is_file()]
             if not imgs:
                 raise InputError(f"{item}: the pattern matches no images")
             for q in imgs:
@@ -76,19 +104,72 @@ def collect_inputs(items: list[str]) -> list[Path]:
             raise InputError(f"{p}: no such file, folder or pattern")
 
     for item in items:
-        expand(item)
+        if failures is None:
+            expand(item)
+            continue
+        try:
+            expand(item)
+        except InputError as e:
+            failures.append((str(item), str(e)))
     return out
 
 
 def output_paths(out_dir: Path, stem: str, kinds: list[str], metric: bool) -> dict[str, Path]:
     tag = "depth" if metric else "disp"
     names = {"color": f"{stem}_color.png", "png16": f"{stem}_{tag}16.png", "npy": f"{stem}_{tag}.npy",
-             "side-by-side": f"{stem}_side.png"}
+             "side-by-side": f"{stem}_side.png", "ply": f"{stem}_points.ply"}
     return {k: out_dir / names[k] for k in kinds}
+
+
+def _load_predictor(args):
+    """(predictor, description of the model) for --model/--backend; the shipped toy model by default."""
+    model = args.model
+    if args.backend == "onnx":
+        if not model or not str(model).endswith(".onnx"):
+            raise InputError("--backend onnx needs --model FILE.onnx (made by `bridge export`)")
+        if args.metric or args.input_size or args.fixed_size:
+            raise InputError("--metric, --input-size and --fixed-size are fixed when the ONNX model is "
+                             "exported (bridge export --input-size ... [--metric])")
+        from ..mde.export import OnnxPredictor
+
+        return OnnxPredictor(model), f"{model} (onnxruntime)"
+    if model and str(model).endswith(".onnx"):
+        raise InputError(f"{model}: an ONNX file; run it with --backend onnx")
+    if model is None:
+        from ..zoo import model_path
+
+        model = model_path("depth")  # a clear message when it is not installed
+        print(f"using the shipped toy depth model ({model}); pass --model DIR for your own", file=sys.stderr)
+    from ..mde.predictor import Predictor
+
+    # (the predictor runs under torch.inference_mode; never switch autograd off process-wide: the CLI
+    # is also called in-process, e.g. from tests and notebooks)
+    predictor = Predictor.from_pretrained(
+        model, input_size=args.input_size, metric=args.metric, fixed_size=args.fixed_size, device=args.device
+    )
+    patch = predictor.patch
+    if args.input_size is not None and args.input_size % patch:
+        lo = max(patch, args.input_size // patch * patch)
+        raise InputError(f"--input-size {args.input_size}: must be a multiple of the model's patch size {patch} "
+                         f"(e.g. {lo} or {lo + patch})")
+    return predictor, str(model)
+
+
+def _metres(res, depth_scale: float | None):
+    """Metric depth of a result for point clouds; relative disparity needs an explicit scale."""
+    import numpy as np
+
+    if res.kind == "depth":
+        return res.values
+    d = res.values
+    return np.where(d > 0, depth_scale / np.maximum(d, 1e-12), 0.0).astype(np.float32)
 
 
 def run(args) -> int:
     from tqdm import tqdm
+
+    from ..io.pointcloud import Intrinsics, depth_to_ply
+    from ..mde.predictor import describe_values, read_rgb
 
     kinds = [k.strip() for k in args.outputs.split(",") if k.strip()]
     bad = [k for k in kinds if k not in OUTPUT_KINDS]
@@ -98,47 +179,124 @@ def run(args) -> int:
         raise InputError("--batch-size must be at least 1")
     if args.input_size is not None and args.input_size < 1:
         raise InputError(f"--input-size must be positive, got {args.input_size}")
-    paths = collect_inputs(args.inputs)
+    if args.depth_scale is not None and not args.depth_scale > 0:
+        raise InputError(f"--depth-scale must be positive, got {args.depth_scale}")
+    if "ply" in kinds:
+        Intrinsics.resolve(2, 2, fx=args.fx, fy=args.fy, cx=args.cx, cy=args.cy, fov=args.fov)  # fail early
+    failures: list[tuple[str, str]] = []
+    paths = collect_inputs(args.inputs, failures)
+    videos = [p for p in paths if p.suffix.lower() in VIDEO_SUFFIXES]
+    images = [p for p in paths if p.suffix.lower() not in VIDEO_SUFFIXES]
+    out_arg = Path(args.out)
+    video_file = out_arg.suffix.lower() in VIDEO_SUFFIXES
+    if video_file and (images or len(videos) > 1):
+        raise InputError(f"--out {out_arg}: a video file name takes exactly one video input "
+                         f"(got {len(videos)} video(s), {len(images)} image(s)); give a folder instead")
     stems: dict[str, Path] = {}
-    for p in paths:
+    for p in images:
         if p.stem in stems:
             raise InputError(f"two inputs share the name '{p.stem}': {stems[p.stem]} and {p}; "
                              "predict them into different --out folders")
         stems[p.stem] = p
+    if not paths:
+        for item, why in failures:
+            print(f"skipped {item}: {why}", file=sys.stderr)
+        raise InputError(f"no usable input: {len(failures)} input(s) failed ({failures[0][1]})" if failures
+                         else "no inputs")
 
-    from ..mde.predictor import Predictor, read_rgb
-
-    # (the predictor runs under torch.inference_mode; never switch autograd off process-wide: the CLI
-    # is also called in-process, e.g. from tests and notebooks)
-    predictor = Predictor.from_pretrained(
-        args.model, input_size=args.input_size, metric=args.metric, fixed_size=args.fixed_size, device=args.device
-    )
-    patch = predictor.patch
-    if args.input_size is not None and args.input_size % patch:
-        lo = max(patch, args.input_size // patch * patch)
-        raise InputError(f"--input-size {args.input_size}: must be a multiple of the model's patch size {patch} "
-                         f"(e.g. {lo} or {lo + patch})")
+    predictor, model_desc = _load_predictor(args)
     is_depth = predictor.kind == "depth"
-    out_dir = Path(args.out)
+    values = describe_values(predictor.kind)
+    if "ply" in kinds and not is_depth and args.depth_scale is None:
+        raise InputError("point clouds need metric depth, and this model predicts relative disparity: use a "
+                         "metric model (or --metric with a scale head), or pass --depth-scale S "
+                         "(metres = S / disparity)")
+    out_dir = out_arg.parent if video_file else out_arg
     out_dir.mkdir(parents=True, exist_ok=True)
     todo = []
-    for p in paths:
+    for p in images:
         outs = output_paths(out_dir, p.stem, kinds, is_depth)
         if args.overwrite or not all(o.exists() for o in outs.values()):
             todo.append((p, outs))
-    skipped = len(paths) - len(todo)
+    skipped = len(images) - len(todo)
+    done: list[dict] = []
+    notes: set[str] = set()
     t0 = time.perf_counter()
-    with tqdm(total=len(todo), desc="predict", unit="img", disable=None) as bar:
+    with tqdm(total=len(todo), desc="predict", unit="img", disable=None if todo else True) as bar:
         for i in range(0, len(todo), args.batch_size):
-            chunk = todo[i : i + args.batch_size]
-            results = predictor.predict_batch([read_rgb(p) for p, _ in chunk])
-            for (p, outs), res in zip(chunk, results):
+            chunk = []
+            for p, outs in todo[i : i + args.batch_size]:
+                try:
+                    chunk.append((p, outs, read_rgb(p)))
+                except InputError as e:
+                    failures.append((str(p), str(e)))
+            results = predictor.predict_batch([rgb for _, _, rgb in chunk]) if chunk else []
+            for (p, outs, _), res in zip(chunk, results):
                 for kind, target in outs.items():
-                    res.save(target, kind, grayscale=args.grayscale)
+                    if kind == "ply":
+                        h, w = res.values.shape
+                        intr = Intrinsics.resolve(w, h, fx=args.fx, fy=args.fy, cx=args.cx, cy=args.cy,
+                                                  fov=args.fov)
+                        if intr.centre_default:
+                            notes.add("point clouds: principal point = the image centre ((W-1)/2, (H-1)/2); "
+                                      "pass --cx/--cy to set it")
+                        scale_note = (f"metres = {args.depth_scale} / relative disparity (--depth-scale, "
+                                      "zero shift assumed)" if not is_depth else "metric depth (m)")
+                        depth_to_ply(target, _metres(res, args.depth_scale), res.rgb, intr,
+                                     [f"bridgedepth: {scale_note}", f"source {p.name}"])
+                    else:
+                        res.save(target, kind, grayscale=args.grayscale)
+                done.append({"input": str(p), "outputs": {k: str(v) for k, v in outs.items()}})
             bar.update(len(chunk))
     dt = time.perf_counter() - t0
-    what = "metric depth (m)" if is_depth else "relative disparity (larger = nearer)"
-    print(f"predicted {len(todo)} image(s) ({skipped} already done) in {dt:.1f} s -> {out_dir} [{what}; "
-          f"colour: Spectral_r, near = {'white' if args.grayscale else 'red'}, far = "
-          f"{'black' if args.grayscale else 'blue'}]")
+    video_summaries = []
+    if videos:
+        from ..mde.video import predict_video
+
+        if kinds != ["color"]:
+            notes.add("videos: --outputs does not apply (a colourised clip is written; "
+                      "use --side-by-side for input | depth)")
+        for v in videos:
+            target = out_arg if video_file else out_dir / f"{v.stem}_depth.mp4"
+            if target.exists() and not args.overwrite:
+                print(f"{target} exists (use --overwrite); skipped", file=sys.stderr)
+                continue
+            try:
+                s = predict_video(predictor, v, target, side_by_side=args.side_by_side, smooth=args.smooth,
+                                  batch_size=args.batch_size, grayscale=args.grayscale,
+                                  log=lambda m: print(m, file=sys.stderr))
+            except InputError as e:
+                failures.append((str(v), str(e)))
+                continue
+            video_summaries.append(s)
+            print(f"video {v} -> {target}: {s['frames']} frames in {s['seconds']:.1f} s; one colour range for "
+                  f"the clip [{s['range'][0]:.4g}, {s['range'][1]:.4g}]; flicker {s['flicker_clip_normalisation']:.2f} "
+                  f"(per-frame normalisation would give {s['flicker_per_frame_normalisation']:.2f}); "
+                  f"details in {target}.json")
+    manifest = {"model": model_desc, "backend": args.backend, **values,
+                "colormap": "gray" if args.grayscale else "Spectral_r",
+                "near": "white" if args.grayscale else "red", "far": "black" if args.grayscale else "blue",
+                "images": done, "videos": video_summaries,
+                "failures": [{"input": i, "reason": r} for i, r in failures]}
+    if not video_file:
+        from ..io import atomic_write
+
+        with atomic_write(out_dir / MANIFEST, "w") as f:
+            json.dump(manifest, f, indent=1)
+    for n in sorted(notes):
+        print(f"note: {n}", file=sys.stderr)
+    for item, why in failures:
+        print(f"failed {item}: {why}", file=sys.stderr)
+    colour = (f"colour: {'gray' if args.grayscale else 'Spectral_r'}, near = {'white' if args.grayscale else 'red'}, "
+              f"far = {'black' if args.grayscale else 'blue'}")
+    print(f"predicted {len(done)} image(s) ({skipped} already done) in {dt:.1f} s"
+          + (f" and {len(video_summaries)} video(s)" if videos else "")
+          + f" -> {out_dir} [{values['meaning']}; {colour}]")
+    ok = len(done) + len(video_summaries) + skipped
+    if failures:
+        print(f"{len(failures)} input(s) failed, {ok} succeeded"
+              + (f"; the list is in {out_dir / MANIFEST}" if not video_file else ""), file=sys.stderr)
+        if ok == 0 or args.strict:
+            print("error: " + ("no input succeeded" if ok == 0 else "--strict: some inputs failed"), file=sys.stderr)
+            return 2
     return 0

@@ -22,6 +22,8 @@ def add_arguments(p):
     p.add_argument("--val", help="held-out shard folder for validation (AbsRel/δ1 after disparity alignment)")
     p.add_argument("--steps", type=int, help="number of optimiser steps (overrides train.steps)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--log-with", default=None, metavar="TRACKER[,TRACKER]",
+                   help="also log to these accelerate trackers: tensorboard (OUT/train/), wandb, ...")
 
 
 DEFAULT_TARGET = {"teacher": "gt", "student-pseudo": "pseudo", "student-hybrid": "hybrid",
@@ -67,7 +69,7 @@ def run(args) -> int:
 
         validate = make_shard_validator(cfg.train.val, cfg)
     res = train(cfg, data, args.out, init_from=args.init_from, validate=validate,
-                progress=not args.no_progress)
+                progress=not args.no_progress, log_with=args.log_with)
     print(f"trained {cfg.train.stage}: {res.steps} steps (resumed from {res.resumed_from}), "
           f"final loss {res.final_loss:.4f}" + (f", best val {res.best_score:.4f}" if res.best_score is not None else ""))
     print(f"checkpoint: {res.out_dir / 'last'}")

@@ -283,6 +283,7 @@ def finetune(cfg: Config, d2i_dir: str | os.PathLike, teacher, source, out_dir: 
         if accelerator.is_main_process and fc.log_every and (step + 1) % fc.log_every == 0:
             with open(log_path, "a") as f:
                 f.write(json.dumps(rec) + "\n")
+            accelerator.log({k: v for k, v in rec.items() if k != "step"}, step=step + 1)  # --log-with trackers
         bar.set_postfix(loss=f"{rec['loss']:.4f}", depth=f"{logs.get('reward/depth', 0):.3f}")
         if accelerator.is_main_process and fc.sample_every and (step + 1) % fc.sample_every == 0:
             with torch.no_grad():

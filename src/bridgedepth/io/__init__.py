@@ -23,9 +23,10 @@ from .depth import (
     write_depth,
 )
 from .image import image_info, read_image, write_image
+from .pointcloud import Intrinsics, backproject, depth_to_ply, write_ply
 
 __all__ = [
-    "ENCODINGS", "Codec", "DepthMap", "FormatError", "MAX_IMAGE_PIXELS", "atomic_path", "atomic_write",
-    "colorize", "detect_encoding", "encoding_names", "get_codec", "image_info", "read_depth",
+    "ENCODINGS", "Codec", "DepthMap", "FormatError", "Intrinsics", "MAX_IMAGE_PIXELS", "atomic_path",
+    "atomic_write", "backproject", "colorize", "depth_to_ply", "write_ply", "detect_encoding", "encoding_names", "get_codec", "image_info", "read_depth",
     "read_image", "read_middlebury_calib", "writable_encodings", "write_depth", "write_image",
 ]

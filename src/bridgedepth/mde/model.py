@@ -296,7 +296,8 @@ def save_model(
 
     Files: ``config.json``, ``model.safetensors``, ``preprocessor_config.json`` (transformers),
     ``bridge.json`` (ours: ``arch``, ``head``, ``max_depth``, ``input_size``, ``extra`` = training metadata,
-    ``scale_head`` config) and ``scale_head.safetensors`` when a scale head is given. ``bridge.json`` is
+    ``scale_head`` config), ``README.md`` (the model card: :mod:`bridgedepth.mde.card`) and
+    ``scale_head.safetensors`` when a scale head is given. ``bridge.json`` is
     renamed in last, so its presence marks a complete checkpoint.
     """
     from safetensors.torch import save_file
@@ -325,6 +326,10 @@ def save_model(
         elif (out / SCALE_HEAD_FILE).exists():
             (out / SCALE_HEAD_FILE).unlink()
         (tmp / BRIDGE_META).write_text(json.dumps(meta, indent=2, default=str))
+        from .card import render_card  # the model card (README.md), from the same metadata
+
+        (tmp / "README.md").write_text(render_card(json.loads((tmp / BRIDGE_META).read_text()),
+                                                   count_parameters(model)))
         names = sorted(p.name for p in tmp.iterdir() if p.name != BRIDGE_META) + [BRIDGE_META]
         for name in names:
             with open(tmp / name, "rb") as f:

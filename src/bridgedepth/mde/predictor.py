@@ -33,6 +33,15 @@ PATCH = 14
 PNG16_KEY = "bridgedepth"
 
 
+def describe_values(kind: str) -> dict:
+    """What a prediction's values are: ``kind``, ``unit`` and a sentence (for metadata and screens)."""
+    if kind == "depth":
+        return {"kind": "depth", "unit": "m", "meaning": "metric depth in metres (smaller = nearer)"}
+    return {"kind": "disparity", "unit": "relative",
+            "meaning": "relative disparity: affine-invariant inverse depth, larger = nearer, no unit "
+                       "(scale and shift unknown)"}
+
+
 # ------------------------------------------------------------------------------------------------
 # Preprocessing
 # ------------------------------------------------------------------------------------------------
@@ -340,7 +349,8 @@ class Predictor:
                 h, w = rgbs[i].shape[:2]
                 p = F.interpolate(pred[j : j + 1, None], size=(h, w), mode="bilinear", align_corners=True)[0, 0]
                 out[i] = DepthResult(p.cpu().numpy().astype(np.float32), self.kind, rgbs[i],
-                                     {"input_size": self.input_size, "network_size": list(x.shape[-2:])})
+                                     {**describe_values(self.kind), "input_size": self.input_size,
+                                      "network_size": list(x.shape[-2:])})
         return out  # type: ignore[return-value]
 
     def predict(self, image: Any) -> DepthResult:
@@ -360,5 +370,9 @@ class Predictor:
 
 
 def load(ckpt_dir: str | os.PathLike, **kwargs) -> Predictor:
-    """``bridgedepth.load(DIR)``: a :class:`Predictor` for a checkpoint directory."""
+    """A :class:`Predictor` for a checkpoint directory (``bridgedepth.load()`` without one uses the
+    shipped toy depth model; that default is resolved above this package, in :mod:`bridgedepth`)."""
+    if ckpt_dir is None:
+        raise InputError("no model given: pass a checkpoint directory (bridgedepth.load() without one "
+                         "uses the shipped toy depth model)")
     return Predictor.from_pretrained(ckpt_dir, **kwargs)

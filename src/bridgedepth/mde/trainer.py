@@ -494,12 +494,15 @@ def train(
     val_key: str = "abs_rel",
     stop_after: int | None = None,
     progress: bool = True,
+    log_with=None,
 ) -> TrainResult:
     """Train ``cfg.train.stage`` on ``data``; resumes from ``out_dir/last`` when it exists.
 
     ``validate(model) -> metrics`` runs every ``train.val_every`` steps and at the end on the main
     process; the lowest ``val_key`` is kept as ``best``. ``stop_after`` stops early after that many
     steps in this call (used to test resumption); the schedule still spans ``train.steps``.
+    ``log_with`` (``"tensorboard"``, ``"wandb"``, a list): accelerate trackers that receive every log
+    record too (TensorBoard: ``out_dir/train/``).
     """
     from accelerate import Accelerator
     from accelerate.utils import set_seed
@@ -522,11 +525,18 @@ def train(
     out = Path(out_dir)
     # DDP runs with find_unused_parameters=False: the parameters that get no gradient are found by a
     # dry pass and frozen below (see _unused_parameters), so DDP's per-step graph search is not needed.
+    from .tracking import hparams, parse_log_with, scalars
+
+    trackers = parse_log_with(log_with)
     accelerator = Accelerator(
         mixed_precision=t.mixed_precision,
         gradient_accumulation_steps=t.grad_accum,
         cpu=cfg.device == "cpu",
+        log_with=trackers or None,
+        project_dir=str(out) if trackers else None,
     )
+    if trackers:
+        accelerator.init_trackers("train", config=hparams({"stage": t.stage, **to_dict(t)}))
     device = accelerator.device
     set_seed(t.seed)
     if accelerator.is_main_process:
@@ -629,6 +639,7 @@ def train(
         with torch.no_grad():
             metrics = validate(m)
         m.train(was_training)
+        extra_meta["eval"] = {"step": step, "data": cfg.train.val, "metrics": metrics}  # for the model card
         score = metrics.get(val_key)
         if score is not None and math.isfinite(score) and (best is None or score < best):
             best = float(score)
@@ -680,6 +691,8 @@ def train(
             if log_f is not None:
                 log_f.write(json.dumps(rec) + "\n")
                 log_f.flush()
+            if trackers:
+                accelerator.log(scalars(rec), step=step + 1)
             bar.update(1)
             bar.set_postfix(loss=f"{last_loss:.4f}")
             if t.save_every and (step + 1) % t.save_every == 0 and step + 1 < end:
@@ -688,12 +701,16 @@ def train(
             metrics = run_validation(end)
             if log_f is not None and metrics:
                 log_f.write(json.dumps({"step": end, **{f"val_{k}": v for k, v in metrics.items()}}) + "\n")
+            if trackers and metrics:
+                accelerator.log(scalars({f"val_{k}": v for k, v in metrics.items()}), step=end)
         checkpoint("last", end)
     finally:
         bar.close()
         loader.close()
         if log_f is not None:
             log_f.close()
+        if trackers:
+            accelerator.end_training()
         for i, src in enumerate(loader.sources):
             if src.trace is not None:
                 with open(out / f"trace_rank{accelerator.process_index}_source{i}.txt", "a") as f:

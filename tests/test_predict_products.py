@@ -1,0 +1,270 @@
+"""`bridge predict` for users: the shipped default model, bad inputs among good ones, point clouds,
+videos and ONNX (issue 14; multi-input behaviour from issue 15)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import bridgedepth
+import bridgedepth.zoo
+from bridgedepth.errors import InputError
+from bridgedepth.io.pointcloud import Intrinsics, backproject, depth_to_ply
+from bridgedepth.mde.model import ScaleHead, build_model, save_model
+
+plyfile = pytest.importorskip("plyfile")
+
+
+@pytest.fixture(scope="module")
+def micro_ckpt(tmp_path_factory):
+    d = tmp_path_factory.mktemp("ckpt")
+    head = ScaleHead(32, hidden=8)
+    with torch.no_grad():
+        head.mlp[2].bias.copy_(torch.tensor([0.0, 0.5]))
+    save_model(build_model("micro", seed=0), d, scale_head=head, input_size=56)
+    return d
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory):
+    from PIL import Image
+
+    d = tmp_path_factory.mktemp("imgs")
+    rng = np.random.default_rng(0)
+    for i, (h, w) in enumerate([(30, 40), (36, 48)]):
+        Image.fromarray((rng.random((h, w, 3)) * 255).astype(np.uint8)).save(d / f"good{i}.png")
+    (d / "bad.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"truncated")
+    return d
+
+
+# ------------------------------------------------------------------------------------------------
+# out of the box
+# ------------------------------------------------------------------------------------------------
+
+
+def test_predict_without_model_uses_the_shipped_toy_model(images, tmp_path, run_cli):
+    if not bridgedepth.zoo.available("depth"):
+        pytest.skip("the shipped toy depth model is not installed")
+    r = run_cli("predict", images / "good0.png", "--out", tmp_path, "--outputs", "npy,png16")
+    assert r.code == 0, r
+    assert "shipped toy depth model" in r.err and "relative disparity" in r.out
+    man = json.loads((tmp_path / "predictions.json").read_text())
+    assert man["unit"] == "relative" and man["kind"] == "disparity" and "larger = nearer" in man["meaning"]
+    assert np.load(tmp_path / "good0_disp.npy").shape == (30, 40)
+    res = bridgedepth.load().predict(np.zeros((20, 24, 3), np.uint8))
+    assert res.values.shape == (20, 24) and res.meta["unit"] == "relative"
+
+
+def test_missing_default_model_says_how_to_get_one(images, tmp_path, run_cli, monkeypatch):
+    monkeypatch.setenv("BRIDGE_ZOO_DIR", str(tmp_path / "empty"))
+    r = run_cli("predict", images / "good0.png", "--out", tmp_path / "o")
+    assert r.code == 2 and "bridge zoo build" in r.err and "--model" not in r.out
+    with pytest.raises(InputError, match="bridge zoo build"):
+        bridgedepth.load()
+
+
+# ------------------------------------------------------------------------------------------------
+# many inputs, some bad (issue 15)
+# ------------------------------------------------------------------------------------------------
+
+
+def test_bad_inputs_are_recorded_and_the_rest_continue(micro_ckpt, images, tmp_path, run_cli):
+    out = tmp_path / "o"
+    r = run_cli("predict", images / "bad.png", images / "good0.png", tmp_path / "missing.jpg", images / "good1.png",
+                "--model", micro_ckpt, "--out", out, "--outputs", "npy")
+    assert r.code == 0, r
+    assert sorted(p.name for p in out.glob("*.npy")) == ["good0_disp.npy", "good1_disp.npy"]
+    assert "2 input(s) failed, 2 succeeded" in r.err
+    assert f"failed {images / 'bad.png'}" in r.err and "missing.jpg" in r.err
+    man = json.loads((out / "predictions.json").read_text())
+    reasons = {Path(f["input"]).name: f["reason"] for f in man["failures"]}
+    assert set(reasons) == {"bad.png", "missing.jpg"}
+    assert "bad.png" in reasons["bad.png"] and "no such file" in reasons["missing.jpg"]
+    assert [Path(d["input"]).name for d in man["images"]] == ["good0.png", "good1.png"]
+    # --strict: the same run fails; nothing good: fails
+    r = run_cli("predict", images / "bad.png", images / "good0.png", "--model", micro_ckpt, "--out", out,
+                "--outputs", "npy", "--overwrite", "--strict")
+    assert r.code == 2 and "--strict" in r.err
+    r = run_cli("predict", images / "bad.png", "--model", micro_ckpt, "--out", tmp_path / "o2")
+    assert r.code == 2 and "no input succeeded" in r.err and "bad.png" in r.err
+
+
+# ------------------------------------------------------------------------------------------------
+# point clouds
+# ------------------------------------------------------------------------------------------------
+
+
+def _plane_depth(h, w, intr, n, d):
+    """Depth of the plane n . X = d seen through intr: Z = d / (n . K^-1 [u, v, 1])."""
+    v, u = np.mgrid[0:h, 0:w].astype(np.float64)
+    ray = np.stack([(u - intr.cx) / intr.fx, (v - intr.cy) / intr.fy, np.ones_like(u)], -1)
+    return (d / (ray @ n)).astype(np.float32)
+
+
+def test_ply_of_an_analytic_plane_read_back_with_plyfile(tmp_path):
+    h, w = 48, 64
+    intr = Intrinsics.resolve(w, h, fov=70.0)
+    assert intr.centre_default and intr.cx == 31.5 and intr.cy == 23.5
+    assert np.isclose(intr.fx, 32 / np.tan(np.radians(35)))
+    n = np.array([0.2, -0.3, 1.0])
+    n /= np.linalg.norm(n)
+    depth = _plane_depth(h, w, intr, n, 2.5)
+    depth[0, :5] = 0  # invalid pixels are left out
+    rgb = np.random.default_rng(1).integers(0, 256, (h, w, 3), dtype=np.uint8)
+    count = depth_to_ply(tmp_path / "plane.ply", depth, rgb, intr)
+    assert count == h * w - 5
+    ply = plyfile.PlyData.read(str(tmp_path / "plane.ply"))
+    assert ply.text is False and ply.byte_order == "<"
+    v = ply["vertex"]
+    pts = np.stack([v["x"], v["y"], v["z"]], 1).astype(np.float64)
+    assert len(pts) == count
+    # every point lies on the plane n . X = 2.5 (float32 rounding only)
+    assert np.abs(pts @ n - 2.5).max() < 1e-5
+    # an independent fit: the smallest singular vector of the centred points is the normal
+    c = pts - pts.mean(0)
+    normal = np.linalg.svd(c, full_matrices=False)[2][-1]
+    assert abs(abs(normal @ n) - 1) < 1e-8
+    # colours follow their pixels (row-major, invalid skipped)
+    flat = rgb.reshape(-1, 3)[np.flatnonzero(depth > 0)]
+    assert np.array_equal(np.stack([v["red"], v["green"], v["blue"]], 1), flat)
+    with pytest.raises(InputError, match="--fov"):
+        Intrinsics.resolve(w, h)
+
+
+def test_cli_ply_relative_needs_a_scale_and_metric_works(micro_ckpt, images, tmp_path, run_cli):
+    img = images / "good1.png"
+    r = run_cli("predict", img, "--model", micro_ckpt, "--out", tmp_path / "a", "--outputs", "ply", "--fx", "40")
+    assert r.code == 2 and "relative disparity" in r.err and "--depth-scale" in r.err
+    r = run_cli("predict", img, "--model", micro_ckpt, "--out", tmp_path / "a", "--outputs", "ply")
+    assert r.code == 2 and "--fov" in r.err
+    r = run_cli("predict", img, "--model", micro_ckpt, "--out", tmp_path / "b", "--outputs", "ply,npy",
+                "--fx", "40", "--fy", "44", "--depth-scale", "2.0")
+    assert r.code == 0, r
+    assert "principal point = the image centre" in r.err
+    disp = np.load(tmp_path / "b" / "good1_disp.npy")
+    ply = plyfile.PlyData.read(str(tmp_path / "b" / "good1_points.ply"))
+    assert any("--depth-scale" in c for c in ply.comments)
+    v = ply["vertex"]
+    idx = np.flatnonzero(disp > 0)
+    assert len(v["z"]) == idx.size > 0
+    rows, cols = np.divmod(idx, disp.shape[1])
+    z = 2.0 / disp.reshape(-1)[idx]
+    assert np.allclose(v["z"], z, rtol=1e-5)
+    assert np.allclose(v["x"], (cols - 23.5) * z / 40, rtol=1e-4, atol=1e-5)
+    assert np.allclose(v["y"], (rows - 17.5) * z / 44, rtol=1e-4, atol=1e-5)
+    r = run_cli("predict", img, "--model", micro_ckpt, "--out", tmp_path / "m", "--outputs", "ply,npy", "--metric",
+                "--fov", "60", "--cx", "20", "--cy", "10")
+    assert r.code == 0, r
+    depth = np.load(tmp_path / "m" / "good1_depth.npy")
+    ply = plyfile.PlyData.read(str(tmp_path / "m" / "good1_points.ply"))
+    assert np.allclose(np.sort(ply["vertex"]["z"]), np.sort(depth[depth > 0]), rtol=1e-6)
+
+
+def test_backproject_rejects_bad_shapes():
+    with pytest.raises(InputError):
+        backproject(np.zeros((2, 2, 2)), Intrinsics(1, 1, 0, 0))
+
+
+# ------------------------------------------------------------------------------------------------
+# video
+# ------------------------------------------------------------------------------------------------
+
+
+def _static_clip(path, frames=10, h=48, w=64, noise=6.0, exposure=0.1, seed=0, base=None):
+    """A static scene (a lit box in front of a wall, or ``base``) filmed with sensor noise and exposure
+    jitter."""
+    from bridgedepth.io.video import video_writer
+
+    rng = np.random.default_rng(seed)
+    if base is None:
+        yy, xx = np.mgrid[0:h, 0:w]
+        base = np.zeros((h, w, 3), np.float64)
+        base[...] = [70, 90, 120]
+        base[(yy > h // 4) & (yy < 3 * h // 4) & (xx > w // 3) & (xx < 2 * w // 3)] = [200, 150, 60]
+        base += (yy / h * 40)[..., None]
+    h, w = base.shape[:2]
+    with video_writer(path, 10.0, (w, h)) as write:
+        for _ in range(frames):
+            f = base * rng.uniform(1 - exposure, 1 + exposure) + rng.normal(0, noise, base.shape)
+            write(np.clip(f, 0, 255).astype(np.uint8))
+
+
+def test_video_clip_normalisation_flickers_less(micro_ckpt, tmp_path, run_cli):
+    """On the shipped toy model (a random micro model reacts to noise alone)."""
+    from bridgedepth.io.video import read_frames, video_info
+
+    clip = tmp_path / "clip.mp4"
+    _static_clip(clip)
+    assert video_info(clip).frames == 10
+    r = run_cli("predict", clip, "--out", tmp_path / "depth.mp4", "--batch-size", "4")
+    assert r.code == 0, r
+    assert "audio" in r.err and "dropped" in r.err
+    frames = list(read_frames(tmp_path / "depth.mp4"))
+    assert len(frames) == 10 and frames[0].shape == (48, 64, 3)
+    s = json.loads((tmp_path / "depth.mp4.json").read_text())
+    assert s["frames"] == 10 and s["unit"] == "relative" and s["audio"] == "dropped"
+    assert s["flicker_clip_normalisation"] < s["flicker_per_frame_normalisation"]
+    # side by side, smoothed: twice as wide, and smoothing does not add flicker
+    r = run_cli("predict", clip, "--out", tmp_path / "o", "--side-by-side", "--smooth", "0.6")
+    assert r.code == 0, r
+    sbs = list(read_frames(tmp_path / "o" / "clip_depth.mp4"))
+    assert len(sbs) == 10 and sbs[0].shape == (48, 128, 3)
+    s2 = json.loads((tmp_path / "o" / "clip_depth.mp4.json").read_text())
+    assert s2["flicker_clip_normalisation"] <= s["flicker_clip_normalisation"]
+    assert not list(tmp_path.glob(".*")) and not list((tmp_path / "o").glob(".*"))
+    r = run_cli("predict", clip, "--model", micro_ckpt, "--out", tmp_path / "x", "--smooth", "1.5")
+    assert r.code == 2 and "--smooth" in r.err
+
+
+def test_video_bad_file_is_a_recorded_failure(micro_ckpt, images, tmp_path, run_cli):
+    (tmp_path / "broken.mp4").write_bytes(b"not a video at all")
+    r = run_cli("predict", tmp_path / "broken.mp4", images / "good0.png", "--model", micro_ckpt,
+                "--out", tmp_path / "o")
+    assert r.code == 0, r
+    assert "failed" in r.err and "broken.mp4" in r.err
+
+
+# ------------------------------------------------------------------------------------------------
+# ONNX
+# ------------------------------------------------------------------------------------------------
+
+
+def test_onnx_export_verified_and_predict_backend(micro_ckpt, images, tmp_path, run_cli, shared_data):
+    pytest.importorskip("onnxruntime")
+    fixture = shared_data / "rgbd" / "open3d" / "color" / "00000.jpg"
+    out = tmp_path / "m.onnx"
+    r = run_cli("export", "--model", micro_ckpt, "--format", "onnx", "--out", out, "--input-size", "56",
+                "--fixture", fixture)
+    assert r.code == 0, r
+    assert "max |diff| random" in r.out and "fixture0" in r.out
+    diffs = [float(x) for x in __import__("re").findall(r"(?:random|fixture0) ([0-9.e+-]+)", r.out)]
+    assert len(diffs) == 2 and max(diffs) <= 1e-4
+    # the onnx backend matches the torch predictor fed the same squares
+    a = run_cli("predict", images / "good1.png", "--backend", "onnx", "--model", out, "--out", tmp_path / "a",
+                "--outputs", "npy")
+    b = run_cli("predict", images / "good1.png", "--model", micro_ckpt, "--fixed-size", "--input-size", "56",
+                "--out", tmp_path / "b", "--outputs", "npy")
+    assert a.code == 0 and b.code == 0, (a, b)
+    va, vb = np.load(tmp_path / "a" / "good1_disp.npy"), np.load(tmp_path / "b" / "good1_disp.npy")
+    assert va.shape == (36, 48)
+    assert np.abs(va - vb).max() <= 1e-4 * max(1.0, np.abs(vb).max())
+    # dynamic batch + metric (scale head inside the graph)
+    r = run_cli("export", "--model", micro_ckpt, "--out", tmp_path / "d.onnx", "--input-size", "56", "--dynamic",
+                "--metric")
+    assert r.code == 0 and "depth in metres" in r.out and "(B dynamic)" in r.out, r
+    pred = bridgedepth.load(tmp_path / "d.onnx")
+    assert pred.kind == "depth" and pred.dynamic_batch
+    res = pred.predict_batch([np.full((20, 30, 3), 128, np.uint8), np.zeros((10, 12, 3), np.uint8)])
+    assert [x.values.shape for x in res] == [(20, 30), (10, 12)] and res[0].meta["unit"] == "m"
+    # refusals
+    r = run_cli("export", "--model", micro_ckpt, "--out", tmp_path / "e.onnx", "--input-size", "50")
+    assert r.code == 2 and "multiple of the model's patch size" in r.err
+    r = run_cli("export", "--model", micro_ckpt, "--out", tmp_path / "t.onnx", "--input-size", "56",
+                "--tolerance", "0")
+    assert (r.code == 2 and "not written" in r.err and not (tmp_path / "t.onnx").exists()) or r.code == 0
+    r = run_cli("predict", images / "good1.png", "--backend", "onnx", "--model", micro_ckpt)
+    assert r.code == 2 and "FILE.onnx" in r.err

@@ -233,7 +233,7 @@ def run_parallel(pairs, cfg, workers, rounds):
     import multiprocessing as mp
 
     chunks = [pairs[i::workers] for i in range(workers)]
-    with mp.get_context("fork").Pool(workers) as pool:
+    with mp.get_context("spawn").Pool(workers) as pool:  # fork + OpenCV threads can deadlock
         pool.map(_worker, [(chunks[0][:1], cfg)] * workers)  # warm up
         best = float("inf")
         for _ in range(rounds):

@@ -7,7 +7,8 @@ def load(ckpt_dir, **kwargs):
     """A depth predictor for a checkpoint directory: ``bridgedepth.load(DIR).predict(rgb) -> DepthResult``.
 
     Imported lazily (torch and transformers load only when this is called). See
-    :class:`bridgedepth.mde.predictor.Predictor` for the keyword arguments.
+    :class:`bridgedepth.mde.predictor.Predictor` for the keyword arguments, e.g.
+    ``precision="fp32" | "bf16" | "int8"`` (docs/performance.md).
     """
     from .mde.predictor import load as _load
 

@@ -44,8 +44,12 @@ test: $(STAMP) browser
 test-all: $(STAMP) browser
 	$(PY) -m pytest -q -n 2 -m "" $(PYTEST_ARGS)
 
+# every benchmark writes runs/bench/NAME.json; one table at the end (docs/performance.md)
 bench: $(STAMP)
-	@for b in benchmarks/bench_*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
+	@rm -rf runs/bench
+	@for b in $(filter-out benchmarks/bench_common.py,$(wildcard benchmarks/bench_*.py)); do \
+	  echo "== $$b"; $(PY) $$b || exit 1; done
+	@$(PY) benchmarks/bench_common.py
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

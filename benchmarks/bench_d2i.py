@@ -118,6 +118,15 @@ def main():
     g = run("gen,20,0,0")
     print(f"generation: {g['images_per_s']:.1f} images/s ({g['steps']} DDIM steps, batch {g['batch']}, {g['res']}px)")
     print(json.dumps({"finetune": rows, "generate": g}))
+    import sys as _sys
+    from pathlib import Path as _Path
+
+    _sys.path.insert(0, str(_Path(__file__).resolve().parent))
+    from bench_common import write_row
+    last = rows[-1]
+    write_row("d2i", ours=last["k1"]["peak_mb"], reference=last["full"]["peak_mb"], higher_is_better=False,
+              unit=f"MB peak, K=1 vs all {a.steps[-1]} steps", goal=None,
+              extra={"finetune": rows, "generate": g})
 
 
 if __name__ == "__main__":

@@ -109,6 +109,13 @@ def main():
     print(f"reference per-image NumPy loop (lstsq): {t_ref:7.2f} s  ({1000 * t_ref / args.n:.1f} ms/img)")
     print(f"bridgedepth evaluate_arrays (batched): {t_our:7.2f} s  ({1000 * t_our / args.n:.1f} ms/img)")
     print(f"ratio reference / ours: {t_ref / t_our:.2f}x   (max relative difference of the means: {worst:.1e})")
+    import sys as _sys
+    from pathlib import Path as _Path
+
+    _sys.path.insert(0, str(_Path(__file__).resolve().parent))
+    from bench_common import write_row
+    write_row("eval", ours=t_our, reference=t_ref, higher_is_better=False, unit=f"s for {args.n} images (NumPy lstsq ref)",
+              goal=None, extra={"max_rel_diff": worst, "threads": args.threads})
     print("abs_rel %.5f delta1 %.5f" % (our["abs_rel"] / args.n, our["delta1"] / args.n))
     assert worst < 1e-6
 

@@ -60,9 +60,20 @@ def main() -> None:
         ("read_image jpg 640x480", lambda: read_image(jpg), lambda: cv2.imread(str(jpg))[..., ::-1], "cv2.imread"),
     ]
     print(f"{'case':26s} {'ours ms':>9s} {'ref ms':>9s} {'ratio':>7s}  reference")
+    tot_o = tot_r = 0.0
+    cases = {}
     for name, ours, ref, ref_name in rows:
         t_o, t_r = _time(ours, a.repeat), _time(ref, a.repeat)
         print(f"{name:26s} {t_o:9.2f} {t_r:9.2f} {t_o / t_r:7.2f}  {ref_name}")
+        tot_o, tot_r = tot_o + t_o, tot_r + t_r
+        cases[name] = {"ours_ms": t_o, "reference_ms": t_r}
+    import sys as _sys
+    from pathlib import Path as _Path
+
+    _sys.path.insert(0, str(_Path(__file__).resolve().parent))
+    from bench_common import write_row
+    write_row("io", ours=tot_o, reference=tot_r, higher_is_better=False, unit="ms, 3 reads (cv2/numpy ref)",
+              goal=None, extra=cases)
 
 
 if __name__ == "__main__":

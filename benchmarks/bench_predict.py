@@ -117,6 +117,17 @@ def main() -> None:
     worst = max(float(np.abs(outputs[k] - ref).max()) / scale for k in variants)
     print(f"outputs agree: {'yes' if worst <= 1e-4 else 'NO'} (worst {worst:.1e} of the output range, limit 1e-4)")
 
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from bench_common import write_row
+
+    write_row("predict", ours=1 / best["ours"], reference=1 / best["hf-sdpa"], goal=1.3,
+              met=best["hf-sdpa"] / best["ours"] >= 1.3 and worst <= 1e-4,
+              unit=f"img/s fp32 vs transformers SDPA, {a.threads} thr",
+              extra={"seconds": best, "worst_diff_of_range": worst, "size": a.size})
+
 
 if __name__ == "__main__":
     main()

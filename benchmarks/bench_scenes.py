@@ -48,11 +48,21 @@ def main() -> None:
         pass
     print(f"reference: target {TARGET_256:.0f} scenes/s at 256x256 on one core (scaled by pixels for other sizes)")
     print(f"{'size':>9} {'kind':>8} {'wall sc/s':>10} {'cpu sc/s':>9} {'ms/scene':>9} {'x target':>9}")
+    ratios = {}
     for size in args.sizes:
         target = TARGET_256 * (256 * 256) / (size * size)
         for kind in args.kinds:
             wall, cpu = bench(kind, size, max(4, args.n if size <= 256 else args.n // 4))
             print(f"{size:>4}x{size:<4} {kind:>8} {wall:>10.1f} {cpu:>9.1f} {1000 / cpu:>9.1f} {cpu / target:>9.2f}")
+            ratios[f"{size}/{kind}"] = (cpu, target)
+    import sys as _sys
+    from pathlib import Path as _Path
+
+    _sys.path.insert(0, str(_Path(__file__).resolve().parent))
+    from bench_common import write_row
+    worst = min(ratios, key=lambda k: ratios[k][0] / ratios[k][1])
+    write_row("scenes", ours=ratios[worst][0], reference=ratios[worst][1], unit=f"scenes/CPU-s, worst case {worst}",
+              goal=1.0, extra={k: {"cpu_scenes_per_s": v[0], "target": v[1]} for k, v in ratios.items()})
 
 
 if __name__ == "__main__":

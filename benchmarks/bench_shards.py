@@ -68,6 +68,13 @@ def main() -> None:
           f"ratio {ours_w / ref_w:.2f}")
     print(f"read:  bridgedepth {ours_r:8.1f} samples/s   webdataset.WebDataset.decode('rgb8')   {ref_r:8.1f}   "
           f"ratio {ours_r / ref_r:.2f}")
+    import sys as _sys
+    from pathlib import Path as _Path
+
+    _sys.path.insert(0, str(_Path(__file__).resolve().parent))
+    from bench_common import write_row
+    write_row("shards", ours=ours_w, reference=ref_w, unit="samples/s written (webdataset ref)", goal=None,
+              extra={"read_ours": ours_r, "read_reference": ref_r})
 
 
 if __name__ == "__main__":

@@ -10,7 +10,7 @@ def load(ckpt_dir=None, **kwargs):
     disparity) is used; when it is not installed the error says how to get one. A ``.onnx`` file runs
     through onnxruntime (:class:`bridgedepth.mde.export.OnnxPredictor`). Imported lazily (torch and
     transformers load only when this is called). See :class:`bridgedepth.mde.predictor.Predictor` for
-    the keyword arguments.
+    the keyword arguments, e.g. ``precision="fp32" | "bf16" | "int8"`` (docs/performance.md).
     """
     if ckpt_dir is None:
         from .zoo import model_path

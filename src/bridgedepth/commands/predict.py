@@ -40,6 +40,9 @@ def add_arguments(p):
                    help="metric depth in metres (metric model, or relative model + scale head)")
     p.add_argument("--grayscale", action="store_true", help="grey colouring (near = white) instead of Spectral_r")
     p.add_argument("--device", default="cpu", help="torch device (cpu, cuda, cuda:1, ...)")
+    p.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "int8"],
+                   help="fp32 (default); bf16 autocast (fast on CPUs with AVX512-BF16/AMX and on GPUs); "
+                        "int8 dynamic quantisation of the linear layers (CPU). See docs/performance.md")
     p.add_argument("--overwrite", action="store_true", help="recompute images whose outputs already exist")
     p.add_argument("--strict", action="store_true",
                    help="exit non-zero when any input fails (default: only when none succeeds)")
@@ -130,6 +133,8 @@ def _load_predictor(args):
         if args.metric or args.input_size or args.fixed_size:
             raise InputError("--metric, --input-size and --fixed-size are fixed when the ONNX model is "
                              "exported (bridge export --input-size ... [--metric])")
+        if args.precision != "fp32":
+            raise InputError(f"--precision {args.precision}: not for --backend onnx (the ONNX model runs fp32)")
         from ..mde.export import OnnxPredictor
 
         return OnnxPredictor(model), f"{model} (onnxruntime)"
@@ -145,7 +150,8 @@ def _load_predictor(args):
     # (the predictor runs under torch.inference_mode; never switch autograd off process-wide: the CLI
     # is also called in-process, e.g. from tests and notebooks)
     predictor = Predictor.from_pretrained(
-        model, input_size=args.input_size, metric=args.metric, fixed_size=args.fixed_size, device=args.device
+        model, input_size=args.input_size, metric=args.metric, fixed_size=args.fixed_size, device=args.device,
+        precision=args.precision,
     )
     patch = predictor.patch
     if args.input_size is not None and args.input_size % patch:

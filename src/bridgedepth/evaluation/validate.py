@@ -24,11 +24,12 @@ def make_shard_validator(val_dir: str | os.PathLike, cfg: Config, *, metric: boo
     def validate(model) -> dict:
         if hasattr(model, "head") and hasattr(model, "model"):  # the trainer's frozen model + scale head
             is_metric = True
-            predictor = Predictor(model.model, input_size=cfg.model.input_size, metric=True, scale_head=model.head)
+            predictor = Predictor(model.model, input_size=cfg.model.input_size, metric=True, scale_head=model.head,
+                                  fast=True)
         else:
             is_metric = metric if metric is not None else (
                 getattr(getattr(model, "config", None), "depth_estimation_type", "relative") == "metric")
-            predictor = Predictor(model, input_size=cfg.model.input_size, metric=is_metric)
+            predictor = Predictor(model, input_size=cfg.model.input_size, metric=is_metric, fast=True)
         res = evaluate_dense(
             bench, ModelPredictions(predictor, field_name="depth" if is_metric else "disparity"),
             prediction_type="depth" if is_metric else "disparity",

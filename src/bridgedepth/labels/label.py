@@ -170,9 +170,13 @@ def _label_rank(teacher_dir, generated_dir, out_dir, cfg: LabelConfig, device, i
 
 
 def _worker(args) -> None:
+    import cv2
     import torch
 
+    # one thread per process for both: the processes already fill the cores, and OpenCV's own
+    # thread pool in a forked or oversubscribed worker has deadlocked here before
     torch.set_num_threads(1)
+    cv2.setNumThreads(1)
     _label_rank(*args)
 
 

@@ -271,6 +271,61 @@ def read_png16(path: str | os.PathLike) -> tuple[np.ndarray, dict]:
 # ------------------------------------------------------------------------------------------------
 
 
+PRECISIONS = ("fp32", "bf16", "int8")
+
+
+def bf16_native(device: str | torch.device = "cpu") -> bool:
+    """Whether ``device`` computes bfloat16 natively (CPU: AVX512-BF16 or AMX; CUDA: compute capability 8+).
+    Elsewhere ``precision="bf16"`` still runs, emulated and usually slower than fp32."""
+    dev = torch.device(device)
+    if dev.type == "cuda":
+        return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    if dev.type == "cpu":
+        cpu = getattr(torch, "cpu", None)
+        probes = [getattr(cpu, n, None) for n in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")]
+        return any(bool(p()) for p in probes if p is not None)
+    return False
+
+
+def quantize_int8(model, *, inplace: bool = False):
+    """``model`` with every ``nn.Linear`` replaced by PyTorch's dynamically quantised int8 linear layer
+    (weights int8 per tensor, activations quantised per batch at run time; CPU only). The DPT neck and
+    head's convolutions stay fp32. Agreement with fp32 is measured in docs/performance.md."""
+    import warnings
+
+    from torch import nn
+
+    if any(p.device.type != "cpu" for p in model.parameters()):
+        raise InputError("precision int8 (dynamic quantisation) runs on the CPU only; use bf16 on a GPU")
+    with warnings.catch_warnings():  # torch.ao.quantization announces its move to torchao
+        warnings.simplefilter("ignore", DeprecationWarning)
+        warnings.simplefilter("ignore", FutureWarning)
+        warnings.filterwarnings("ignore", message=".*quantize_per_tensor.*")
+        from torch.ao.quantization import quantize_dynamic
+
+        q = quantize_dynamic(model, {nn.Linear}, dtype=torch.qint8, inplace=inplace)
+    q = model if inplace else q
+    for attr in ("bridge_arch", "bridge_meta"):
+        if hasattr(model, attr):
+            setattr(q, attr, getattr(model, attr))
+    return q
+
+
+def cast_bf16_weights(model, *, inplace: bool = False):
+    """``model`` (a copy unless ``inplace``) with the weights of its linear layers and convolutions in
+    bfloat16, for running under bf16 autocast: autocast then has no weight to cast per call (it caches
+    casts only for trainable weights), while normalisations keep fp32 weights and run in fp32."""
+    import copy
+
+    from torch import nn
+
+    m = model if inplace else copy.deepcopy(model)
+    for mod in m.modules():
+        if isinstance(mod, (nn.Linear, nn.Conv2d, nn.ConvTranspose2d)):
+            mod.to(torch.bfloat16)
+    return m
+
+
 class Predictor:
     """Batched inference at the input resolution.
 
@@ -278,8 +333,10 @@ class Predictor:
     with a scale head); ``fixed_size=True`` feeds ``input_size`` squares. Speed options (see
     docs/performance.md): ``fast`` runs an inference-only copy of the model with a fused QKV projection and
     channels-last DPT head (:mod:`bridgedepth.mde.fast`; on by default in :meth:`from_pretrained`, off for a
-    model you pass, which stays untouched), ``compile`` wraps it in ``torch.compile``. Runs under
-    ``torch.inference_mode``.
+    model you pass, which stays untouched), ``compile`` wraps it in ``torch.compile``. ``precision``:
+    ``"fp32"`` (default), ``"bf16"`` (bfloat16 autocast: matrix products and convolutions in bf16,
+    normalisations and the output in fp32; fast where :func:`bf16_native`), ``"int8"`` (the linear
+    layers dynamically quantised, CPU only: :func:`quantize_int8`). Runs under ``torch.inference_mode``.
     """
 
     def __init__(
@@ -294,7 +351,10 @@ class Predictor:
         _owned: bool = False,
         fast: bool = False,
         compile: bool = False,
+        precision: str = "fp32",
     ):
+        if precision not in PRECISIONS:
+            raise InputError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
         self.device = torch.device(device) if device else next(model.parameters()).device
         self.model = model.eval().to(self.device)
         self.input_size = int(input_size or default_input_size(model))
@@ -309,6 +369,12 @@ class Predictor:
             from .fast import optimize_for_inference
 
             self.model = optimize_for_inference(self.model, inplace=_owned)
+            _owned = True
+        self.precision = precision
+        if precision == "int8":
+            self.model = quantize_int8(self.model, inplace=_owned)
+        elif precision == "bf16":
+            self.model = cast_bf16_weights(self.model, inplace=_owned)
         self._forward = torch.compile(self.model, dynamic=False) if compile else self.model
 
     @classmethod
@@ -325,6 +391,12 @@ class Predictor:
 
     def _run(self, x: torch.Tensor) -> torch.Tensor:
         """Network output for a preprocessed batch: disparity (relative), metres (metric)."""
+        if self.precision == "bf16":
+            with torch.autocast(self.device.type, dtype=torch.bfloat16):
+                return self._run_fp(x).float()
+        return self._run_fp(x)
+
+    def _run_fp(self, x: torch.Tensor) -> torch.Tensor:
         if self.metric and not self.is_metric_head:
             pred, feats = forward_with_features(self.model, x)
             log_s, shift = self.scale_head(feats[-1])
@@ -342,7 +414,7 @@ class Predictor:
             groups.setdefault(tuple(x.shape[-2:]), []).append(i)
         for idx in groups.values():
             x = torch.cat([xs[i] for i in idx]).to(self.device)
-            if self.model.dtype != x.dtype:
+            if self.model.dtype != x.dtype and self.precision == "fp32":
                 x = x.to(self.model.dtype)
             pred = self._run(x).float()
             for j, i in enumerate(idx):

@@ -1,0 +1,76 @@
+"""Rows of `make bench`: every benchmark writes ``runs/bench/NAME.json`` with
+
+``benchmark``, ``ours``, ``reference`` (with ``unit``), ``ratio`` (ours over the reference, oriented so
+that larger is better), ``goal`` (the ratio the issue asks for, or null), ``met`` (ratio >= goal and any
+extra condition), plus the machine (CPU, cores, load average) and benchmark-specific ``extra``.
+
+    python benchmarks/bench_common.py     # print the table of every row in runs/bench
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+OUT = Path(os.environ.get("BRIDGE_BENCH_DIR", "runs/bench"))
+
+
+def machine() -> dict:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {"cpu": cpu, "cores": os.cpu_count(), "load_average": [round(v, 2) for v in os.getloadavg()]}
+
+
+def write_row(name: str, *, ours: float, reference: float, unit: str, goal: float | None,
+              higher_is_better: bool = True, met: bool | None = None, extra: dict | None = None) -> Path:
+    """Write one benchmark's row atomically; returns its path. ``higher_is_better=False`` for times
+    (the ratio is then reference / ours)."""
+    ratio = (ours / reference if higher_is_better else reference / ours) if ours and reference else float("nan")
+    ok = (goal is None or ratio >= goal) if met is None else bool(met)
+    row = {"benchmark": name, "ours": ours, "reference": reference, "unit": unit, "ratio": ratio, "goal": goal,
+           "met": ok if goal is not None or met is not None else None, "time": time.strftime("%Y-%m-%d %H:%M:%S"),
+           "machine": machine(), "extra": extra or {}}
+    OUT.mkdir(parents=True, exist_ok=True)
+    path = OUT / f"{name}.json"
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(row, indent=2, default=float))
+    os.replace(tmp, path)
+    return path
+
+
+def table(folder: Path = OUT) -> str:
+    rows = []
+    for p in sorted(folder.glob("*.json")):
+        try:
+            rows.append(json.loads(p.read_text()))
+        except (OSError, json.JSONDecodeError) as e:
+            rows.append({"benchmark": p.stem, "unit": f"unreadable: {e}"})
+    head = f"{'benchmark':14s} {'ours':>10s} {'reference':>10s}  {'unit':34s} {'ratio':>7s} {'goal':>6s}  met"
+    lines = [head, "-" * len(head)]
+    for r in rows:
+        def num(v):
+            return f"{v:10.3g}" if isinstance(v, (int, float)) else f"{'-':>10s}"
+        goal = r.get("goal")
+        met = r.get("met")
+        lines.append(f"{r.get('benchmark', '?'):14s} {num(r.get('ours'))} {num(r.get('reference'))}  "
+                     f"{str(r.get('unit', ''))[:34]:34s} {r.get('ratio', float('nan')):6.2f}x "
+                     f"{(f'{goal:5.2f}x' if isinstance(goal, (int, float)) else '     -')}  "
+                     f"{'-' if met is None else ('yes' if met else 'NO')}")
+    if rows:
+        m = rows[-1].get("machine", {})
+        lines.append(f"machine: {m.get('cpu')}, {m.get('cores')} cores, load average {m.get('load_average')}")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    print(table(Path(sys.argv[1]) if len(sys.argv) > 1 else OUT))

@@ -38,7 +38,8 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import InputError
+from .. import faults
+from ..errors import InputError, raise_if_storage
 
 FORMAT = "bridgedepth-shards"
 VERSION = 1
@@ -314,6 +315,9 @@ def _write_json_atomic(path: Path, obj: Any) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except OSError as e:
+        raise_if_storage(e, path)
+        raise
     finally:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
@@ -604,21 +608,32 @@ class _ShardWriter:
         obj: dict[str, Any] = {"__key__": key}
         for member, data in members.items():
             obj[member[len(prefix):]] = data
-        self.tw.write(obj)
+        try:
+            faults.point("shard-write", self.tmp)
+            self.tw.write(obj)
+        except OSError as e:
+            raise_if_storage(e, self.d / self.name)
+            raise
         self.samples += 1
 
     def commit(self, **status: Any) -> ShardInfo:
-        self.tw.close()
-        self.f.flush()
-        os.fsync(self.f.fileno())
-        self.f.close()
-        digest = sha256_file(self.tmp)
-        size = self.tmp.stat().st_size
         final = self.d / self.name
-        os.replace(self.tmp, final)
-        _fsync_dir(self.d)
+        try:
+            self.tw.close()
+            self.f.flush()
+            os.fsync(self.f.fileno())
+            self.f.close()
+            digest = sha256_file(self.tmp)
+            size = self.tmp.stat().st_size
+            os.replace(self.tmp, final)
+            _fsync_dir(self.d)
+        except OSError as e:
+            raise_if_storage(e, final)
+            raise
+        faults.point("shard-commit", final)
         info = ShardInfo(name=self.name, complete=True, samples=self.samples, sha256=digest, bytes=size, **status)
         _write_json_atomic(_status_path(self.d, self.name), info.to_dict())
+        faults.point("shard-done", final)
         return info
 
     def abort(self) -> None:

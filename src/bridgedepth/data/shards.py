@@ -246,6 +246,22 @@ def _check_member(info: tarfile.TarInfo, shard: str) -> None:
         raise ShardError(f"{shard}: refusing member {name!r} (members must be flat 'key.field.ext' names)")
 
 
+def _check_tar_end(f, where: str) -> None:
+    """A whole tar is a sequence of 512-byte blocks ending with two zero blocks; a file cut short
+    (a copy or a write that stopped) is refused here, since tarfile treats a cut header as the end."""
+    size = os.fstat(f.fileno()).st_size
+    if size == 0:
+        raise ShardError(f"{where}: empty file (0 bytes), not a tar shard")
+    tail = b""
+    if size % 512 == 0 and size >= 1024:
+        f.seek(size - 1024)
+        tail = f.read(1024)
+        f.seek(0)
+    if size % 512 or tail.count(0) != 1024:
+        raise ShardError(f"{where}: truncated or not a tar: no end-of-archive marker "
+                         f"({size} bytes{', not a multiple of 512' if size % 512 else ''})")
+
+
 def _iter_tar_groups(path: Path, *, where: str | None = None) -> Iterator[dict[str, bytes]]:
     """Yield the members of each sample, grouped by key, in file order; refuses unsafe members."""
     where = where or str(path)
@@ -253,20 +269,26 @@ def _iter_tar_groups(path: Path, *, where: str | None = None) -> Iterator[dict[s
     group: dict[str, bytes] = {}
     current = None
     try:
-        with open(path, "rb") as f, tarfile.open(fileobj=f, mode="r|") as tar:
-            for info in tar:
-                _check_member(info, where)
-                key, _field, _ext = _split_member(info.name, where)
-                if key != current:
-                    if group:
-                        yield group
-                    if key in seen:
-                        raise ShardError(f"{where}: sample key {key!r} appears twice (members not contiguous)")
-                    seen.add(key)
-                    group, current = {}, key
-                fobj = tar.extractfile(info)
-                assert fobj is not None  # regular file
-                group[info.name] = fobj.read()
+        with open(path, "rb") as f:
+            _check_tar_end(f, where)
+            with tarfile.open(fileobj=f, mode="r|") as tar:
+                for info in tar:
+                    _check_member(info, where)
+                    key, _field, _ext = _split_member(info.name, where)
+                    if key != current:
+                        if group:
+                            yield group
+                        if key in seen:
+                            raise ShardError(f"{where}: sample key {key!r} appears twice (members not contiguous)")
+                        seen.add(key)
+                        group, current = {}, key
+                    fobj = tar.extractfile(info)
+                    assert fobj is not None  # regular file
+                    data = fobj.read()
+                    if len(data) != info.size:
+                        raise ShardError(f"{where}: member {info.name!r} is truncated "
+                                         f"({len(data)} of its declared {info.size} bytes)")
+                    group[info.name] = data
     except tarfile.TarError as e:
         raise ShardError(f"{where}: unreadable tar ({e})") from e
     if group:
@@ -775,28 +797,45 @@ def map_dataset(
 
 
 def _map_todo(in_d, d, todo, fn, fields, bar) -> None:
+    """A sample that cannot be decoded, or for which ``fn`` raises InputError, is recorded as skipped
+    (key and reason) and the shard goes on. An input shard that cannot be read at all (checksum
+    mismatch, unsafe or unreadable tar) is left without output (incomplete) while the other shards
+    are written; then one ShardError names every such shard."""
+    wanted = None if fields is None else list(fields)
+    failed: list[str] = []
     with bar:
         for s in todo:
             w = _ShardWriter(d, s.name)
             skipped: list[dict] = []
             inputs = 0
+            path = in_d / s.name
             try:
-                for sample in iter_shard(in_d / s.name, sha256=s.sha256, fields=fields):
+                if s.sha256:
+                    _check_sha(path, s.sha256, False)
+                for members in _iter_tar_groups(path):
                     inputs += 1
+                    key = next(iter(members)).split(".", 1)[0]
                     try:
+                        sample = decode_sample(members, fields=wanted, where=str(path))
                         outs = fn(sample)
                     except InputError as e:
-                        skipped.append({"key": sample["__key__"], "reason": str(e)})
+                        skipped.append({"key": key, "reason": str(e)})
                         outs = []
                     if outs is None:
-                        raise TypeError(f"map_dataset: fn returned None for {sample['__key__']!r}; return [] to drop")
+                        raise TypeError(f"map_dataset: fn returned None for {key!r}; return [] to drop")
                     for o in outs:
                         w.write(o)  # errors here (bad field, duplicate key) are bugs: abort
                     bar.update(1)
                 w.commit(skipped=skipped, source_sha256=s.sha256, inputs=inputs)
+            except ShardError as e:
+                w.abort()
+                failed.append(str(e))
             except BaseException:
                 w.abort()
                 raise
+    if failed:
+        raise ShardError(f"{len(failed)} of {len(todo)} input shard(s) unusable, their output not written "
+                         f"(the other shards are complete; fix or rewrite these and rerun): " + "; ".join(failed))
 
 
 # --------------------------------------------------------------------------------------------
@@ -850,6 +889,7 @@ class IndexedShard:
         seen: set[str] = set()
         current = None
         try:
+            _check_tar_end(self._f, where)
             tar = tarfile.open(fileobj=self._f, mode="r:")
             for info in tar:
                 _check_member(info, where)

@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 TORCH_CPU ?= torch==2.13.0
 PYTEST_ARGS ?=
 
-.PHONY: demo test test-all bench setup clean
+.PHONY: demo test test-all bench fuzz setup clean
 
 $(STAMP): pyproject.toml
 	@if [ ! -x $(PY) ]; then \
@@ -32,6 +32,12 @@ test: $(STAMP)
 
 test-all: $(STAMP)
 	$(PY) -m pytest -q -n 2 -m "" $(PYTEST_ARGS)
+
+# property-based fuzzing of the readers, the shard reader and the config loader (docs/reliability.md)
+FUZZ_EXAMPLES ?= 2000
+fuzz: $(STAMP)
+	BRIDGE_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) BRIDGE_FUZZ_REPORT=fuzz_report.json $(PY) -m pytest -q -s -p no:xdist tests/test_fuzz.py
+	@cat fuzz_report.json
 
 bench: $(STAMP)
 	@for b in benchmarks/bench_*.py; do echo "== $$b"; $(PY) $$b || exit 1; done

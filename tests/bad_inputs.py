@@ -106,6 +106,20 @@ def _npy_header_claiming(shape: tuple) -> bytes:
     return b"\x93NUMPY\x01\x00" + struct.pack("<H", len(header)) + header + b"\x00" * 16
 
 
+def _zip(members: dict[str, bytes], corrupt: bool = False) -> bytes:
+    import zipfile
+
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
+        for name, data in members.items():
+            z.writestr(name, data)
+    raw = bytearray(buf.getvalue())
+    if corrupt:  # damage the compressed stream, keep the zip structure
+        for i in range(40, 60):
+            raw[i] ^= 0x5A
+    return bytes(raw)
+
+
 def _half(b: bytes) -> bytes:
     return b[: len(b) // 2]
 
@@ -191,6 +205,8 @@ def content_cases() -> list[Case]:
         ("dpt-huge", C.DPT_MAGIC + struct.pack("<ii", 10**9, 10**9) + b"\x00" * 64, ".dpt", "dpt"),
         ("png-huge", png_with_size(100000, 100000), ".png", "png-mm"),
         ("npy-huge", _npy_header_claiming((10**6, 10**6)), ".npy", "npy"),
+        ("npz-huge", lambda: _zip({"depth.npy": _npy_header_claiming((10**6, 10**6))}), ".npz", "npz"),
+        ("npz-corrupt-deflate", lambda: _zip({"depth.npy": _npy_bytes(_ramp())}, corrupt=True), ".npz", "npz"),
         ("pfm-zero-width", b"Pf\n0 10\n-1.0\n", ".pfm", "pfm"),
         ("pfm-negative-size", b"Pf\n-5 10\n-1.0\n" + b"\x00" * 200, ".pfm", "pfm"),
         ("pgm-zero", b"P5\n0 0\n65535\n", ".pgm", "pgm-mm"),
@@ -211,7 +227,7 @@ def content_cases() -> list[Case]:
                 return buf.getvalue()
         cases.append(Case(f"content/{name}", _raw(data, suffix, name), lambda p, e=enc: read_depth(p, e),
                           FormatError, "exceeds the limit|invalid size|empty|shape|must be|truncated|scale|8-bit|"
-                          "bit|dtype|2-D|zero|degenerate|channels|not a", ("inspect", "--encoding", enc)))
+                          "bit|dtype|2-D|zero|degenerate|channels|not a|corrupt", ("inspect", "--encoding", enc)))
     return cases
 
 

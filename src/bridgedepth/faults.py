@@ -7,6 +7,8 @@ variable names a point; a leaf module (imports nothing of ours).
 ``BRIDGE_TEST_ENOSPC_AT=POINT[:N]``
     reaching ``POINT`` for the N-th time (and every time after it) raises ``OSError(ENOSPC)`` for
     the path given, as a full disk would.
+``BRIDGE_TEST_DELAY_AT=POINT:SECONDS``
+    sleep that long at every ``POINT`` (so a test can send SIGINT / SIGTERM mid-job).
 
 Points (each a one-line call where the work happens):
 ``shard-write`` a sample is being added to a shard (its temporary file is open),
@@ -25,6 +27,7 @@ import signal
 
 KILL_ENV = "BRIDGE_TEST_KILL_AT"
 ENOSPC_ENV = "BRIDGE_TEST_ENOSPC_AT"
+DELAY_ENV = "BRIDGE_TEST_DELAY_AT"
 _counts: dict[str, int] = {}
 
 
@@ -41,8 +44,13 @@ def _armed(env: str, name: str, count: int) -> bool:
 
 def point(name: str, path: str | os.PathLike | None = None) -> None:
     """Mark a point where a job can die or a write can fail (no-op unless armed by the environment)."""
-    if KILL_ENV not in os.environ and ENOSPC_ENV not in os.environ:
+    if KILL_ENV not in os.environ and ENOSPC_ENV not in os.environ and DELAY_ENV not in os.environ:
         return
+    delay = os.environ.get(DELAY_ENV, "")
+    if delay.partition(":")[0] == name:
+        import time
+
+        time.sleep(float(delay.partition(":")[2] or 0.5))
     count = _counts[name] = _counts.get(name, 0) + 1
     if _armed(KILL_ENV, name, count):
         os.kill(os.getpid(), signal.SIGKILL)

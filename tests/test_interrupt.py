@@ -311,3 +311,42 @@ def test_train_sigterm_keeps_a_resumable_state(tmp_path, scenes_ref, train_ref):
     got, want = _weights(out / "last"), _weights(train_ref / "last")
     assert all(np.array_equal(got[k], want[k]) for k in want)
     assert [rec["step"] for rec in _log(out)] == [1, 2, 3, 4]
+
+
+# ------------------------------------------------------------------------------ bridge generate
+
+GEN_SET = ["device=cpu", "d2i.resolution=16", "d2i.channels=[8,16]", "d2i.num_steps=2", "d2i.pretrain_batch_size=4",
+           "generate.batch_size=3"]
+
+
+@pytest.fixture(scope="module")
+def generate_inputs(tmp_path_factory):
+    from bridgedepth.config import load_config
+    from bridgedepth.d2i.pretrain import pretrain
+    from bridgedepth.d2i.synthetic import toy_scene
+    from bridgedepth.data.shards import write_dataset
+
+    root = tmp_path_factory.mktemp("generate")
+    write_dataset(root / "src", 5, lambda i: toy_scene(i, 24), samples_per_shard=2, progress=False)
+    pretrain(load_config("tiny", GEN_SET), root / "src", root / "d2i", steps=2, progress=False)
+    r = bridge(*_generate_args(root, root / "ref"))
+    assert r.returncode == 0, r.stderr
+    return root, root / "ref"
+
+
+def _generate_args(root, out):
+    return ["generate", "--d2i", root / "d2i", "--source", root / "src", "--out", out, "--images-per-depth", "2",
+            "--seed", "7", *[a for o in GEN_SET for a in ("--set", o)]]
+
+
+@SLOW
+@pytest.mark.parametrize("point", ["shard-write:3", "shard-commit:2"])
+def test_generate_killed_then_resumed(tmp_path, generate_inputs, point):
+    root, ref = generate_inputs
+    out = tmp_path / "gen"
+    r = bridge(*_generate_args(root, out), env={"BRIDGE_TEST_KILL_AT": point})
+    assert r.returncode == KILLED, (r.returncode, r.stderr)
+    assert_nothing_partial_visible(out)
+    r = bridge(*_generate_args(root, out))
+    assert r.returncode == 0, r.stderr
+    assert_same_as_reference(out, ref, 10)

@@ -470,8 +470,29 @@ def checkpoint_cases() -> list[Case]:
         (out / "model.safetensors").write_bytes(b"\xff" * 64)
         return out
 
+    def scale_head(name, fn):
+        def build(d):
+            import torch
+
+            from bridgedepth.mde.model import ScaleHead
+
+            out = base(d, name)
+            save_model(build_model("micro", seed=0), out, scale_head=ScaleHead(32, hidden=8, max_depth=10.0))
+            f = out / "scale_head.safetensors"
+            f.write_bytes(fn(f.read_bytes())) if fn is not None else save_file({"w": torch.zeros(2)}, str(f))
+            return f
+        return build
+
+    from bridgedepth.mde.model import load_scale_head
+
     read = lambda p: load_model(p)  # noqa: E731
     cli = ("eval", "--dataset", "folder", "--encoding", "png-mm", "--model")
+    heads = [
+        Case("checkpoint/scale-head-truncated", scale_head("ckpt-head-truncated", _half),
+             lambda f: load_scale_head(f.parent), InputError, "cannot load the scale head"),
+        Case("checkpoint/scale-head-wrong-tensors", scale_head("ckpt-head-wrong", None),
+             lambda f: load_scale_head(f.parent), InputError, "cannot load the scale head.*(Missing|Unexpected)"),
+    ]
     return [
         Case("checkpoint/missing-tensor", edit_weights("ckpt-missing-tensor", drop_tensor), read, InputError,
              "missing|weights do not fit|cannot load", cli),
@@ -485,6 +506,7 @@ def checkpoint_cases() -> list[Case]:
         Case("checkpoint/mismatched-config", mismatched_config, read, InputError, "size mismatch|shape|cannot load",
              cli),
         Case("checkpoint/garbage-weights", garbage_weights, read, InputError, "cannot load|safetensors|header", cli),
+        *heads,
     ]
 
 

@@ -393,8 +393,13 @@ def load_scale_head(ckpt_dir: str | os.PathLike) -> ScaleHead | None:
     meta = read_metadata(d)
     if "scale_head" not in meta or not (d / SCALE_HEAD_FILE).is_file():
         return None
-    head = ScaleHead(**meta["scale_head"])
-    head.load_state_dict(load_file(str(d / SCALE_HEAD_FILE)))
+    f = d / SCALE_HEAD_FILE
+    try:
+        head = ScaleHead(**meta["scale_head"])
+        head.load_state_dict(load_file(str(f)))
+    except Exception as e:  # noqa: BLE001 - SafetensorError, missing / mismatched tensors, bad metadata
+        detail = " ".join(str(e).split())[:300]
+        raise InputError(f"{f}: cannot load the scale head ({type(e).__name__}: {detail})") from None
     return head.eval()
 
 

@@ -33,11 +33,15 @@ test: $(STAMP)
 test-all: $(STAMP)
 	$(PY) -m pytest -q -n 2 -m "" $(PYTEST_ARGS)
 
-# property-based fuzzing of the readers, the shard reader and the config loader (docs/reliability.md)
+# fuzzing of the readers, the shard reader and the config loader (docs/reliability.md): hypothesis,
+# then coverage-guided atheris when installed (pip install -e ".[fuzz]")
 FUZZ_EXAMPLES ?= 2000
 fuzz: $(STAMP)
 	BRIDGE_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) BRIDGE_FUZZ_REPORT=fuzz_report.json $(PY) -m pytest -q -s -p no:xdist tests/test_fuzz.py
 	@cat fuzz_report.json
+	@if $(PY) -c "import atheris" 2>/dev/null; then mkdir -p runs/fuzz && cd runs/fuzz && \
+	  ../../$(PY) ../../tests/atheris_fuzz.py all $(FUZZ_EXAMPLES); \
+	else echo "atheris not installed: coverage-guided fuzzing skipped (pip install -e '.[fuzz]')"; fi
 
 bench: $(STAMP)
 	@for b in benchmarks/bench_*.py; do echo "== $$b"; $(PY) $$b || exit 1; done

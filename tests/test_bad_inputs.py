@@ -217,3 +217,41 @@ def test_eval_records_bad_inputs_and_continues(tmp_path, shared_data, run_cli):
     np.save(preds / "rgb_00000.npy", np.full((4, 4), np.inf, np.float32))
     r = run_cli(*args)
     assert r.code == 1 and "no image could be evaluated" in r.err, r
+
+
+def test_generate_skips_undecodable_source_sample(tmp_path, run_cli):
+    import io
+    import tarfile
+
+    from bridgedepth.config import load_config
+    from bridgedepth.d2i.pretrain import pretrain
+    from bridgedepth.d2i.synthetic import toy_scene
+    from bridgedepth.data.shards import rebuild_manifest, sha256_file, write_dataset
+
+    small = ["device=cpu", "d2i.resolution=16", "d2i.channels=[8,16]", "d2i.num_steps=2",
+             "d2i.pretrain_batch_size=4", "generate.batch_size=3"]
+    src = tmp_path / "src"
+    write_dataset(src, 4, lambda i: toy_scene(i, 24), samples_per_shard=2, progress=False)
+    pretrain(load_config("tiny", small), src, tmp_path / "d2i", steps=1, progress=False)
+    shard = src / "shard-000001.tar"  # corrupt one sample's depth, keep the checksums consistent
+    with tarfile.open(shard) as t:
+        members = [(m, t.extractfile(m).read()) for m in t.getmembers()]
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as t:
+        for m, data in members:
+            if m.name.endswith(".depth.npy") and m.name.startswith(members[0][0].name.split(".")[0]):
+                data = data[:30]
+                m.size = len(data)
+            t.addfile(m, io.BytesIO(data))
+    shard.write_bytes(buf.getvalue())
+    st = json.loads((src / "shard-000001.tar.json").read_text())
+    st["sha256"] = sha256_file(shard)
+    (src / "shard-000001.tar.json").write_text(json.dumps(st))
+    rebuild_manifest(src)
+    args = ["generate", "--d2i", tmp_path / "d2i", "--source", src, "--images-per-depth", "1",
+            *[a for o in small for a in ("--set", o)]]
+    r = run_cli(*args, "--out", tmp_path / "g")
+    assert r.code == 0 and "1 bad source sample(s) skipped" in r.err and "cannot decode .npy" in r.err, r
+    assert json.loads(r.out)["samples_total"] == 3
+    r = run_cli(*args, "--out", tmp_path / "g2", "--strict")
+    assert r.code == 1 and "--strict" in r.err, r

@@ -8,7 +8,7 @@ the path, leaves nothing partial and the rerun finishes the job.
 Each case costs a few subprocess starts (2-8 s each on the 2-core machine), so the default run
 (``make test``) keeps one case per kind (a kill mid-shard, SIGTERM, ENOSPC, a kill between the two
 checkpoint renames); the whole matrix is marked ``slow`` (``pytest -m slow tests/test_interrupt.py``,
-or ``make test-all``): about 4.5 minutes under load, see docs/reliability.md."""
+or ``make test-all``): about 5 minutes under load, see docs/reliability.md."""
 
 from __future__ import annotations
 

@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 TORCH_CPU ?= torch==2.13.0
 PYTEST_ARGS ?=
 
-.PHONY: demo test test-all bench setup clean browser
+.PHONY: demo test test-all bench fuzz setup clean browser
 
 $(STAMP): pyproject.toml
 	@if [ ! -x $(PY) ]; then \
@@ -43,6 +43,16 @@ test: $(STAMP) browser
 
 test-all: $(STAMP) browser
 	$(PY) -m pytest -q -n 2 -m "" $(PYTEST_ARGS)
+
+# fuzzing of the readers, the shard reader and the config loader (docs/reliability.md): hypothesis,
+# then coverage-guided atheris when installed (pip install -e ".[fuzz]")
+FUZZ_EXAMPLES ?= 2000
+fuzz: $(STAMP)
+	BRIDGE_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) BRIDGE_FUZZ_REPORT=fuzz_report.json $(PY) -m pytest -q -s -p no:xdist tests/test_fuzz.py
+	@cat fuzz_report.json
+	@if $(PY) -c "import atheris" 2>/dev/null; then mkdir -p runs/fuzz && cd runs/fuzz && \
+	  ../../$(PY) ../../tests/atheris_fuzz.py all $(FUZZ_EXAMPLES); \
+	else echo "atheris not installed: coverage-guided fuzzing skipped (pip install -e '.[fuzz]')"; fi
 
 # every benchmark writes runs/bench/NAME.json; one table at the end (docs/performance.md)
 bench: $(STAMP)

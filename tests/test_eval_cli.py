@@ -102,10 +102,16 @@ def test_skipped_images_are_counted(run_cli, shared_data, tmp_path):
 def test_errors_name_the_file(run_cli, shared_data, tmp_path):
     _write_predictions(shared_data, tmp_path / "P")
     (tmp_path / "P" / "rgb_00050.npy").unlink()
-    r = run_cli(*_folder_args(shared_data, tmp_path / "P"))
+    # a bad input is recorded with its path and reason, the others are evaluated (issue 15) ...
+    r = run_cli(*_folder_args(shared_data, tmp_path / "P", "--json", tmp_path / "r.json"))
+    assert r.code == 0 and "rgb_00050.npy" in r.err and "1 bad input(s)" in r.err, r
+    doc = json.loads((tmp_path / "r.json").read_text())
+    assert doc["n_images"] == 2 and doc["n_bad_inputs"] == 1 and "rgb_00050.npy" in doc["bad_inputs"][0]["reason"]
+    # ... and --strict stops at it
+    r = run_cli(*_folder_args(shared_data, tmp_path / "P", "--strict"))
     assert r.code == 2 and "rgb_00050.npy" in r.err
     np.save(tmp_path / "P" / "rgb_00050.npy", np.full((4, 4), np.nan, np.float32))
-    r = run_cli(*_folder_args(shared_data, tmp_path / "P"))
+    r = run_cli(*_folder_args(shared_data, tmp_path / "P", "--strict"))
     assert r.code == 2 and "NaN" in r.err
     r = run_cli("eval", "--dataset", "folder", "--root", shared_data / "rgbd/nyu_sync", "--encoding", "png-mm",
                 "--predictions", tmp_path / "P")

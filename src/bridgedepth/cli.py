@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import pickle
+import signal
 import sys
 
 from . import __version__
@@ -80,6 +82,18 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     return parser
 
 
+RESUME_HINT = ("completed shards and the last checkpoint are kept, a shard being written was discarded; "
+               "rerun the same command to resume")
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (a scheduler's stop) turned into the same clean unwinding as Ctrl-C."""
+
+
+def _on_sigterm(signum, frame):  # pragma: no cover - exercised by a subprocess test
+    raise Terminated()
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     command = next((a for a in argv if not a.startswith("-")), None)
@@ -91,14 +105,37 @@ def main(argv: list[str] | None = None) -> int:
     if getattr(args, "_missing", None):
         print(f"bridge {args._missing}: not built yet in this version of bridgedepth.", file=sys.stderr)
         return 3
+    import threading
+
+    if threading.current_thread() is threading.main_thread():
+        previous = signal.signal(signal.SIGTERM, _on_sigterm)
+    else:  # pragma: no cover - signal handlers can only be set from the main thread
+        previous = None
     try:
         return int(args._run(args) or 0)
     except (BridgeError, ConfigError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("interrupted; rerun the same command to resume", file=sys.stderr)
-        return 130
+    except pickle.UnpicklingError as e:  # torch.load(weights_only=True) refusing code
+        first = (str(e).strip().splitlines() or [""])[0][:300]
+        print(f"error: refused to load a pickle that is not tensors-only ({first})", file=sys.stderr)
+        return 2
+    except OSError as e:
+        from .errors import raise_if_storage
+
+        try:
+            raise_if_storage(e)
+        except BridgeError as se:
+            print(f"error: {se}", file=sys.stderr)
+            return 2
+        raise
+    except KeyboardInterrupt as e:
+        what = "terminated (SIGTERM)" if isinstance(e, Terminated) else "interrupted"
+        print(f"bridge {args.command}: {what}; {RESUME_HINT}", file=sys.stderr)
+        return 143 if isinstance(e, Terminated) else 130
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -479,15 +479,26 @@ def load_raw(preset: str | os.PathLike, _seen: tuple = ()) -> dict:
     if path.resolve() in _seen:
         raise ConfigError(f"{path}: circular 'base' chain")
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     except yaml.YAMLError as e:
         raise ConfigError(f"{path}: not valid YAML: {e}") from e
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{path}: not valid YAML: not UTF-8 text ({e.reason} at byte {e.start})") from e
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read: {e.strerror or e}") from e
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: a config file must be a mapping at the top level")
     base = data.pop("base", None)
     if base is not None:
-        base_path = base if str(base) in preset_names() else path.parent / str(base)
-        data = _deep_merge(load_raw(base_path, _seen + (path.resolve(),)), data)
+        if not isinstance(base, str):
+            raise ConfigError(f"{path}: base must be a preset name or a file name, got {base!r}")
+        base_path = base if base in preset_names() else path.parent / base
+        try:
+            data = _deep_merge(load_raw(base_path, _seen + (path.resolve(),)), data)
+        except ConfigError as e:
+            if str(e).startswith(str(path)):
+                raise
+            raise ConfigError(f"{path}: base {base!r}: {e}") from None
     return data
 
 
@@ -530,7 +541,11 @@ def apply_overrides(data: dict, overrides: list[str] | None) -> dict:
 def load_config(preset: str | os.PathLike = "tiny", overrides: list[str] | None = None) -> Config:
     """Load a preset (name or YAML path), apply dotted overrides, validate."""
     data = apply_overrides(load_raw(preset), overrides)
-    cfg = from_dict(Config, data)
+    try:
+        cfg = from_dict(Config, data)
+    except ConfigError as e:  # name the file the bad key came from (or the overrides)
+        where = _resolve_preset_path(preset)
+        raise ConfigError(f"{where}{' with --set overrides' if overrides else ''}: {e}") from None
     cfg.overrides = [*cfg.overrides, *(overrides or [])]
     return cfg
 

@@ -40,6 +40,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--save-predictions", metavar="DIR",
                    help="--model: cache predictions here as .npy (a rerun reuses them)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--strict", action="store_true",
+                   help="stop at the first unreadable ground truth or prediction (by default each is recorded "
+                        "in the result's bad_inputs, left out, and counted)")
     add_config_args(p)
     sub = p.add_subparsers(dest="action", metavar="ACTION")
     cmp = sub.add_parser("compare", help="put several result JSON files side by side, best value of each column marked")
@@ -143,7 +146,21 @@ def _evaluate_one(name, root, split, encoding, args, cfg, dataset_subdir: bool):
         disparity_floor=cfg.eval.disparity_floor, min_valid_pixels=cfg.eval.min_valid_pixels,
         limit=args.limit, batch_pixels=cfg.eval.batch_pixels, device=_device(cfg),
         progress=not args.quiet and sys.stderr.isatty(), threads=cfg.eval.cpu_threads,
+        strict=getattr(args, "strict", False),
     )
+
+
+def _report_bad(doc: dict) -> bool:
+    """Print the bad inputs of one result to stderr; True when nothing at all could be evaluated."""
+    bad = doc.get("bad_inputs") or []
+    for b in bad[:20]:
+        print(f"  bad input {b['key']}: {b['reason']}", file=sys.stderr)
+    if len(bad) > 20:
+        print(f"  ... and {len(bad) - 20} more (listed in the result JSON)", file=sys.stderr)
+    if bad:
+        print(f"{doc['dataset']}: {len(bad)} bad input(s) left out, {doc['n_images']} image(s) evaluated",
+              file=sys.stderr)
+    return bool(bad) and doc["n_images"] == 0
 
 
 def _save_config(cfg, json_path: str) -> None:
@@ -209,6 +226,7 @@ def _run_suite(args, cfg) -> int:
         res = _evaluate_one(name, spec["root"], spec.get("split"), spec.get("encoding"), args, cfg, dataset_subdir=True)
         results[name] = res.to_json()
         print(result_markdown(results[name]), file=sys.stderr)
+        _report_bad(results[name])
     if not results:
         raise InputError(f"{args.roots}: no dataset has a root")
     label = Path(args.model).name if args.model else Path(args.predictions).name
@@ -219,7 +237,7 @@ def _run_suite(args, cfg) -> int:
     atomic_write_text(out.with_suffix(".md"), md)
     _save_config(cfg, str(out))
     print(f"wrote {out} and {out.with_suffix('.md')}", file=sys.stderr)
-    return 0
+    return 1 if all(r.get("n_bad_inputs") and not r["n_images"] for r in results.values()) else 0
 
 
 def run(args) -> int:
@@ -241,9 +259,13 @@ def run(args) -> int:
     res = _evaluate_one(args.dataset, args.root, args.split, args.encoding, args, cfg, dataset_subdir=False)
     doc = res.to_json()
     print(result_markdown(doc), end="")
+    nothing = _report_bad(doc)
     if args.json:
         write_json(args.json, doc)
         _save_config(cfg, args.json)
     if args.per_image:
         atomic_write_text(args.per_image, per_image_csv(res.per_image))
+    if nothing:
+        print("error: no image could be evaluated", file=sys.stderr)
+        return 1
     return 0

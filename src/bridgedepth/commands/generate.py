@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 
 from ..cli import add_config_args, config_from_args
 
@@ -24,6 +25,8 @@ def add_arguments(p):
                         "(self-contained shards; default: a source_ref to the source sample, see generate.embed_source)")
     p.add_argument("--rank", type=int, default=int(os.environ.get("RANK", 0)), help="this process's rank")
     p.add_argument("--world-size", type=int, default=int(os.environ.get("WORLD_SIZE", 1)), help="number of ranks")
+    p.add_argument("--strict", action="store_true",
+                   help="exit with status 1 when any source sample was skipped (by default only when none was used)")
     add_config_args(p)
 
 
@@ -35,4 +38,15 @@ def run(args) -> int:
                        seed=args.seed, steps=args.steps, rank=args.rank, world_size=args.world_size,
                        overwrite=args.overwrite, embed_source=args.embed_source)
     print(json.dumps(summary, indent=2))
+    from ..data.shards import load_manifest
+
+    bad = [{"shard": sh.name, **item} for sh in load_manifest(args.out).shards for item in sh.skipped]
+    for b in bad[:20]:
+        print(f"  skipped {b.get('key', '?')} ({b['shard']}): {b.get('reason', '?')}", file=sys.stderr)
+    if bad:
+        print(f"{len(bad)} bad source sample(s) skipped (recorded in the shard status files)", file=sys.stderr)
+    if bad and (args.strict or summary.get("samples_total", 0) == 0):
+        print("error: " + ("no source sample could be used" if not summary.get("samples_total") else
+                           f"{len(bad)} bad source sample(s) and --strict"), file=sys.stderr)
+        return 1
     return 0

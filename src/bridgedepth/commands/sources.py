@@ -37,6 +37,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="samples per shard (default: data.samples_per_shard of the preset)")
     c.add_argument("--opt", action="append", default=[], metavar="KEY=VALUE",
                    help="adapter option, e.g. --opt rgb_dir=color (repeatable; see `bridge sources list`)")
+    c.add_argument("--strict", action="store_true",
+                   help="exit with status 1 when any frame was skipped (by default only when every frame was)")
     add_config_args(c)
 
 
@@ -69,6 +71,9 @@ def _convert(args: argparse.Namespace) -> int:
     print(report.summary())
     if report.total and report.loaded == 0:
         print("error: every frame was skipped; nothing usable was written")
+        return 1
+    if args.strict and report.skipped:
+        print(f"error: {len(report.skipped)} frame(s) skipped and --strict")
         return 1
     return 0
 

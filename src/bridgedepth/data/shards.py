@@ -38,7 +38,8 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import InputError
+from .. import faults
+from ..errors import InputError, raise_if_storage
 
 FORMAT = "bridgedepth-shards"
 VERSION = 1
@@ -246,6 +247,22 @@ def _check_member(info: tarfile.TarInfo, shard: str) -> None:
         raise ShardError(f"{shard}: refusing member {name!r} (members must be flat 'key.field.ext' names)")
 
 
+def _check_tar_end(f, where: str) -> None:
+    """A whole tar is a sequence of 512-byte blocks ending with two zero blocks; a file cut short
+    (a copy or a write that stopped) is refused here, since tarfile treats a cut header as the end."""
+    size = os.fstat(f.fileno()).st_size
+    if size == 0:
+        raise ShardError(f"{where}: empty file (0 bytes), not a tar shard")
+    tail = b""
+    if size % 512 == 0 and size >= 1024:
+        f.seek(size - 1024)
+        tail = f.read(1024)
+        f.seek(0)
+    if size % 512 or tail.count(0) != 1024:
+        raise ShardError(f"{where}: truncated or not a tar: no end-of-archive marker "
+                         f"({size} bytes{', not a multiple of 512' if size % 512 else ''})")
+
+
 def _iter_tar_groups(path: Path, *, where: str | None = None) -> Iterator[dict[str, bytes]]:
     """Yield the members of each sample, grouped by key, in file order; refuses unsafe members."""
     where = where or str(path)
@@ -253,20 +270,26 @@ def _iter_tar_groups(path: Path, *, where: str | None = None) -> Iterator[dict[s
     group: dict[str, bytes] = {}
     current = None
     try:
-        with open(path, "rb") as f, tarfile.open(fileobj=f, mode="r|") as tar:
-            for info in tar:
-                _check_member(info, where)
-                key, _field, _ext = _split_member(info.name, where)
-                if key != current:
-                    if group:
-                        yield group
-                    if key in seen:
-                        raise ShardError(f"{where}: sample key {key!r} appears twice (members not contiguous)")
-                    seen.add(key)
-                    group, current = {}, key
-                fobj = tar.extractfile(info)
-                assert fobj is not None  # regular file
-                group[info.name] = fobj.read()
+        with open(path, "rb") as f:
+            _check_tar_end(f, where)
+            with tarfile.open(fileobj=f, mode="r|") as tar:
+                for info in tar:
+                    _check_member(info, where)
+                    key, _field, _ext = _split_member(info.name, where)
+                    if key != current:
+                        if group:
+                            yield group
+                        if key in seen:
+                            raise ShardError(f"{where}: sample key {key!r} appears twice (members not contiguous)")
+                        seen.add(key)
+                        group, current = {}, key
+                    fobj = tar.extractfile(info)
+                    assert fobj is not None  # regular file
+                    data = fobj.read()
+                    if len(data) != info.size:
+                        raise ShardError(f"{where}: member {info.name!r} is truncated "
+                                         f"({len(data)} of its declared {info.size} bytes)")
+                    group[info.name] = data
     except tarfile.TarError as e:
         raise ShardError(f"{where}: unreadable tar ({e})") from e
     if group:
@@ -315,6 +338,9 @@ def _write_json_atomic(path: Path, obj: Any) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except OSError as e:
+        raise_if_storage(e, path)
+        raise
     finally:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
@@ -641,7 +667,12 @@ class _ShardWriter:
         obj: dict[str, Any] = {"__key__": key}
         for member, data in members.items():
             obj[member[len(prefix):]] = data
-        self.tw.write(obj)
+        try:
+            faults.point("shard-write", self.tmp)
+            self.tw.write(obj)
+        except OSError as e:
+            raise_if_storage(e, self.d / self.name)
+            raise
 
     def _run(self) -> None:
         while True:
@@ -681,19 +712,25 @@ class _ShardWriter:
     def commit(self, **status: Any) -> ShardInfo:
         self._stop_thread()
         self._raise()
-        self.tw.close()
-        self.f.flush()
-        os.fsync(self.f.fileno())
-        self.f.close()
-        digest = self.hf.h.hexdigest()
-        size = self.tmp.stat().st_size
-        if size != self.hf.size:  # pragma: no cover - would mean bytes bypassed the hashing wrapper
-            raise ShardError(f"{self.tmp}: {size} bytes on disk, {self.hf.size} written")
         final = self.d / self.name
-        os.replace(self.tmp, final)
-        _fsync_dir(self.d)
+        try:
+            self.tw.close()
+            self.f.flush()
+            os.fsync(self.f.fileno())
+            self.f.close()
+            digest = self.hf.h.hexdigest()
+            size = self.tmp.stat().st_size
+            if size != self.hf.size:  # pragma: no cover - would mean bytes bypassed the hashing wrapper
+                raise ShardError(f"{self.tmp}: {size} bytes on disk, {self.hf.size} written")
+            os.replace(self.tmp, final)
+            _fsync_dir(self.d)
+        except OSError as e:
+            raise_if_storage(e, final)
+            raise
+        faults.point("shard-commit", final)
         info = ShardInfo(name=self.name, complete=True, samples=self.samples, sha256=digest, bytes=size, **status)
         _write_json_atomic(_status_path(self.d, self.name), info.to_dict())
+        faults.point("shard-done", final)
         return info
 
     def abort(self) -> None:
@@ -865,20 +902,51 @@ def _chunks(it: Iterator[dict], n: int) -> Iterator[list[dict]]:
         yield group
 
 
+def _decoded(path: Path, fields, resolver, skipped: list, count: list) -> Iterator[dict]:
+    """The samples of one input shard, decoded and with their source references resolved. A sample
+    that does not decode is recorded in ``skipped`` (key and reason) and left out; a source reference
+    that cannot be resolved (:class:`~bridgedepth.data.refs.SourceRefError`) fails the whole shard."""
+    from .refs import REF_FIELD, SourceRefError, fields_to_decode
+
+    wanted = None if fields is None else list(fields)
+    decode = fields_to_decode(wanted)
+    for members in _iter_tar_groups(path):
+        count[0] += 1
+        key = next(iter(members)).split(".", 1)[0]
+        try:
+            sample = decode_sample(members, fields=decode, where=str(path))
+        except SourceRefError:
+            raise
+        except InputError as e:
+            skipped.append({"key": key, "reason": str(e)})
+            continue
+        if REF_FIELD in sample:
+            resolver.resolve(sample, path.parent, where=str(path), fields=wanted)
+        yield sample
+
+
 def _map_todo(in_d, d, todo, fn, fields, bar, chunk: int = 0, writer_thread: bool = True) -> None:
+    """A sample that cannot be decoded, or for which ``fn`` raises InputError, is recorded as skipped
+    (key and reason) and the shard goes on. An input shard that cannot be read at all (checksum
+    mismatch, unsafe or unreadable tar, a missing or changed referenced source) is left without output
+    (incomplete) while the other shards are written; then one ShardError names every such shard."""
     from .refs import SourceResolver
 
     src_dir = str(in_d.resolve())
+    failed: list[str] = []
     with bar, SourceResolver() as resolver:
         for s in todo:
             w = _ShardWriter(d, s.name, threaded=writer_thread)
             skipped: list[dict] = []
             inputs = 0
             context = {"dir": src_dir, "shard": s.name, "sha256": s.sha256}
+            path = in_d / s.name
+            count = [0]
             try:
-                samples = iter_shard(in_d / s.name, sha256=s.sha256, fields=fields, resolver=resolver)
+                if s.sha256:
+                    _check_sha(path, s.sha256, False)
+                samples = _decoded(path, fields, resolver, skipped, count)
                 for group in _chunks(samples, max(1, chunk)):
-                    inputs += len(group)
                     for sample in group:
                         sample[SOURCE_CONTEXT] = context
                     if chunk:
@@ -905,10 +973,21 @@ def _map_todo(in_d, d, todo, fn, fields, bar, chunk: int = 0, writer_thread: boo
                         for o in outs:
                             w.write(o)  # errors here (bad field, duplicate key) are bugs: abort
                     bar.update(len(group))
+                inputs = count[0]
                 w.commit(skipped=skipped, source_sha256=s.sha256, inputs=inputs)
+            except ShardError as e:
+                w.abort()
+                failed.append(e)
             except BaseException:
                 w.abort()
                 raise
+    if failed:
+        # the most specific class all failures share (e.g. SourceRefError when every source is missing)
+        cls = next(c for c in type(failed[0]).__mro__ if all(isinstance(e, c) for e in failed))
+        cls = cls if issubclass(cls, ShardError) else ShardError
+        raise cls(f"{len(failed)} of {len(todo)} input shard(s) unusable, their output not written "
+                  f"(the other shards are complete; fix or rewrite these and rerun): "
+                  + "; ".join(str(e) for e in failed))
 
 
 # --------------------------------------------------------------------------------------------
@@ -983,6 +1062,7 @@ class IndexedShard:
         seen: set[str] = set()
         current = None
         try:
+            _check_tar_end(self._f, where)
             tar = tarfile.open(fileobj=self._f, mode="r:")
             for info in tar:
                 _check_member(info, where)

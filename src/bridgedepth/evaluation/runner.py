@@ -52,8 +52,11 @@ def load_prediction(path: Path) -> np.ndarray:
     arr = np.asarray(arr)
     if arr.ndim == 3 and 1 in (arr.shape[0], arr.shape[-1]):
         arr = arr.reshape(arr.shape[1:] if arr.shape[0] == 1 else arr.shape[:2])
-    if arr.ndim != 2 or not np.issubdtype(arr.dtype, np.number):
-        raise InputError(f"{path}: a prediction must be a numeric (H, W) array, got {arr.dtype} {arr.shape}")
+    real = np.issubdtype(arr.dtype, np.floating) or np.issubdtype(arr.dtype, np.integer)
+    if arr.ndim != 2 or not real:
+        raise InputError(f"{path}: a prediction must be a real-valued (H, W) array, got {arr.dtype} {arr.shape}")
+    if min(arr.shape) < 2:
+        raise InputError(f"{path}: a prediction of {arr.shape[1]}x{arr.shape[0]} pixels is empty or degenerate")
     arr = arr.astype(np.float32, copy=False)
     if not np.isfinite(arr).all():
         raise InputError(f"{path}: prediction contains NaN or inf")
@@ -131,12 +134,15 @@ class EvalResult:
     per_image: list[dict[str, Any]] = field(default_factory=list)
     constants: dict[str, Any] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
+    bad_inputs: list[dict[str, str]] = field(default_factory=list)  # {"key", "reason"}: unreadable GT or prediction
 
     def to_json(self) -> dict[str, Any]:
         out = {
             "dataset": self.dataset,
             "n_images": self.n_images,
             "n_skipped": self.n_skipped,
+            "n_bad_inputs": len(self.bad_inputs),
+            "bad_inputs": self.bad_inputs,
             "alignment": self.alignment,
             "prediction_type": self.prediction_type,
             "metrics": {k: _clean(v) for k, v in self.metrics.items()},
@@ -221,10 +227,13 @@ def evaluate_dense(
     device: str = "cpu",
     progress: bool = True,
     threads: int | None = 1,
+    strict: bool = False,
 ) -> EvalResult:
     """Evaluate ``source`` predictions on a dense benchmark (see docs/evaluation.md). ``threads``:
     torch threads for resizing, alignment and metrics on CPU (None: leave torch's setting); the
-    predictions themselves (``source.get``) run outside that limit."""
+    predictions themselves (``source.get``) run outside that limit. An image whose ground truth or
+    prediction is unusable (an InputError) is recorded in ``bad_inputs`` with the reason and left out;
+    with ``strict`` the first one is raised instead."""
     if alignment not in ALIGNMENTS:
         raise InputError(f"unknown alignment {alignment!r}; choose one of {', '.join(ALIGNMENTS)}")
     if prediction_type not in PREDICTION_TYPES:
@@ -266,11 +275,18 @@ def evaluate_dense(
 
     shape = None
     pixels = 0
+    bad: list[dict[str, str]] = []
     for item in _progress(items, len(items), benchmark.name, progress):
-        gt = benchmark.load_gt(item)
-        pred = source.get(item.key, item, benchmark)
-        with cpu_threads(threads):
-            p = prediction_to_gt_frame(pred, gt.full_shape, gt.crop, gt.depth.shape)
+        try:
+            gt = benchmark.load_gt(item)
+            pred = source.get(item.key, item, benchmark)
+            with cpu_threads(threads):
+                p = prediction_to_gt_frame(pred, gt.full_shape, gt.crop, gt.depth.shape)
+        except InputError as e:
+            if strict:
+                raise
+            bad.append({"key": str(item.key), "reason": str(e)})
+            continue
         hw = gt.depth.shape
         if pending and (hw != shape or pixels + hw[0] * hw[1] > batch_pixels):
             flush()
@@ -291,6 +307,7 @@ def evaluate_dense(
         metrics=metrics,
         per_image=rows,
         constants={**benchmark.constants(), "disparity_floor": disparity_floor, "min_valid_pixels": min_valid_pixels},
+        bad_inputs=bad,
     )
 
 

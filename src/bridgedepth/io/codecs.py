@@ -11,6 +11,7 @@ import zipfile
 
 import numpy as np
 
+from . import common
 from .common import FormatError, check_pixels
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -199,9 +200,33 @@ def encode_png16(arr: np.ndarray) -> bytes:
 
 
 # --------------------------------------------------------------------------------------------- NPY / NPZ
+def _check_npy_header(path, f, what: str = ".npy") -> None:
+    """Read a .npy header from ``f`` (then rewind) and refuse a shape beyond the pixel limit before
+    NumPy allocates it (a few bytes can declare terabytes)."""
+    fmt = np.lib.format
+    try:
+        version = fmt.read_magic(f)
+        reader = {(1, 0): fmt.read_array_header_1_0, (2, 0): fmt.read_array_header_2_0}.get(version)
+        if reader is None:
+            raise ValueError(f"unsupported .npy version {version}")
+        shape, _fortran, dtype = reader(f)
+    except Exception as e:  # noqa: BLE001 - any header damage
+        raise FormatError(path, f"truncated or corrupt {what} header: {e}") from None
+    n = 1
+    for dim in shape:
+        n *= int(dim)
+    limit = 4 * common.MAX_IMAGE_PIXELS  # up to 4 channels of the largest image
+    if n > limit:
+        raise FormatError(path, f"{what} declares shape {shape} ({n} values): exceeds the limit of {limit} values "
+                                "(possible decompression bomb); raise bridgedepth.io.common.MAX_IMAGE_PIXELS "
+                                "if it is genuine")
+    f.seek(0)
+
+
 def decode_npy(path, data: bytes) -> np.ndarray:
     if not data.startswith(NPY_MAGIC):
         raise FormatError(path, f"wrong magic: not a .npy file (found {_describe_start(data)})")
+    _check_npy_header(path, io.BytesIO(data))
     try:
         return np.load(io.BytesIO(data), allow_pickle=False)
     except ValueError as e:
@@ -218,13 +243,18 @@ def decode_npz(path, data: bytes) -> dict[str, np.ndarray]:
         raise FormatError(path, f"wrong magic: not a .npz (zip) file (found {_describe_start(data)})")
     try:
         with np.load(io.BytesIO(data), allow_pickle=False) as z:
+            for name in z.zip.namelist():
+                with z.zip.open(name) as member:
+                    _check_npy_header(path, io.BytesIO(member.read(4096)), f".npz member {name!r}")
             return {k: z[k] for k in z.files}
+    except FormatError:
+        raise
     except ValueError as e:
         if "allow_pickle" in str(e) or "Object arrays" in str(e):
             raise FormatError(path, "holds Python objects (pickle); refused") from None
         raise FormatError(path, f"truncated or corrupt .npz: {e}") from None
-    except (zipfile.BadZipFile, EOFError, OSError) as e:
-        raise FormatError(path, f"truncated or corrupt .npz: {e}") from None
+    except Exception as e:  # noqa: BLE001 - BadZipFile, zlib.error, EOFError, OSError, NotImplementedError ...
+        raise FormatError(path, f"truncated or corrupt .npz: {type(e).__name__}: {e}") from None
 
 
 def encode_npy(arr: np.ndarray) -> bytes:

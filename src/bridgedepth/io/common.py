@@ -9,7 +9,7 @@ import tempfile
 from pathlib import Path
 from typing import IO, Iterator
 
-from ..errors import InputError
+from ..errors import InputError, raise_if_storage
 
 # The largest image (in pixels) any reader decodes. A decompression bomb (a tiny file that claims a
 # huge size) is refused before decoding. 150 M pixels (about 12000 x 12500) is well above real depth
@@ -118,9 +118,12 @@ def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[
             os.fsync(f.fileno())
         os.replace(tmp_path, target)
         _fsync_dir(folder)
-    except BaseException:
+    except BaseException as e:
         with contextlib.suppress(OSError):
             tmp_path.unlink()
+        if isinstance(e, OSError):
+            raise_if_storage(e, target)
+            raise
         raise
 
 
@@ -143,7 +146,10 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb", **open_kwargs) -> It
             os.fsync(f.fileno())
         os.replace(tmp_path, target)
         _fsync_dir(folder)
-    except BaseException:
+    except BaseException as e:
         with contextlib.suppress(OSError):
             tmp_path.unlink()
+        if isinstance(e, OSError):
+            raise_if_storage(e, target)
+            raise
         raise

@@ -124,7 +124,7 @@ def _metres_from_float(path, arr: np.ndarray, what: str = "depth", nan_is_invali
     else:
         _nan_filled_check(path, a)
     finite = np.isfinite(a)
-    neg = finite & (a < 0)
+    neg = a < 0  # -inf included; NaN compares False
     if neg.any():
         raise FormatError(path, f"{int(neg.sum())} negative {what} values (smallest {float(a[neg].min()):g}): "
                                 f"not a {what} map in this encoding")

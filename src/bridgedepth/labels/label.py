@@ -44,6 +44,7 @@ class LabelSummary:
     seconds: float = 0.0
     fractions: list[float] = field(default_factory=list)
     reasons: dict[str, int] = field(default_factory=dict)
+    bad_inputs: list[dict] = field(default_factory=list)  # {"shard", "key", "reason"} of each skipped sample
 
     @property
     def accepted_fraction(self) -> float:
@@ -62,7 +63,7 @@ class LabelSummary:
             "samples": self.samples, "accepted": self.accepted, "accepted_fraction": self.accepted_fraction,
             "skipped": self.skipped, "mean_mask_fraction": float(np.mean(self.fractions)) if self.fractions else 0.0,
             "mask_fraction_histogram": self.histogram(), "reasons": self.reasons,
-            "seconds": self.seconds, "samples_per_s": self.throughput,
+            "seconds": self.seconds, "samples_per_s": self.throughput, "bad_inputs": self.bad_inputs,
         }
 
 
@@ -112,6 +113,12 @@ class Labeller:
             if f not in sample:
                 raise InputError(f"sample {key}: no '{f}' field (is this a `bridge generate` output?)")
         gen, orig = sample["rgb"], sample["source_rgb"]
+        for f, im in (("rgb", gen), ("source_rgb", orig)):
+            if not (isinstance(im, np.ndarray) and im.dtype == np.uint8 and im.ndim == 3 and im.shape[2] == 3
+                    and min(im.shape[:2]) >= MIN_SIDE):
+                what = f"{im.dtype} {im.shape}" if isinstance(im, np.ndarray) else type(im).__name__
+                raise InputError(f"sample {key}: '{f}' must be an RGB uint8 image of at least {MIN_SIDE}x{MIN_SIDE} "
+                                 f"pixels, got {what}")
         pseudo = self.pseudo_label(gen)
         res = similarity_mask(gen, orig, self.cfg)
         stats = res.stats()
@@ -146,6 +153,9 @@ class Labeller:
             out.pop(f, None)
         out[REF_FIELD] = rebase_ref(ref, self.generated_dir, self.out_dir)
         return out
+
+
+MIN_SIDE = 8  # smaller images cannot hold an SSIM window or ORB features: refused per sample
 
 
 def mask_in_generated_frame(mask: np.ndarray, stats: dict, generated_hw: tuple[int, int]) -> np.ndarray:
@@ -195,6 +205,7 @@ def summarize(out_dir: str | os.PathLike) -> LabelSummary:
         s.reasons[reason] = s.reasons.get(reason, 0) + 1
     man = load_manifest(out_dir)
     s.skipped = sum(len(sh.skipped) for sh in man.shards)
+    s.bad_inputs = [{"shard": sh.name, **item} for sh in man.shards for item in sh.skipped]
     return s
 
 

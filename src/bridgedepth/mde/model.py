@@ -366,13 +366,22 @@ def load_model(ckpt_dir: str | os.PathLike, *, attn_implementation: str = "sdpa"
         raise InputError(f"{d}: not a model checkpoint (no config.json)")
     if not any(d.glob("model*.safetensors")):
         raise InputError(f"{d}: no model.safetensors (only safetensors weights are loaded, never pickles)")
+    from safetensors import SafetensorError
+
     meta = read_metadata(d)
     try:
-        model = DepthAnythingForDepthEstimation.from_pretrained(
-            d, use_safetensors=True, local_files_only=True
+        model, info = DepthAnythingForDepthEstimation.from_pretrained(
+            d, use_safetensors=True, local_files_only=True, output_loading_info=True
         )
-    except (OSError, ValueError) as e:
-        raise InputError(f"{d}: cannot load the model: {e}") from e
+    except (OSError, ValueError, RuntimeError, KeyError, TypeError, SafetensorError) as e:  # incl. size mismatches
+        first = (str(e).strip().splitlines() or [""])[0][:300]
+        raise InputError(f"{d}: cannot load the model ({type(e).__name__}: {first})") from None
+    # transformers initialises missing tensors at random with only a warning: refuse instead
+    bad = {k: v for k, v in info.items() if k in ("missing_keys", "unexpected_keys", "mismatched_keys") and v}
+    if bad:
+        detail = "; ".join(f"{k.replace('_', ' ')}: {', '.join(map(str, sorted(v)[:5]))}"
+                           f"{' ...' if len(v) > 5 else ''}" for k, v in bad.items())
+        raise InputError(f"{d}: model.safetensors does not fit config.json ({detail})")
     set_attention(model, attn_implementation)
     model.bridge_arch = meta.get("arch")
     model.bridge_meta = meta
@@ -389,8 +398,13 @@ def load_scale_head(ckpt_dir: str | os.PathLike) -> ScaleHead | None:
     meta = read_metadata(d)
     if "scale_head" not in meta or not (d / SCALE_HEAD_FILE).is_file():
         return None
-    head = ScaleHead(**meta["scale_head"])
-    head.load_state_dict(load_file(str(d / SCALE_HEAD_FILE)))
+    f = d / SCALE_HEAD_FILE
+    try:
+        head = ScaleHead(**meta["scale_head"])
+        head.load_state_dict(load_file(str(f)))
+    except Exception as e:  # noqa: BLE001 - SafetensorError, missing / mismatched tensors, bad metadata
+        detail = " ".join(str(e).split())[:300]
+        raise InputError(f"{f}: cannot load the scale head ({type(e).__name__}: {detail})") from None
     return head.eval()
 
 

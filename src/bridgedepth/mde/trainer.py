@@ -42,7 +42,8 @@ import torch
 
 from ..config import Config, ConfigError, save_resolved, to_dict
 from ..data.targets import TargetKind, training_view
-from ..errors import InputError
+from .. import faults
+from ..errors import InputError, raise_if_storage
 from .model import apply_scale, enable_checkpointing, forward_with_features, parameter_groups
 
 IMAGENET_MEAN = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
@@ -373,30 +374,80 @@ def _save_checkpoint(out: Path, name: str, model, optimizer, scheduler, state: d
     tmp = out / f".{name}.tmp"
     if tmp.exists():
         shutil.rmtree(tmp)
-    save_model_fn(model, tmp, extra=extra, scale_head=scale_head)
-    if optimizer is not None:
-        blob = {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()}
-        if rank_tensors is not None:
-            blob["ranks"] = rank_tensors
-        torch.save(blob, tmp / "optimizer.pt")
-    (tmp / "trainer_state.json").write_text(json.dumps(state, indent=1))
-    old = out / f".{name}.old"
-    if target.exists():
-        if old.exists():
-            shutil.rmtree(old)
-        os.replace(target, old)
-    os.replace(tmp, target)
+    try:
+        save_model_fn(model, tmp, extra=extra, scale_head=scale_head)
+        if optimizer is not None:
+            blob = {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()}
+            if rank_tensors is not None:
+                blob["ranks"] = rank_tensors
+            torch.save(blob, tmp / "optimizer.pt")
+        faults.point("ckpt-write", tmp)
+        (tmp / "trainer_state.json").write_text(json.dumps(state, indent=1))  # written last: marks it whole
+        old = out / f".{name}.old"
+        if target.exists():
+            if old.exists():
+                shutil.rmtree(old)
+            os.replace(target, old)
+        faults.point("ckpt-swap", target)
+        os.replace(tmp, target)
+    except OSError as e:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise_if_storage(e, target)
+        raise
     if old.exists():
         shutil.rmtree(old)
     return target
 
 
 def _load_resume(out: Path) -> tuple[Path, dict] | None:
+    """The checkpoint to resume from: ``last``, or the previous one moved aside to ``.last.old`` when
+    a kill came between the two renames of :func:`_save_checkpoint`. A ``.last.tmp`` (half-written)
+    is never used: ``trainer_state.json`` is written last, and only a renamed folder is read."""
     last = out / "last"
+    if not (last / "trainer_state.json").exists() and (out / ".last.old" / "trainer_state.json").exists():
+        try:
+            os.replace(out / ".last.old", last)
+        except OSError:  # another rank did it first
+            pass
     state_file = last / "trainer_state.json"
     if not state_file.exists():
         return None
-    return last, json.loads(state_file.read_text())
+    try:
+        return last, json.loads(state_file.read_text())
+    except ValueError as e:
+        raise InputError(f"{state_file}: unreadable trainer state ({e}); delete {last} to start over") from e
+
+
+def _load_optimizer_blob(path: Path) -> dict:
+    """``optimizer.pt`` through ``torch.load(weights_only=True)``: tensors and plain containers only; a
+    pickle that would build any other object (run code) is refused before anything of it runs."""
+    try:
+        blob = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - unpickling refusals and corrupt files alike
+        first = (str(e).strip().splitlines() or [""])[0][:200]
+        raise InputError(f"{path}: refused: not a tensors-only PyTorch file ({type(e).__name__}: {first}); "
+                         f"delete {path.parent} to start over") from None
+    if not isinstance(blob, dict) or "optimizer" not in blob or "scheduler" not in blob:
+        raise InputError(f"{path}: not an optimiser state written by bridge train")
+    return blob
+
+
+def _trim_log(log_path: Path, step: int) -> None:
+    """Drop log records after ``step`` (written by a run killed after its last checkpoint), so a
+    resumed run's log has each step once."""
+    if not log_path.exists():
+        return
+    keep = []
+    for line in log_path.read_text().splitlines():
+        try:
+            rec = json.loads(line)
+        except ValueError:
+            continue  # a line cut by the kill
+        if int(rec.get("step", 0)) <= step:
+            keep.append(line + "\n")
+    tmp = log_path.with_name(log_path.name + ".tmp")
+    tmp.write_text("".join(keep))
+    os.replace(tmp, log_path)
 
 
 def _gather(accelerator, obj) -> list:
@@ -549,7 +600,7 @@ def train(
         state = resume[1]
         start_step = int(state["step"])
         if (resume[0] / "optimizer.pt").exists():
-            blob = torch.load(resume[0] / "optimizer.pt", map_location="cpu", weights_only=True)
+            blob = _load_optimizer_blob(resume[0] / "optimizer.pt")
     model = _build_stage_model(cfg, init_from)
     t.check_crop(model.config.patch_size)
     scale_head = None
@@ -607,6 +658,8 @@ def train(
         _restore_rank_tensors(accelerator, ranks_blob[rank])
     loss_fn = _stage_loss(cfg)
     log_path = out / "log.jsonl"
+    if accelerator.is_main_process:
+        _trim_log(log_path, start_step)
     best = state.get("best_score")
     extra_meta = {"stage": t.stage, "config": to_dict(cfg), "data": [d.__dict__ for d in data]}
 
@@ -695,6 +748,7 @@ def train(
                 accelerator.log(scalars(rec), step=step + 1)
             bar.update(1)
             bar.set_postfix(loss=f"{last_loss:.4f}")
+            faults.point("train-step")
             if t.save_every and (step + 1) % t.save_every == 0 and step + 1 < end:
                 checkpoint("last", step + 1)
         if end == t.steps and validate is not None:

@@ -55,7 +55,18 @@ def _check_existing(out: Path, meta: dict) -> None:
         raise InputError(f"{out}: holds a dataset that is not procedural scenes; use another --out")
 
 
+def _stop_on_sigterm() -> None:
+    """In a worker: SIGTERM unwinds like Ctrl-C, so the shard being written is discarded cleanly."""
+    import signal
+
+    def handler(signum, frame):
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, handler)
+
+
 def _rank_main(rank, world_size, out, count, kw, sps, meta, progress):
+    _stop_on_sigterm()
     import cv2
 
     cv2.setNumThreads(1)
@@ -116,9 +127,17 @@ def write_scenes(out, count: int, *, kind: str = "mixed", size=(256, 256), seed:
     for p in procs:
         p.start()
     codes = []
-    for p in procs:
-        p.join()
-        codes.append(p.exitcode)
+    try:
+        for p in procs:
+            p.join()
+            codes.append(p.exitcode)
+    except BaseException:  # interrupted (Ctrl-C, SIGTERM): stop the workers too, each drops its open shard
+        for p in procs:
+            if p.is_alive():
+                p.terminate()
+        for p in procs:
+            p.join()
+        raise
     if any(c != 0 for c in codes):
         raise InputError(f"{out}: a rendering worker failed (exit codes {codes}); rerun to resume")
     return load_manifest(out)

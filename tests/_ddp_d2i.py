@@ -12,7 +12,7 @@ from bridgedepth.d2i.synthetic import toy_scenes
 out, flux, sd, teacher = sys.argv[1:5]
 common = ["device=cpu", "finetune.batch_size=1", "finetune.heldout=2", "finetune.sample_every=0",
           "finetune.save_every=0", "finetune.lora_rank=2", "finetune.lora_alpha=2", "finetune.lr=1e-2",
-          "finetune.lora_targets=[to_q,to_k,to_v]", "finetune.shuffle_buffer=4"]
+          "finetune.lora_targets=[to_q,to_k,to_v]", "finetune.open_shards=2"]
 for name, d in (("flux", flux), ("sd", sd)):
     cfg = load_config("tiny", common)  # the model folders' own settings: 32 px, 3 steps
     s = finetune(cfg, d, teacher, toy_scenes(8, 32), Path(out) / name, steps=2, progress=False)

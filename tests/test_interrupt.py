@@ -350,3 +350,72 @@ def test_generate_killed_then_resumed(tmp_path, generate_inputs, point):
     r = bridge(*_generate_args(root, out))
     assert r.returncode == 0, r.stderr
     assert_same_as_reference(out, ref, 10)
+
+
+# ------------------------------------------------------------------------------ bridge d2i finetune
+
+FT_SET = ["device=cpu", "d2i.resolution=16", "d2i.num_steps=2", "finetune.batch_size=2", "finetune.heldout=2",
+          "finetune.save_every=1", "finetune.sample_every=0", "finetune.lora_rank=2", "finetune.lora_alpha=2",
+          "finetune.lr=1e-2", "finetune.lora_targets=[to_q,to_k,to_v]", "finetune.random_cutoff=true",
+          "finetune.grad_steps=2"]
+
+
+@pytest.fixture(scope="module")
+def finetune_inputs(tmp_path_factory, scenes_ref):
+    import torch
+    from transformers import DepthAnythingForDepthEstimation
+
+    from bridgedepth.d2i.teacher import tiny_teacher_config
+    from bridgedepth.d2i.tiny import TinyBackend
+
+    root = tmp_path_factory.mktemp("finetune")
+    torch.manual_seed(0)
+    TinyBackend.create(16, (8, 16), 1, 2).save(root / "d2i")
+    DepthAnythingForDepthEstimation(tiny_teacher_config()).save_pretrained(root / "teacher")
+    r = bridge(*_finetune_args(root, scenes_ref, root / "ref"), timeout=300)
+    assert r.returncode == 0, r.stderr
+    return root, root / "ref"
+
+
+def _finetune_args(root, scenes, out):
+    return ["d2i", "finetune", "--d2i", root / "d2i", "--teacher", root / "teacher", "--source", scenes,
+            "--out", out, "--steps", "4", *[a for o in FT_SET for a in ("--set", o)]]
+
+
+def _lora(out: Path) -> dict:
+    from safetensors.numpy import load_file
+
+    return load_file(str(out / "pytorch_lora_weights.safetensors"))
+
+
+def _ft_log(out: Path) -> list[dict]:
+    return [json.loads(line) for line in (out / "finetune_log.jsonl").read_text().splitlines()]
+
+
+# point -> the step the rerun resumes from (checkpoints after steps 1, 2 and 3; none after the last)
+FT_POINTS = {"ckpt-write:2": 1, "ckpt-swap:2": 1, "train-step:3": 2}
+
+
+@pytest.mark.parametrize("point", [p if p == "ckpt-swap:2" else pytest.param(p, marks=SLOW) for p in sorted(FT_POINTS)])
+def test_d2i_finetune_killed_then_resumed_bitwise(tmp_path, scenes_ref, finetune_inputs, point):
+    """Killed while writing a checkpoint, between its two renames, or after a step: the rerun resumes
+    from the last complete checkpoint and ends with the uninterrupted run's LoRA, bit for bit (draws,
+    flips and noise seeds depend on the step only; the cut-off RNG and AdamW state are checkpointed)."""
+    root, ref = finetune_inputs
+    out = tmp_path / "ft"
+    r = bridge(*_finetune_args(root, scenes_ref, out), env={"BRIDGE_TEST_KILL_AT": point}, timeout=300)
+    assert r.returncode == KILLED, (r.returncode, r.stderr[-2000:])
+    ckpts = out / "checkpoints"
+    if point.startswith("ckpt-swap"):
+        assert not (ckpts / "last").exists() and (ckpts / "last.old").is_dir()  # the window being tested
+    r = bridge(*_finetune_args(root, scenes_ref, out), timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    summary = json.loads((out / "finetune_summary.json").read_text())
+    assert summary["resumed_from"] == FT_POINTS[point]
+    got, want = _lora(out), _lora(ref)
+    assert got.keys() == want.keys()
+    for k in want:
+        assert np.array_equal(got[k], want[k]), f"{k} differs from the uninterrupted run"
+    assert [rec["step"] for rec in _ft_log(out)] == [1, 2, 3, 4]
+    assert [rec["loss"] for rec in _ft_log(out)] == [rec["loss"] for rec in _ft_log(ref)]
+    assert not ckpts.exists()

@@ -208,7 +208,7 @@ class FinetuneConfig:
     num_steps: Optional[int] = None  # sampler steps while fine-tuning (None: d2i.num_steps)
     heldout: int = 8  # source samples (from whole scenes) kept out of training for the before/after evaluation
     max_samples: int = 2000  # unused since the source is streamed; kept for old configs
-    shuffle_buffer: int = 64  # prepared samples buffered per source (streamed; bounds host memory)
+    open_shards: int = 8  # source shards kept open for random access (the samples themselves are never held)
     log_every: int = 1
     sample_every: int = 50  # sample grid PNG every N steps (0: only at the end)
     save_every: int = 50

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from .. import faults
 from ..config import Config
 from ..errors import InputError
 from .backend import BRIDGE_JSON, LORA_FILE, load_backend, read_bridge_json, write_json_atomic
@@ -234,13 +235,14 @@ def finetune(cfg: Config, d2i_dir: str | os.PathLike, teacher, source, out_dir: 
                                   "samples": len(held_samples)}
     held_data = group_by_size(held_samples, backend.bucket)
     held_seeds = [10_000 + i for i in range(len(held_samples))]
-    stream = SourceStream(sources, backend.bucket, exclude=exclude, buffer=fc.shuffle_buffer,
-                          seed=fc.seed * 1009 + rank)
+    stream = SourceStream(sources, backend.bucket, exclude=exclude, seed=fc.seed * 1009 + rank,
+                          open_shards=fc.open_shards)
 
     opt = torch.optim.AdamW(params, lr=fc.lr, weight_decay=1e-4)
     opt = accelerator.prepare(opt)  # the denoiser is not wrapped: see sync_gradients
 
     ckpt = out / "checkpoints" / "last"
+    _recover_ckpt(ckpt)
     start = 0
     before = None
     if (ckpt / "state.pt").exists():
@@ -255,15 +257,15 @@ def finetune(cfg: Config, d2i_dir: str | os.PathLike, teacher, source, out_dir: 
         before = evaluate_depth(backend, teacher, held_data, num_steps=num_steps, seeds=held_seeds,
                                 mean_centre=fc.reward.depth_mean_centre, aesthetic=aesthetic_fn)
     log_path = out / "finetune_log.jsonl"
-    if start == 0 and log_path.exists() and accelerator.is_main_process:
-        log_path.unlink()
-    gen = torch.Generator("cpu").manual_seed(fc.seed * 100003 + start * 31 + rank)
-    stream.rng.seed(fc.seed * 1009 + rank + start * 7)
+    if accelerator.is_main_process:
+        _truncate_log(log_path, start)  # steps logged after the checkpoint are redone
     t0 = time.time()
     bar = tqdm(range(start, steps), desc="d2i finetune", initial=start, total=steps,
                disable=not (progress and accelerator.is_main_process))
     for step in bar:
-        batch = stream.next_batch(fc.batch_size)
+        batch = stream.next_batch(fc.batch_size, step)
+        # flips and noise seeds depend on (seed, step, rank) only: a resumed run repeats them exactly
+        gen = torch.Generator("cpu").manual_seed((fc.seed * 100003 + step * 7919 + rank * 104729) % (2**63))
         flip = torch.rand(batch["disp01"].shape[0], generator=gen) < 0.5
         batch = {k: torch.where(flip[:, None, None, None], v.flip(-1), v).to(dev) for k, v in batch.items()}
         seeds = torch.randint(0, 2**62, (len(flip),), generator=gen).tolist()
@@ -278,6 +280,7 @@ def finetune(cfg: Config, d2i_dir: str | os.PathLike, teacher, source, out_dir: 
         sync_gradients(params, accelerator)
         gn = accelerator.clip_grad_norm_(params, fc.grad_clip) if fc.grad_clip else _grad_norm(params)
         opt.step()
+        faults.point("train-step")
         rec = {"step": step + 1, "loss": float(loss.detach()), "grad_norm": float(gn), "k": roll.grad_steps,
                "size": list(batch["disp01"].shape[-2:]), **logs}
         if accelerator.is_main_process and fc.log_every and (step + 1) % fc.log_every == 0:
@@ -322,8 +325,9 @@ def finetune(cfg: Config, d2i_dir: str | os.PathLike, teacher, source, out_dir: 
             "teacher": teacher_dir, "num_steps": backend.default_steps, "resolution": backend.resolution,
             "guidance_scale": backend.guidance_scale})
         write_json_atomic(out / "finetune_summary.json", summary)
-        if ckpt.exists():
+        if ckpt.parent.exists():
             shutil.rmtree(ckpt.parent)
+    stream.close()
     accelerator.wait_for_everyone()
     return summary
 
@@ -349,8 +353,33 @@ def _tuple_state(s):
     return tuple(_tuple_state(x) for x in s) if isinstance(s, (list, tuple)) else s
 
 
+def _truncate_log(log_path: Path, start: int) -> None:
+    """Keep the log lines of steps <= ``start`` (all of them gone for a fresh run)."""
+    if not log_path.exists():
+        return
+    if start == 0:
+        log_path.unlink()
+        return
+    keep = [line for line in log_path.read_text().splitlines() if line.strip() and json.loads(line)["step"] <= start]
+    tmp = log_path.with_name(log_path.name + ".tmp")
+    tmp.write_text("".join(line + "\n" for line in keep))
+    os.replace(tmp, log_path)
+
+
+def _recover_ckpt(ckpt: Path) -> None:
+    """A run killed between the two renames of :func:`_save_ckpt` left the previous checkpoint in
+    ``last.old`` and no ``last``: put it back. A half-written ``last.tmp`` is never loaded."""
+    old = ckpt.with_name(ckpt.name + ".old")
+    if not ckpt.exists() and (old / "state.pt").exists():
+        os.replace(old, ckpt)
+    elif old.exists():
+        shutil.rmtree(old)
+
+
 def _save_ckpt(model, opt, step: int, rng: random.Random, before: dict, ckpt: Path) -> None:
-    tmp = ckpt.with_name(ckpt.name + ".tmp")
+    """Write the resume state atomically: fill ``last.tmp``, move ``last`` to ``last.old``, rename
+    ``last.tmp`` to ``last``, remove ``last.old``. At every point a complete checkpoint exists."""
+    tmp, old = ckpt.with_name(ckpt.name + ".tmp"), ckpt.with_name(ckpt.name + ".old")
     if tmp.exists():
         shutil.rmtree(tmp)
     tmp.mkdir(parents=True)
@@ -359,6 +388,12 @@ def _save_ckpt(model, opt, step: int, rng: random.Random, before: dict, ckpt: Pa
     torch.save({"optimizer": opt.state_dict(), "step": step,
                 "rng": [version, list(internal), gauss]}, tmp / "state.pt")
     (tmp / "before.json").write_text(json.dumps(before))
+    faults.point("ckpt-write", tmp)
+    if old.exists():
+        shutil.rmtree(old)
     if ckpt.exists():
-        shutil.rmtree(ckpt)
+        os.replace(ckpt, old)
+    faults.point("ckpt-swap", ckpt)
     os.replace(tmp, ckpt)
+    if old.exists():
+        shutil.rmtree(old)

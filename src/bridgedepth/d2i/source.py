@@ -7,10 +7,10 @@ BlendedMVS scenes; TartanAir, Spring sequences), otherwise the sample key (proce
 scene per sample). Scenes are ranked by a hash of (seed, source, scene) and taken in that order until
 ``finetune.heldout`` samples are held out, spread over the sources in proportion to their weights.
 
-Training samples are streamed (:class:`SourceStream`): shards are read in a shuffled order, each
-sample is reduced at once to the three maps fine-tuning reads (disparity, valid mask, normalised
-condition) at its aspect bucket's size, and only a shuffle buffer of those is kept in memory, never the
-full-resolution RGB-D samples. A batch holds samples of one bucket (one image size)."""
+Training samples are read one at a time by random access (:class:`SourceStream`): each drawn sample is
+reduced at once to the three maps fine-tuning reads (disparity, valid mask, normalised condition) at
+its aspect bucket's size; no full-resolution RGB-D sample is kept. A batch holds samples of one bucket
+(one image size), and what step N draws depends only on the seed and N (exact resumption)."""
 
 from __future__ import annotations
 
@@ -154,60 +154,102 @@ def split_heldout(sources: list[Source], count: int, seed: int = 0) -> HeldOut:
     return held
 
 
-class SourceStream:
-    """Endless batches of prepared fine-tuning maps from weighted sources (see the module docstring).
+def _step_rng(seed: int, *parts) -> random.Random:
+    """A random stream that depends only on (seed, parts): draws are a function of the step, so a
+    resumed run draws exactly what an uninterrupted one would."""
+    h = hashlib.sha256("/".join(str(x) for x in (seed, *parts)).encode()).digest()
+    return random.Random(int.from_bytes(h[:8], "little"))
 
-    ``bucket(h, w) -> (H, W)``: the generation size of a source of ``h x w``. Each source keeps a shuffle
-    buffer of ``buffer`` prepared samples; a batch takes one sample from a source drawn by weight, then
-    fills up with buffered samples of the same bucket. Seeded per rank: ranks see different orders."""
+
+class SourceStream:
+    """Batches of prepared fine-tuning maps from weighted sources (see the module docstring).
+
+    Random access, not a buffer: on opening, each source's training samples are indexed as (shard,
+    position) pairs from the shards' tar headers (held-out keys left out); ``next_batch(n, step)`` then
+    draws a source by weight and a sample uniformly, reads that sample alone, and fills the batch with
+    further draws of the same aspect bucket (up to ``2 n`` tries; a batch may come out smaller). Every
+    draw is a function of (seed, step), so a resumed run repeats an uninterrupted one exactly. Memory:
+    the index (two integers per sample) and a few open shards (``open_shards``), never the samples."""
+
+    FIELDS = ("depth", "valid", "pseudo", "meta")
 
     def __init__(self, sources: list[Source], bucket: Callable[[int, int], tuple[int, int]], *, exclude=None,
-                 buffer: int = 64, seed: int = 0, condition: str = "depth"):
+                 seed: int = 0, condition: str = "depth", open_shards: int = 8, buffer: int | None = None):
         self.sources, self.bucket, self.condition = sources, bucket, condition
         self.exclude = exclude or {}
-        self.buffer = max(1, int(buffer))
-        self.rng = random.Random(seed)
+        self.seed = int(seed)
         self.weights = [s.weight for s in sources]
-        self._iters = [self._endless(s) for s in sources]
-        self._bufs: list[list[dict]] = [[] for _ in sources]
+        self.open_shards = max(1, int(open_shards))
+        self._open: dict[tuple[int, str], object] = {}  # LRU of IndexedShard
+        self._resolver = None
+        self.index: list[list[tuple[str, int]]] = [self._index(i, s) for i, s in enumerate(sources)]
         self.seen = [0] * len(sources)
 
-    def _endless(self, src: Source) -> Iterator[dict]:
+    def _index(self, i: int, src: Source) -> list[tuple[str, int]]:
         ex = self.exclude.get(src.name, set())
-        while True:
-            n = 0
-            for s in _iter_source(src, fields=("depth", "valid", "pseudo", "meta"), rng=self.rng):
-                if s["__key__"] in ex:
-                    continue
-                n += 1
-                h, w = s["depth"].shape[:2] if "depth" in s else s["pseudo"].shape[:2]
-                size = self.bucket(h, w)
-                item = prepare_source([s], size=size, condition=self.condition, rgb=False)
-                item["size"] = size
-                yield item
-            if n == 0:
-                raise InputError(f"{src.data if src.is_dir else 'source'}: no training samples left after "
-                                 f"holding out {len(ex)}")
+        if not src.is_dir:
+            items = [("", j) for j, smp in enumerate(src.data) if smp.get("__key__", f"{j:06d}") not in ex]
+        else:
+            from ..data.shards import IndexedShard, require_complete
 
-    def _fill(self, i: int) -> None:
-        while len(self._bufs[i]) < self.buffer:
-            self._bufs[i].append(next(self._iters[i]))
+            d = Path(src.data)
+            items = []
+            for sh in require_complete(d, "finish writing the source first").shards:
+                with IndexedShard(d / sh.name, expected=sh.samples) as f:
+                    items += [(sh.name, j) for j, k in enumerate(f.keys()) if k not in ex]
+        if not items:
+            raise InputError(f"{src.data if src.is_dir else 'source'}: no training samples left after "
+                             f"holding out {len(ex)}")
+        return items
 
-    def next_batch(self, batch_size: int) -> dict[str, torch.Tensor]:
-        i = self.rng.choices(range(len(self.sources)), weights=self.weights)[0]
-        self._fill(i)
-        first = self._bufs[i].pop(self.rng.randrange(len(self._bufs[i])))
-        items, srcs = [first], [i]
-        order = [i] + [j for j in range(len(self.sources)) if j != i]
-        for j in order:
+    def _read(self, i: int, shard: str, pos: int) -> dict:
+        src = self.sources[i]
+        if not src.is_dir:
+            s = src.data[pos]
+            return s if "__key__" in s else {**s, "__key__": f"{pos:06d}"}
+        from ..data.refs import REF_FIELD, SourceResolver, fields_to_decode
+        from ..data.shards import IndexedShard
+
+        k = (i, shard)
+        f = self._open.pop(k, None)
+        if f is None:
+            f = IndexedShard(Path(src.data) / shard)
+            while len(self._open) >= self.open_shards:
+                self._open.pop(next(iter(self._open))).close()
+        self._open[k] = f  # most recently used last
+        s = f.sample(pos, fields=fields_to_decode(list(self.FIELDS)))
+        if REF_FIELD in s:
+            if self._resolver is None:
+                self._resolver = SourceResolver()
+            self._resolver.resolve(s, Path(src.data), where=str(Path(src.data) / shard), fields=list(self.FIELDS))
+        return s
+
+    def _prepared(self, i: int, item: tuple[str, int]) -> dict:
+        s = self._read(i, *item)
+        h, w = s["depth"].shape[:2] if "depth" in s else s["pseudo"].shape[:2]
+        size = self.bucket(h, w)
+        out = prepare_source([s], size=size, condition=self.condition, rgb=False)
+        out["size"] = size
+        return out
+
+    def next_batch(self, batch_size: int, step: int = 0) -> dict[str, torch.Tensor]:
+        rng = _step_rng(self.seed, "batch", step)
+        i = rng.choices(range(len(self.sources)), weights=self.weights)[0]
+        idx = self.index[i]
+        first = self._prepared(i, idx[rng.randrange(len(idx))])
+        items = [first]
+        for _ in range(2 * (batch_size - 1)):
             if len(items) >= batch_size:
                 break
-            self._fill(j)
-            same = [k for k, it in enumerate(self._bufs[j]) if it["size"] == first["size"]]
-            self.rng.shuffle(same)
-            for k in sorted(same[:batch_size - len(items)], reverse=True):
-                items.append(self._bufs[j].pop(k))
-                srcs.append(j)
-        for j in srcs:
-            self.seen[j] += 1
+            cand = self._prepared(i, idx[rng.randrange(len(idx))])
+            if cand["size"] == first["size"]:
+                items.append(cand)
+        self.seen[i] += len(items)
         return {k: torch.cat([it[k] for it in items]) for k in ("disp01", "disp", "valid")}
+
+    def close(self) -> None:
+        for f in self._open.values():
+            f.close()
+        self._open.clear()
+        if self._resolver is not None:
+            self._resolver.close()

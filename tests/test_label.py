@@ -95,3 +95,35 @@ def test_hybrid_target_uses_gt_inside_mask_and_aligned_pseudo_elsewhere():
     assert (src[inside] == SOURCE_GT).all() and (src[~mask] == SOURCE_PSEUDO).all()
     t2, _, src2 = hybrid_target(pseudo, depth, valid, mask, accepted=False)
     assert (src2 != SOURCE_GT).all() and np.allclose(t2, pseudo)
+
+
+def test_label_batches_equal_size_images_with_the_one_by_one_result(generated, tmp_path, monkeypatch):
+    """label.batch_size images of one size share a teacher call; pseudo-labels equal the one-at-a-time
+    ones up to float rounding (stored as float16), masks and metadata exactly."""
+    from bridgedepth.labels import label as lm
+    from bridgedepth.mde import predictor
+
+    calls = []
+    real = predictor.predict_tensor
+
+    def spy(model, x, *a, **k):
+        calls.append(x.shape[0])
+        return real(model, x, *a, **k)
+
+    monkeypatch.setattr(predictor, "predict_tensor", spy)
+    base = ["model.input_size=70", "device=cpu"]
+    one = lm.label(load_config("tiny", base + ["label.batch_size=1"]), generated / "teacher", generated / "gen",
+                   tmp_path / "one", progress=False)
+    assert calls == [1] * 6
+    calls.clear()
+    many = lm.label(load_config("tiny", base + ["label.batch_size=3"]), generated / "teacher", generated / "gen",
+                    tmp_path / "many", progress=False)
+    assert calls == [3, 3]  # two shards of 3 equal-size images
+    assert one.samples == many.samples == 6
+    a = {x["__key__"]: x for x in iter_samples(tmp_path / "one")}
+    b = {x["__key__"]: x for x in iter_samples(tmp_path / "many")}
+    assert a.keys() == b.keys()
+    for k in a:
+        np.testing.assert_allclose(b[k]["pseudo"].astype(np.float32), a[k]["pseudo"].astype(np.float32),
+                                   rtol=2e-3, atol=2e-3)
+        assert np.array_equal(a[k]["mask"], b[k]["mask"]) and a[k]["meta"]["mask"] == b[k]["meta"]["mask"]

@@ -261,6 +261,7 @@ class LabelConfig:
     min_size: int = 32  # images with a side below this are degenerate (empty mask)
     min_std: float = 1.0  # grey-level standard deviation below this = one colour (empty mask)
     workers: int = 0
+    batch_size: int = 8  # generated images of one size pseudo-labelled per teacher call
 
 
 @dataclass

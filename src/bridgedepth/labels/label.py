@@ -68,7 +68,7 @@ class LabelSummary:
 
 
 class Labeller:
-    """Pseudo-label and mask one generated sample at a time (the map job's ``fn``)."""
+    """Pseudo-label and mask generated samples (the map job's batched ``fn``: :meth:`batch`)."""
 
     def __init__(self, teacher_dir: str | os.PathLike, cfg: LabelConfig, device: str = "cpu",
                  input_size: int | None = None, *, generated_dir: str | os.PathLike | None = None,
@@ -87,51 +87,92 @@ class Labeller:
         self.input_size = input_size
         self.teacher_id = {"path": str(Path(teacher_dir).resolve()), "arch": getattr(self.model, "bridge_arch", None)}
 
-    def pseudo_label(self, rgb: np.ndarray) -> np.ndarray:
-        """The teacher's disparity at ``rgb``'s resolution, computed by the fast inference copy of the
-        teacher (:func:`bridgedepth.mde.fast.optimize_for_inference`, made on first use; it agrees
-        with the plain model to float rounding)."""
-        from ..mde.predictor import predict_tensor
-
-        torch = self.torch
+    def _fast(self):
         fast = getattr(self, "_fast_model", None)
         if fast is None or getattr(self, "_fast_of", None) is not self.model:
             from ..mde.fast import optimize_for_inference
 
             fast = self._fast_model = optimize_for_inference(self.model)
             self._fast_of = self.model
-        x = torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1)[None].float().div_(255).to(self.device)
-        with torch.inference_mode():
-            disp = predict_tensor(fast, x, self.input_size)[0]
-        return disp.float().cpu().numpy()
+        return fast
 
-    def __call__(self, sample: dict) -> list[dict]:
-        from .masks import similarity_mask
+    def pseudo_label(self, rgb: np.ndarray) -> np.ndarray:
+        """The teacher's disparity at ``rgb``'s resolution, computed by the fast inference copy of the
+        teacher (:func:`bridgedepth.mde.fast.optimize_for_inference`, made on first use; it agrees
+        with the plain model to float rounding)."""
+        return self.pseudo_labels([rgb])[0]
 
+    def pseudo_labels(self, images: list[np.ndarray]) -> list[np.ndarray]:
+        """:meth:`pseudo_label` of several images: those of one size go through the teacher together,
+        ``cfg.batch_size`` at a time (equal to the one-by-one result up to float rounding)."""
+        from ..mde.predictor import predict_tensor
+
+        torch = self.torch
+        fast = self._fast()
+        out: list = [None] * len(images)
+        groups: dict[tuple, list[int]] = {}
+        for i, im in enumerate(images):
+            groups.setdefault(im.shape, []).append(i)
+        bs = max(1, int(getattr(self.cfg, "batch_size", 1) or 1))
+        for idx in groups.values():
+            for j in range(0, len(idx), bs):
+                part = idx[j:j + bs]
+                x = torch.from_numpy(np.stack([np.ascontiguousarray(images[i]) for i in part]))
+                x = x.permute(0, 3, 1, 2).float().div_(255).to(self.device)
+                with torch.inference_mode():
+                    disp = predict_tensor(fast, x, self.input_size).float().cpu().numpy()
+                for k, i in enumerate(part):
+                    out[i] = disp[k]
+        return out
+
+    def _check(self, sample: dict) -> None:
         key = sample.get("__key__", "?")
         for f in ("rgb", "source_rgb"):
             if f not in sample:
                 raise InputError(f"sample {key}: no '{f}' field (is this a `bridge generate` output?)")
-        gen, orig = sample["rgb"], sample["source_rgb"]
-        for f, im in (("rgb", gen), ("source_rgb", orig)):
+        for f in ("rgb", "source_rgb"):
+            im = sample[f]
             if not (isinstance(im, np.ndarray) and im.dtype == np.uint8 and im.ndim == 3 and im.shape[2] == 3
                     and min(im.shape[:2]) >= MIN_SIDE):
                 what = f"{im.dtype} {im.shape}" if isinstance(im, np.ndarray) else type(im).__name__
                 raise InputError(f"sample {key}: '{f}' must be an RGB uint8 image of at least {MIN_SIDE}x{MIN_SIDE} "
                                  f"pixels, got {what}")
-        pseudo = self.pseudo_label(gen)
-        res = similarity_mask(gen, orig, self.cfg)
-        stats = res.stats()
-        mask = mask_in_generated_frame(res.mask, stats, gen.shape[:2])
-        out = self._carry(sample)
-        out["pseudo"] = pseudo.astype(np.float16)
-        out["mask"] = mask
-        meta = dict(sample.get("meta") or {})
-        meta.update({"mask": stats, "accepted": bool(res.accepted), "crop": stats["crop"],
-                     "teacher": self.teacher_id, "label_version": LABEL_VERSION})
-        out["meta"] = meta
-        return [out]
 
+    def __call__(self, sample: dict) -> list[dict]:
+        out = self.batch([sample])[0]
+        if isinstance(out, InputError):
+            raise out
+        return out
+
+    def batch(self, samples: list[dict]) -> list[list[dict] | InputError]:
+        """The map job's batched ``fn``: per sample its labelled sample (in a list) or the InputError
+        that skips it. Pseudo-labels of equal-size images share teacher calls."""
+        from .masks import similarity_mask
+
+        results: list = [None] * len(samples)
+        ok = []
+        for i, s in enumerate(samples):
+            try:
+                self._check(s)
+                ok.append(i)
+            except InputError as e:
+                results[i] = e
+        pseudos = self.pseudo_labels([samples[i]["rgb"] for i in ok])
+        for i, pseudo in zip(ok, pseudos):
+            sample = samples[i]
+            gen, orig = sample["rgb"], sample["source_rgb"]
+            res = similarity_mask(gen, orig, self.cfg)
+            stats = res.stats()
+            mask = mask_in_generated_frame(res.mask, stats, gen.shape[:2])
+            out = self._carry(sample)
+            out["pseudo"] = pseudo.astype(np.float16)
+            out["mask"] = mask
+            meta = dict(sample.get("meta") or {})
+            meta.update({"mask": stats, "accepted": bool(res.accepted), "crop": stats["crop"],
+                         "teacher": self.teacher_id, "label_version": LABEL_VERSION})
+            out["meta"] = meta
+            results[i] = [out]
+        return results
 
     def _carry(self, sample: dict) -> dict:
         """What the labelled sample keeps of the generated one. A referencing sample keeps its
@@ -174,7 +215,8 @@ def _label_rank(teacher_dir, generated_dir, out_dir, cfg: LabelConfig, device, i
 
     labeller = Labeller(teacher_dir, cfg, device=device, input_size=input_size, generated_dir=generated_dir,
                         out_dir=out_dir, embed_source=embed_source)
-    map_dataset(generated_dir, out_dir, labeller, desc=f"labelling (rank {rank})", rank=rank,
+    map_dataset(generated_dir, out_dir, labeller.batch, chunk=max(1, cfg.batch_size), desc=f"labelling (rank {rank})",
+                rank=rank,
                 world_size=world_size, meta={"stage": "label", "teacher": labeller.teacher_id,
                                              "label": to_dict(cfg)}, progress=progress)
 

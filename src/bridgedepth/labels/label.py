@@ -232,6 +232,15 @@ def _worker(args) -> None:
     _label_rank(*args)
 
 
+def _reason_kind(reason: str) -> str:
+    """A mask reason without its numbers ("3 ORB matches < 10" -> "N ORB matches < N"): the summary
+    counts kinds of outcome, not one entry per distinct value (each sample's exact reason stays in its
+    ``meta.mask.reason``)."""
+    import re
+
+    return re.sub(r"-?\d+(\.\d+)?(e-?\d+)?", "N", str(reason))
+
+
 def summarize(out_dir: str | os.PathLike) -> LabelSummary:
     """Read the labelled set's metadata (masks and stats only) into a summary."""
     from ..data.shards import iter_samples, load_manifest
@@ -243,7 +252,7 @@ def summarize(out_dir: str | os.PathLike) -> LabelSummary:
         s.accepted += int(bool(meta.get("accepted")))
         stats = meta.get("mask", {})
         s.fractions.append(float(stats.get("final_fraction", 0.0)))
-        reason = stats.get("reason", "ok")
+        reason = _reason_kind(stats.get("reason", "ok"))
         s.reasons[reason] = s.reasons.get(reason, 0) + 1
     man = load_manifest(out_dir)
     s.skipped = sum(len(sh.skipped) for sh in man.shards)

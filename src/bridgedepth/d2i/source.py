@@ -174,7 +174,7 @@ class SourceStream:
     FIELDS = ("depth", "valid", "pseudo", "meta")
 
     def __init__(self, sources: list[Source], bucket: Callable[[int, int], tuple[int, int]], *, exclude=None,
-                 seed: int = 0, condition: str = "depth", open_shards: int = 8, buffer: int | None = None):
+                 seed: int = 0, condition: str = "depth", open_shards: int = 8):
         self.sources, self.bucket, self.condition = sources, bucket, condition
         self.exclude = exclude or {}
         self.seed = int(seed)

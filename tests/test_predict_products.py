@@ -252,12 +252,23 @@ def test_onnx_export_verified_and_predict_backend(micro_ckpt, images, tmp_path, 
     va, vb = np.load(tmp_path / "a" / "good1_disp.npy"), np.load(tmp_path / "b" / "good1_disp.npy")
     assert va.shape == (36, 48)
     assert np.abs(va - vb).max() <= 1e-4 * max(1.0, np.abs(vb).max())
-    # dynamic batch + metric (scale head inside the graph)
+    # dynamic batch and size + metric (scale head inside the graph): checked at other sizes too
     r = run_cli("export", "--model", micro_ckpt, "--out", tmp_path / "d.onnx", "--input-size", "56", "--dynamic",
-                "--metric")
-    assert r.code == 0 and "depth in metres" in r.out and "(B dynamic)" in r.out, r
+                "--metric", "--fixture", fixture)
+    assert r.code == 0 and "depth in metres" in r.out and "(B dynamic" in r.out, r
+    assert "random_wide" in r.out and "random_small" in r.out
+    diffs = [float(x) for x in __import__("re").findall(r"(?:random\w*|fixture0) ([0-9.e+-]+)", r.out)]
+    assert len(diffs) == 4 and max(diffs) <= 1e-4, r.out
     pred = bridgedepth.load(tmp_path / "d.onnx")
-    assert pred.kind == "depth" and pred.dynamic_batch
+    assert pred.kind == "depth" and pred.dynamic_batch and pred.dynamic_size
+    # a dynamic graph keeps the aspect like the torch predictor: the same metric depth on a wide image
+    import bridgedepth.mde.predictor as P
+
+    rgb = np.random.default_rng(3).integers(0, 255, (30, 75, 3), dtype=np.uint8)
+    ref = P.Predictor.from_pretrained(micro_ckpt, input_size=56, metric=True).predict(rgb).values
+    got = pred.predict(rgb).values
+    assert got.shape == ref.shape == (30, 75)
+    assert np.abs(got - ref).max() <= 1e-3 * max(1.0, np.abs(ref).max()), np.abs(got - ref).max()
     res = pred.predict_batch([np.full((20, 30, 3), 128, np.uint8), np.zeros((10, 12, 3), np.uint8)])
     assert [x.values.shape for x in res] == [(20, 30), (10, 12)] and res[0].meta["unit"] == "m"
     # refusals

@@ -11,10 +11,14 @@ The graph (one input, one output):
   (metric head or scale head: metres), float32 (B, S, S). Outside the graph: bilinear resize
   (align_corners=True) back to the input resolution.
 
-``dynamic=True`` makes the batch axis dynamic. The spatial size stays S: transformers' DINOv2 and
-DPT code turn the token grid into Python integers while tracing, so a graph traced at one size
-computes wrong shapes at another (the export refuses to pretend otherwise). The model's metadata
-(``metadata_props``) records the kind, unit, size, patch, dynamic flag and the source checkpoint.
+``dynamic=True`` makes the batch axis **and the image size** dynamic (height and width any multiples
+of the patch size): the graph is exported with ``torch.export`` (the dynamo exporter, symbolic
+shapes), and the DPT head's final upsampling is written here with the input's own size, because
+transformers' head turns the token grid into Python integers (a traced graph would bake them in).
+Outside a dynamic graph the predictor keeps the aspect as the torch predictor does (the shorter side
+resized to S, both sides multiples of the patch), so both give the same depth. The check compares ONNX with PyTorch at the export size, at a
+wider and a smaller size, and on the fixtures. The model's metadata (``metadata_props``) records
+the kind, unit, size, patch, dynamic flags and the source checkpoint.
 """
 
 from __future__ import annotations
@@ -32,7 +36,7 @@ import torch.nn.functional as F
 
 from ..errors import InputError
 from ..io import atomic_path
-from .model import IMAGENET_MEAN, IMAGENET_STD, apply_scale, forward_with_features, load_model, load_scale_head
+from .model import IMAGENET_MEAN, IMAGENET_STD, apply_scale, load_model, load_scale_head
 
 DEFAULT_TOLERANCE = 1e-4
 
@@ -47,11 +51,25 @@ class _ExportGraph(torch.nn.Module):
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
         x = (image - self.mean) / self.std
+        m = self.model
+        feats = list(m.backbone(x).feature_maps)
+        ps = m.config.patch_size
+        hidden = m.neck(feats, x.shape[-2] // ps, x.shape[-1] // ps)
+        pred = _head(m.head, hidden, x.shape[-2:])
         if self.scale_head is not None:
-            pred, feats = forward_with_features(self.model, x)
             log_s, shift = self.scale_head(feats[-1])
             return apply_scale(pred, log_s, shift, self.scale_head.max_depth)
-        return self.model(pixel_values=x).predicted_depth
+        return pred
+
+
+def _head(head, hidden_states, size) -> torch.Tensor:
+    """transformers' DepthAnythingDepthEstimationHead.forward with the upsampling to ``size`` (the
+    input's, symbolic under torch.export) instead of ``int(patches * patch_size)``: the same result."""
+    y = head.conv1(hidden_states[head.head_in_index])
+    y = F.interpolate(y, size=tuple(size), mode="bilinear", align_corners=True)
+    y = head.activation1(head.conv2(y))
+    y = head.activation2(head.conv3(y)) * head.max_depth
+    return y.squeeze(1)
 
 
 @dataclass
@@ -101,27 +119,57 @@ def export_onnx(ckpt_dir, out, *, input_size: int | None = None, dynamic: bool =
         raise InputError(f"{out}: the output file must end in .onnx")
     name = "depth" if kind == "depth" else "disparity"
     example = torch.rand(2 if dynamic else 1, 3, size, size, generator=torch.Generator().manual_seed(seed))
-    axes = {"image": {0: "batch"}, name: {0: "batch"}} if dynamic else None
     with atomic_path(out) as tmp:
         with warnings.catch_warnings(), torch.no_grad():
             warnings.simplefilter("ignore")
-            torch.onnx.export(graph, (example,), str(tmp), input_names=["image"], output_names=[name],
-                              dynamic_axes=axes, opset_version=opset, dynamo=False)
+            if dynamic:
+                # traced at a non-square size off the model's native grid: transformers' DINOv2 skips the
+                # position-embedding interpolation at the native square size, which would bake that size in
+                wide = torch.rand(2, 3, size, size + patch, generator=torch.Generator().manual_seed(seed))
+                _export_dynamic(graph, wide, tmp, name, patch, max(opset, 18))
+            else:
+                torch.onnx.export(graph, (example,), str(tmp), input_names=["image"], output_names=[name],
+                                  opset_version=opset, dynamo=False)
         _add_metadata(tmp, {
             "bridgedepth.kind": kind, "bridgedepth.unit": "m" if kind == "depth" else "relative",
             "bridgedepth.input_size": str(size), "bridgedepth.patch_size": str(patch),
             "bridgedepth.dynamic_batch": str(bool(dynamic)).lower(),
+            "bridgedepth.dynamic_size": str(bool(dynamic)).lower(),
             "bridgedepth.preprocess": "RGB/255 in [0,1], bicubic resize to input_size x input_size, NCHW; "
                                       "ImageNet normalisation is inside the graph",
             "bridgedepth.postprocess": "bilinear resize (align_corners=True) to the input resolution",
             "bridgedepth.source": str(Path(ckpt_dir).resolve()),
         })
-        diffs = verify(tmp, graph, size, fixtures=fixtures, dynamic=dynamic, seed=seed)
+        diffs = verify(tmp, graph, size, fixtures=fixtures, dynamic=dynamic, seed=seed, patch=patch)
         report = ExportReport(out, kind, size, dynamic, diffs, tolerance)
         if not report.ok:
             raise InputError(f"{out}: ONNX output differs from PyTorch by up to {max(diffs.values()):.3g} "
                              f"(> tolerance {tolerance:g}); not written. Differences: {diffs}")
     return report
+
+
+def _export_dynamic(graph, example, path, name: str, patch: int, opset: int) -> None:
+    """Batch, height and width symbolic (height and width multiples of ``patch``), dynamo exporter."""
+    import contextlib
+    import io as _io
+
+    from torch.export import Dim
+
+    try:
+        import onnxscript  # noqa: F401  (the dynamo exporter needs it)
+    except ImportError:
+        raise InputError("--dynamic needs onnxscript: pip install 'bridgedepth[export]'") from None
+    hh, ww = Dim("patch_rows", min=1, max=512), Dim("patch_cols", min=1, max=512)
+    shapes = {"image": {0: Dim("batch", min=1, max=1024), 2: patch * hh, 3: patch * ww}}
+    import logging
+
+    log = logging.getLogger("torch.onnx")
+    level = log.level
+    log.setLevel(logging.ERROR)  # "torchvision is not installed" notices: not our concern
+    with contextlib.redirect_stdout(_io.StringIO()):  # the exporter prints its progress
+        torch.onnx.export(graph, (example,), str(path), input_names=["image"], output_names=[name],
+                          dynamo=True, dynamic_shapes=shapes, opset_version=opset, external_data=False)
+    log.setLevel(level)
 
 
 def _add_metadata(path, props: dict) -> None:
@@ -149,23 +197,39 @@ def _session(path):
         raise InputError(f"{path}: onnxruntime cannot load the model ({e})") from None
 
 
-def _to_input(rgb: np.ndarray, size: int) -> np.ndarray:
+def _to_input(rgb: np.ndarray, size: int | tuple[int, int]) -> np.ndarray:
+    """RGB uint8 -> (1, 3, H, W) float32 in [0, 1], bicubic to ``size`` (S x S, or (H, W))."""
     import cv2
 
-    img = cv2.resize(rgb.astype(np.float32), (size, size), interpolation=cv2.INTER_CUBIC) / 255.0
+    hh, ww = (size, size) if isinstance(size, int) else size
+    img = cv2.resize(rgb.astype(np.float32), (ww, hh), interpolation=cv2.INTER_CUBIC) / 255.0
     return img.transpose(2, 0, 1)[None].astype(np.float32)  # not clipped: as the torch predictor
+
+
+def _aspect_size(h: int, w: int, size: int, patch: int) -> tuple[int, int]:
+    """The torch predictor's network size: the shorter side ``size``, the aspect kept, both sides
+    multiples of ``patch`` (Depth-Anything-V2's resize, :func:`bridgedepth.mde.predictor.target_size`)."""
+    from .predictor import target_size
+
+    return target_size(h, w, size, multiple=patch)
 
 
 @torch.no_grad()
 def verify(onnx_path, graph, size: int, *, fixtures: Sequence[np.ndarray] = (), dynamic: bool = False,
-           seed: int = 0) -> dict:
-    """Maximum absolute difference, ONNX vs PyTorch, per input: ``random`` (a random batch, of 2 when
-    ``dynamic``) and ``fixture<i>`` for each RGB fixture (preprocessed as the predictor does)."""
+           seed: int = 0, patch: int = 14) -> dict:
+    """Maximum absolute difference, ONNX vs PyTorch, per input: ``random`` (a random batch, of 3 when
+    ``dynamic``; then also ``random_wide`` and ``random_small``, other heights and widths) and
+    ``fixture<i>`` for each RGB fixture (preprocessed as the predictor does)."""
     sess = _session(onnx_path)
     g = torch.Generator().manual_seed(seed + 1)
     inputs = {"random": torch.rand(3 if dynamic else 1, 3, size, size, generator=g).numpy()}
+    if dynamic:
+        small = max(patch, size // 2 // patch * patch)
+        inputs["random_wide"] = torch.rand(1, 3, small, size + 2 * patch, generator=g).numpy()
+        inputs["random_small"] = torch.rand(2, 3, small + patch, small, generator=g).numpy()
     for i, rgb in enumerate(fixtures):
-        inputs[f"fixture{i}"] = _to_input(np.asarray(rgb), size)
+        rgb = np.asarray(rgb)
+        inputs[f"fixture{i}"] = _to_input(rgb, _aspect_size(*rgb.shape[:2], size, patch) if dynamic else size)
     out = {}
     for k, x in inputs.items():
         ref = graph(torch.from_numpy(x)).numpy()
@@ -197,16 +261,19 @@ class OnnxPredictor:
         self.kind = meta.get("bridgedepth.kind") or ("depth" if self.session.get_outputs()[0].name == "depth"
                                                      else "disparity")
         self.dynamic_batch = not isinstance(shape[0], int)
+        self.dynamic_size = not (isinstance(shape[-1], int) and isinstance(shape[-2], int))
         self.meta = dict(meta)
 
     def predict_batch(self, images: Sequence[Any]) -> list:
         from .predictor import DepthResult, _to_rgb_array, describe_values
 
         rgbs = [_to_rgb_array(im) for im in images]
-        xs = [_to_input(r, self.input_size) for r in rgbs]
-        if self.dynamic_batch:
-            preds = [self.session.run(None, {"image": np.concatenate(xs)})[0]]
-            preds = list(preds[0])
+        if self.dynamic_size:  # keep the aspect, as the torch predictor does
+            xs = [_to_input(r, _aspect_size(*r.shape[:2], self.input_size, self.patch)) for r in rgbs]
+        else:
+            xs = [_to_input(r, self.input_size) for r in rgbs]
+        if self.dynamic_batch and len({x.shape for x in xs}) == 1:
+            preds = list(self.session.run(None, {"image": np.concatenate(xs)})[0])
         else:
             preds = [self.session.run(None, {"image": x})[0][0] for x in xs]
         out = []

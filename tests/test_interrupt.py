@@ -227,6 +227,28 @@ def test_label_killed_then_resumed(tmp_path, label_inputs, point):
     assert json.loads((out / "label_summary.json").read_text())["samples"] == 6
 
 
+def test_label_workers_sigterm_discards_partial_shards(tmp_path, label_inputs):
+    """With --workers 2 a SIGTERM terminates the worker processes mid-shard: their temporary files are
+    removed, the complete shards stay, and the rerun finishes with the uninterrupted result."""
+    root, ref = label_inputs
+    out = tmp_path / "lab"
+    args = [a if a != "1" else "2" for a in _label_args(root, out)]  # --workers 2
+    p = bridge(*args, env={"BRIDGE_TEST_DELAY_AT": "shard-write:0.4"}, popen=True)
+    try:
+        assert _wait_for(lambda: out.exists() and any(".tmp" in f for f in os.listdir(out)), timeout=120)
+        p.send_signal(signal.SIGTERM)
+        _, err = p.communicate(timeout=60)
+    finally:
+        if p.poll() is None:
+            p.kill()
+    assert p.returncode == 143 and "rerun the same command to resume" in err and "Traceback" not in err, err
+    assert not temp_files(out), "a worker's partial shard was left behind"
+    assert_nothing_partial_visible(out)
+    r = bridge(*_label_args(root, out))
+    assert r.returncode == 0, r.stderr
+    assert_same_as_reference(out, ref, 6)
+
+
 # ------------------------------------------------------------------------------ bridge train
 
 

@@ -291,8 +291,14 @@ def label(cfg: Config, teacher_dir: str | os.PathLike, generated_dir: str | os.P
         jobs = [(str(teacher_dir), str(generated_dir), str(out), cfg.label, device, input_size,
                  rank * workers + w, world_size * workers, progress and w == 0, embed_source)
                 for w in range(workers)]
-        with mp.get_context("spawn").Pool(workers) as pool:
-            pool.map(_worker, jobs)
+        try:
+            with mp.get_context("spawn").Pool(workers) as pool:
+                pool.map(_worker, jobs)
+        except BaseException:
+            # stopped (SIGINT / SIGTERM) or failed: the pool's workers are terminated mid-shard; discard
+            # their temporary files and record what is complete, so the rerun resumes cleanly
+            _discard_partial(out)
+            raise
     seconds = time.perf_counter() - t0
     summary = summarize(out)
     summary.seconds = seconds
@@ -301,6 +307,19 @@ def label(cfg: Config, teacher_dir: str | os.PathLike, generated_dir: str | os.P
         tmp.write_text(json.dumps(summary.to_json(), indent=2))
         os.replace(tmp, out / "label_summary.json")
     return summary
+
+
+def _discard_partial(out: Path) -> None:
+    import contextlib
+
+    from ..data.shards import TMP_MARK, rebuild_manifest
+
+    for p in out.iterdir():
+        if TMP_MARK in p.name:
+            with contextlib.suppress(FileNotFoundError):
+                p.unlink()
+    with contextlib.suppress(Exception):
+        rebuild_manifest(out)
 
 
 def _cuda() -> bool:

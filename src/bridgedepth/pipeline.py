@@ -309,7 +309,8 @@ def run_demo(cfg: Config, out: str | os.PathLike = "runs/demo", *, fixtures_root
     save_resolved(cfg, out)
 
     def scenes():
-        kw = dict(kind=cfg.scenes.kind, size=size, samples_per_shard=sps, progress=progress)
+        kw = dict(kind=cfg.scenes.kind, size=size, samples_per_shard=sps, progress=progress,
+                  workers=cfg.scenes.workers)
         write_scenes(sc / "train", d.train_scenes, seed=seeds["train"], look="synthetic", **kw)
         write_scenes(sc / "val", d.val_scenes, seed=seeds["val"], look="synthetic", **kw)
         write_scenes(sc / "test", d.test_scenes, seed=seeds["test"], look="real", **kw)

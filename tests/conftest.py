@@ -57,3 +57,17 @@ def run_cli():
         return CliResult(code, out.getvalue(), err.getvalue())
 
     return _run
+
+
+@pytest.fixture(scope="session")
+def teacher_dir(tmp_path_factory):
+    """A tiny random transformers DepthAnything teacher saved to a folder (the d2i depth reward's)."""
+    import torch
+    from transformers import DepthAnythingForDepthEstimation
+
+    from bridgedepth.d2i.teacher import tiny_teacher_config
+
+    torch.manual_seed(0)
+    d = tmp_path_factory.mktemp("teacher")
+    DepthAnythingForDepthEstimation(tiny_teacher_config()).save_pretrained(d)
+    return d

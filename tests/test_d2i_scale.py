@@ -50,18 +50,6 @@ def sd_dir(tmp_path_factory):
     return d
 
 
-@pytest.fixture(scope="module")
-def teacher_dir(tmp_path_factory):
-    from transformers import DepthAnythingForDepthEstimation
-
-    from bridgedepth.d2i.teacher import tiny_teacher_config
-
-    torch.manual_seed(0)
-    d = tmp_path_factory.mktemp("teacher")
-    DepthAnythingForDepthEstimation(tiny_teacher_config()).save_pretrained(d)
-    return d
-
-
 FT = ["device=cpu", "finetune.batch_size=1", "finetune.heldout=2", "finetune.sample_every=0", "finetune.save_every=0",
       "finetune.lora_rank=2", "finetune.lora_alpha=2", "finetune.lr=1e-2", "finetune.open_shards=2"]
 

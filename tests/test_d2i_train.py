@@ -25,18 +25,6 @@ def pretrained(tmp_path_factory):
     return out, s
 
 
-@pytest.fixture(scope="module")
-def teacher_dir(tmp_path_factory):
-    from transformers import DepthAnythingForDepthEstimation
-
-    from bridgedepth.d2i.teacher import tiny_teacher_config
-
-    torch.manual_seed(0)
-    d = tmp_path_factory.mktemp("teacher")
-    DepthAnythingForDepthEstimation(tiny_teacher_config()).save_pretrained(d)
-    return d
-
-
 def test_pretrain_writes_diffusers_layout_and_resumes(pretrained, tmp_path):
     out, s = pretrained
     assert (out / "unet" / "config.json").exists() and (out / "unet" / "diffusion_pytorch_model.safetensors").exists()

@@ -72,5 +72,27 @@ def table(folder: Path = OUT) -> str:
     return "\n".join(lines)
 
 
+def random_vits(size: int):
+    """Depth-Anything-V2 ViT-S (``vits``) with seeded random weights that give a non-degenerate output
+    (layer scales and norms at 1): the model the inference benchmarks time."""
+    import torch
+
+    from bridgedepth.mde.model import build_model
+
+    with torch.device("meta"):
+        model = build_model("vits")
+    model = model.to_empty(device="cpu")
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name.endswith("lambda1") or ("norm" in name and name.endswith("weight")):
+                p.fill_(1.0)
+            else:
+                p.normal_(0.0, 0.05 if p.dim() > 1 else 0.01)
+    model.eval()
+    model.bridge_meta = {"input_size": size}
+    return model
+
+
 if __name__ == "__main__":
     print(table(Path(sys.argv[1]) if len(sys.argv) > 1 else OUT))

@@ -80,26 +80,6 @@ def agreement(ckpt: Path, items, precisions=("fp32", "bf16", "int8")) -> dict[st
     return res
 
 
-def random_vits(size: int):
-    import torch
-
-    from bridgedepth.mde.model import build_model
-
-    with torch.device("meta"):
-        model = build_model("vits")
-    model = model.to_empty(device="cpu")
-    torch.manual_seed(0)
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if name.endswith("lambda1") or ("norm" in name and name.endswith("weight")):
-                p.fill_(1.0)
-            else:
-                p.normal_(0.0, 0.05 if p.dim() > 1 else 0.01)
-    model.eval()
-    model.bridge_meta = {"input_size": size}
-    return model
-
-
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--rounds", type=int, default=3)
@@ -110,6 +90,9 @@ def main() -> None:
     import torch
 
     from bridgedepth.mde.predictor import Predictor, bf16_native
+
+    sys.path.insert(0, str(HERE))
+    from bench_common import random_vits
 
     torch.set_num_threads(a.threads)
     model = random_vits(a.size)

@@ -23,7 +23,9 @@ one-off compile of about a minute or more on 2 cores, reported separately).
 from __future__ import annotations
 
 import argparse
+import sys
 import time
+from pathlib import Path
 
 import numpy as np
 
@@ -41,22 +43,14 @@ def main() -> None:
     from PIL import Image
 
     from bridgedepth.mde.fast import optimize_for_inference
-    from bridgedepth.mde.model import build_model, image_processor_for
+    from bridgedepth.mde.model import image_processor_for
     from bridgedepth.mde.predictor import Predictor
 
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from bench_common import random_vits
+
     torch.set_num_threads(a.threads)
-    with torch.device("meta"):
-        model = build_model("vits")
-    model = model.to_empty(device="cpu")
-    torch.manual_seed(0)
-    with torch.no_grad():  # random weights with a non-degenerate output
-        for name, p in model.named_parameters():
-            if name.endswith("lambda1") or ("norm" in name and name.endswith("weight")):
-                p.fill_(1.0)
-            else:
-                p.normal_(0.0, 0.05 if p.dim() > 1 else 0.01)
-    model.eval()
-    model.bridge_meta = {"input_size": a.size}
+    model = random_vits(a.size)
 
     rgb = (np.random.default_rng(0).random((a.size, a.size, 3)) * 255).astype(np.uint8)
     pil = Image.fromarray(rgb)
@@ -117,10 +111,6 @@ def main() -> None:
     worst = max(float(np.abs(outputs[k] - ref).max()) / scale for k in variants)
     print(f"outputs agree: {'yes' if worst <= 1e-4 else 'NO'} (worst {worst:.1e} of the output range, limit 1e-4)")
 
-    import sys
-    from pathlib import Path
-
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
     from bench_common import write_row
 
     write_row("predict", ours=1 / best["ours"], reference=1 / best["hf-sdpa"], goal=1.3,

@@ -71,3 +71,19 @@ def teacher_dir(tmp_path_factory):
     d = tmp_path_factory.mktemp("teacher")
     DepthAnythingForDepthEstimation(tiny_teacher_config()).save_pretrained(d)
     return d
+
+
+@pytest.fixture(scope="session")
+def micro_ckpt(tmp_path_factory):
+    """A saved ``micro`` depth checkpoint with a scale head (relative and metric output), input 56."""
+    import torch
+
+    from bridgedepth.mde import build_model, save_model
+    from bridgedepth.mde.model import ScaleHead
+
+    d = tmp_path_factory.mktemp("ckpt")
+    head = ScaleHead(32, hidden=8)
+    with torch.no_grad():
+        head.mlp[2].bias.copy_(torch.tensor([0.0, 0.5]))
+    save_model(build_model("micro", seed=0), d, scale_head=head, input_size=56)
+    return d

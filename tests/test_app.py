@@ -14,22 +14,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
-from bridgedepth.mde.model import ScaleHead, build_model, save_model
 
 REPO = Path(__file__).resolve().parents[1]
 CHROMIUM = os.environ.get("BRIDGE_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
-
-
-@pytest.fixture(scope="module")
-def ckpt(tmp_path_factory):
-    d = tmp_path_factory.mktemp("ckpt")
-    head = ScaleHead(32, hidden=8)
-    with torch.no_grad():
-        head.mlp[2].bias.copy_(torch.tensor([0.0, 0.5]))
-    save_model(build_model("micro", seed=0), d, scale_head=head, input_size=56)
-    return d
 
 
 @pytest.fixture(scope="module")
@@ -49,12 +37,12 @@ def photo(tmp_path_factory):
     return d / "room.png"
 
 
-def test_core_checks_uploads_and_writes_only_in_its_workspace(ckpt, photo, tmp_path):
+def test_core_checks_uploads_and_writes_only_in_its_workspace(micro_ckpt, photo, tmp_path):
     pytest.importorskip("gradio")
     from bridgedepth.app import UploadRefused, make_app
     from bridgedepth.mde.predictor import read_png16
 
-    app = make_app(ckpt, max_upload_bytes=200_000, max_pixels=200 * 200)
+    app = make_app(micro_ckpt, max_upload_bytes=200_000, max_pixels=200 * 200)
     try:
         assert app.modes == ["relative", "metric"]
         r = app.run(photo)
@@ -106,7 +94,7 @@ def _browser_or_skip():
 
 
 @pytest.mark.browser
-def test_app_in_headless_chromium(ckpt, photo, tmp_path):
+def test_app_in_headless_chromium(micro_ckpt, photo, tmp_path):
     _browser_or_skip()
     from playwright.sync_api import sync_playwright
 
@@ -115,7 +103,7 @@ def test_app_in_headless_chromium(ckpt, photo, tmp_path):
     port = _free_port()
     env = {**os.environ, "PYTHONPATH": str(REPO / "src"), "GRADIO_ANALYTICS_ENABLED": "False", "OMP_NUM_THREADS": "1"}
     log = open(tmp_path / "server.log", "w")
-    server = subprocess.Popen([sys.executable, "-m", "bridgedepth", "app", "--model", str(ckpt), "--port", str(port),
+    server = subprocess.Popen([sys.executable, "-m", "bridgedepth", "app", "--model", str(micro_ckpt), "--port", str(port),
                                "--examples", str(photo)], env=env, stdout=log, stderr=subprocess.STDOUT,
                               cwd=tmp_path)
     url = f"http://127.0.0.1:{port}/"

@@ -8,25 +8,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 import bridgedepth
 import bridgedepth.zoo
 from bridgedepth.errors import InputError
 from bridgedepth.io.pointcloud import Intrinsics, backproject, depth_to_ply
-from bridgedepth.mde.model import ScaleHead, build_model, save_model
 
 plyfile = pytest.importorskip("plyfile")
-
-
-@pytest.fixture(scope="module")
-def micro_ckpt(tmp_path_factory):
-    d = tmp_path_factory.mktemp("ckpt")
-    head = ScaleHead(32, hidden=8)
-    with torch.no_grad():
-        head.mlp[2].bias.copy_(torch.tensor([0.0, 0.5]))
-    save_model(build_model("micro", seed=0), d, scale_head=head, input_size=56)
-    return d
 
 
 @pytest.fixture(scope="module")

@@ -24,7 +24,6 @@ from tqdm.auto import tqdm
 
 from .. import faults
 from ..config import Config
-from ..errors import InputError
 from .backend import BRIDGE_JSON, LORA_FILE, load_backend, read_bridge_json, write_json_atomic
 from .common import load_source, prepare_source
 from .lora import add_lora, load_lora, lora_parameters, save_lora

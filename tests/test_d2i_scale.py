@@ -399,7 +399,7 @@ def test_heldout_by_scene_and_weighted_sources(tmp_path):
         batch = stream.next_batch(2, step)
         assert batch["disp01"].shape[0] in (1, 2) and "rgb" not in batch
         sizes.add(tuple(batch["disp01"].shape[-2:]))
-        assert len(stream._open) <= 2  # bounded: a few open shards, never the samples
+        assert len(stream.reader._open) <= 2  # bounded: a few open shards, never the samples
     assert sizes == {(24, 40), (40, 24)}  # both sources' aspect buckets (16 x 24 and 24 x 16 maps)
     drawn = dict(zip(("a", "b"), stream.seen))
     assert drawn["a"] > drawn["b"] > 0  # weights 1 : 0.5

@@ -89,22 +89,59 @@ def scene_of(sample: dict) -> tuple[str, str]:
     return str(sample["__key__"]), "key"
 
 
-def _iter_source(src: Source, fields=None, rng: random.Random | None = None) -> Iterator[dict]:
-    """One pass over a source; shards in a shuffled order when ``rng`` is given."""
+def _iter_located(src: Source, fields=None) -> Iterator[tuple[str, int, dict]]:
+    """One pass over a source in shard order: (shard name, position in the shard, sample). In-memory
+    sources have the shard name ``""`` and their list index as position."""
     if not src.is_dir:
-        items = list(src.data)
-        for i, s in enumerate(items):
-            yield s if "__key__" in s else {**s, "__key__": f"{i:06d}"}
+        for i, smp in enumerate(src.data):
+            yield "", i, (smp if "__key__" in smp else {**smp, "__key__": f"{i:06d}"})
         return
     from ..data.shards import iter_shard, require_complete
 
     d = Path(src.data)
-    m = require_complete(d, "finish writing the source first")
-    shards = list(m.shards)
-    if rng is not None:
-        rng.shuffle(shards)
-    for sh in shards:
-        yield from iter_shard(d / sh.name, fields=fields)
+    for sh in require_complete(d, "finish writing the source first").shards:
+        for pos, smp in enumerate(iter_shard(d / sh.name, fields=fields)):
+            yield sh.name, pos, smp
+
+
+class SampleReader:
+    """Random access to source samples by (shard, position): a few open shards (LRU) and one resolver
+    for source references. Reads only ``fields``."""
+
+    def __init__(self, fields, open_shards: int = 8):
+        self.fields = list(fields)
+        self.open_shards = max(1, int(open_shards))
+        self._open: dict[tuple[str, str], object] = {}
+        self._resolver = None
+
+    def read(self, src: Source, shard: str, pos: int) -> dict:
+        if not src.is_dir:
+            smp = src.data[pos]
+            return smp if "__key__" in smp else {**smp, "__key__": f"{pos:06d}"}
+        from ..data.refs import REF_FIELD, SourceResolver, fields_to_decode
+        from ..data.shards import IndexedShard
+
+        k = (str(src.data), shard)
+        f = self._open.pop(k, None)
+        if f is None:
+            f = IndexedShard(Path(src.data) / shard)
+            while len(self._open) >= self.open_shards:
+                self._open.pop(next(iter(self._open))).close()
+        self._open[k] = f  # most recently used last
+        smp = f.sample(pos, fields=fields_to_decode(self.fields))
+        if REF_FIELD in smp:
+            if self._resolver is None:
+                self._resolver = SourceResolver()
+            self._resolver.resolve(smp, Path(src.data), where=str(Path(src.data) / shard), fields=self.fields)
+        return smp
+
+    def close(self) -> None:
+        for f in self._open.values():
+            f.close()
+        self._open.clear()
+        if self._resolver is not None:
+            self._resolver.close()
+            self._resolver = None
 
 
 @dataclass
@@ -126,14 +163,16 @@ def split_heldout(sources: list[Source], count: int, seed: int = 0) -> HeldOut:
     total_w = sum(s.weight for s in sources)
     quotas = [max(1, round(count * s.weight / total_w)) for s in sources] if count > 0 else [0] * len(sources)
     for src, quota in zip(sources, quotas):
-        metas = [(s["__key__"], *scene_of(s)) for s in _iter_source(src, fields=("meta",))]
-        if not metas:
-            raise InputError(f"{src.data if src.is_dir else 'source'}: no source samples")
+        where: dict[str, tuple[str, int]] = {}  # key -> (shard, position)
         scenes: dict[str, list[str]] = {}
         kinds = set()
-        for key, scene, kind in metas:
-            scenes.setdefault(scene, []).append(key)
+        for shard, pos, smp in _iter_located(src, fields=("meta",)):  # the meta member only
+            scene, kind = scene_of(smp)
+            where[smp["__key__"]] = (shard, pos)
+            scenes.setdefault(scene, []).append(smp["__key__"])
             kinds.add(kind)
+        if not where:
+            raise InputError(f"{src.data if src.is_dir else 'source'}: no source samples")
         ranked = sorted(scenes, key=lambda sc: hashlib.sha256(f"{seed}/{src.name}/{sc}".encode()).hexdigest())
         keys: set[str] = set()
         chosen = []
@@ -149,8 +188,11 @@ def split_heldout(sources: list[Source], count: int, seed: int = 0) -> HeldOut:
                              f"one out for the before/after evaluation (give --heldout)")
         held.keys[src.name], held.scenes[src.name] = keys, chosen
         held.by[src.name] = "key" if kinds == {"key"} else "/".join(sorted(kinds - {"key"}))
-        if keys:
-            held.samples.extend(s for s in _iter_source(src) if s["__key__"] in keys)
+        reader = SampleReader(SourceStream.FIELDS)
+        try:  # the held-out samples alone, by random access (not another pass over the source)
+            held.samples.extend(reader.read(src, *where[k]) for k in sorted(keys, key=where.get))
+        finally:
+            reader.close()
     return held
 
 
@@ -179,9 +221,7 @@ class SourceStream:
         self.exclude = exclude or {}
         self.seed = int(seed)
         self.weights = [s.weight for s in sources]
-        self.open_shards = max(1, int(open_shards))
-        self._open: dict[tuple[int, str], object] = {}  # LRU of IndexedShard
-        self._resolver = None
+        self.reader = SampleReader(self.FIELDS, open_shards)
         self.index: list[list[tuple[str, int]]] = [self._index(i, s) for i, s in enumerate(sources)]
         self.seen = [0] * len(sources)
 
@@ -202,30 +242,8 @@ class SourceStream:
                              f"holding out {len(ex)}")
         return items
 
-    def _read(self, i: int, shard: str, pos: int) -> dict:
-        src = self.sources[i]
-        if not src.is_dir:
-            s = src.data[pos]
-            return s if "__key__" in s else {**s, "__key__": f"{pos:06d}"}
-        from ..data.refs import REF_FIELD, SourceResolver, fields_to_decode
-        from ..data.shards import IndexedShard
-
-        k = (i, shard)
-        f = self._open.pop(k, None)
-        if f is None:
-            f = IndexedShard(Path(src.data) / shard)
-            while len(self._open) >= self.open_shards:
-                self._open.pop(next(iter(self._open))).close()
-        self._open[k] = f  # most recently used last
-        s = f.sample(pos, fields=fields_to_decode(list(self.FIELDS)))
-        if REF_FIELD in s:
-            if self._resolver is None:
-                self._resolver = SourceResolver()
-            self._resolver.resolve(s, Path(src.data), where=str(Path(src.data) / shard), fields=list(self.FIELDS))
-        return s
-
     def _prepared(self, i: int, item: tuple[str, int]) -> dict:
-        s = self._read(i, *item)
+        s = self.reader.read(self.sources[i], *item)
         h, w = s["depth"].shape[:2] if "depth" in s else s["pseudo"].shape[:2]
         size = self.bucket(h, w)
         out = prepare_source([s], size=size, condition=self.condition, rgb=False)
@@ -248,8 +266,4 @@ class SourceStream:
         return {k: torch.cat([it[k] for it in items]) for k in ("disp01", "disp", "valid")}
 
     def close(self) -> None:
-        for f in self._open.values():
-            f.close()
-        self._open.clear()
-        if self._resolver is not None:
-            self._resolver.close()
+        self.reader.close()

@@ -119,6 +119,57 @@ def test_toy_aesthetic_scorer_round_trip_and_reward(tmp_path):
         load_scorer(tmp_path)
 
 
+def test_toy_scorer_calibration_maps_heldout_means_to_the_anchors(tmp_path):
+    """train_scorer fits score = offset + scale * logit so held-out photographs average 6 and synthetic
+    renders 4 (the LAION-like spread the 0.9 / 0.1 reward weights assume); the calibration is saved,
+    reloaded, and the raw logit stays available; an old scorer.json without it reads as the raw logit."""
+    import json
+
+    from bridgedepth.d2i.scorer import SCORE_PHOTO, SCORE_SYNTHETIC, evaluate_scorer, load_scorer, train_scorer
+
+    g = torch.Generator().manual_seed(0)
+    # "photographs": smooth gradients; "renders": flat colours (easy to tell apart in a few steps)
+    ramp = torch.linspace(0, 1, 32)
+    real = (ramp[None, None, :, None] * torch.rand(40, 3, 1, 1, generator=g)
+            + 0.3 * torch.rand(40, 3, 1, 32, generator=g)).clamp(0, 1).expand(40, 3, 32, 32).contiguous()
+    syn = torch.rand(40, 3, 1, 1, generator=g).expand(40, 3, 32, 32).contiguous()
+    noisy = torch.rand(20, 3, 32, 32, generator=g)  # "samples of an untuned generator"
+    rep = train_scorer(real, syn, tmp_path / "sc", steps=40, batch_size=16, size=32, progress=False,
+                       heldout_fraction=0.25, generated=noisy)
+    assert set(rep["d2i_samples"]) == {"accuracy", "mean_logit"}
+    cal = rep["calibration"]
+    m = load_scorer(tmp_path / "sc")
+    assert (m.scale, m.offset) == pytest.approx((cal["scale"], cal["offset"]))
+    assert m.scale > 0
+    hr, hs = real[:10], syn[:10]  # the held-out images train_scorer kept aside
+    with torch.no_grad():
+        assert float(m(hr).mean()) == pytest.approx(SCORE_PHOTO, abs=1e-3)
+        assert float(m(hs).mean()) == pytest.approx(SCORE_SYNTHETIC, abs=1e-3)
+        torch.testing.assert_close(m(hr), m.offset + m.scale * m.logits(hr))
+        # accuracies are judged on the logit (> 0 = photograph), not on the calibrated score
+        assert evaluate_scorer(m, hr, hs)["real"] == rep["real"]
+    info = json.loads((tmp_path / "sc" / "scorer.json").read_text())
+    del info["calibration"]
+    (tmp_path / "sc" / "scorer.json").write_text(json.dumps(info))
+    old = load_scorer(tmp_path / "sc")
+    with torch.no_grad():
+        torch.testing.assert_close(old(hr), old.logits(hr))
+
+
+def test_speckle_negative_looks_like_colour_noise():
+    """The speckle degradation (an under-trained sampler's colour noise) keeps the layout but adds strong
+    local colour variance: the per-pixel colour spread grows well above the clean image's."""
+    from bridgedepth.d2i.scorer import degrade
+
+    g = torch.Generator().manual_seed(1)
+    x = torch.linspace(0, 1, 64)[None, None, None, :].expand(4, 3, 64, 64).contiguous()
+    y = degrade(x, "speckle", g)
+    local = (y[..., 1:] - y[..., :-1]).abs().mean()
+    assert float(local) > 3 * float((x[..., 1:] - x[..., :-1]).abs().mean())
+    assert float(x.std(1).mean()) == 0 and float(y.std(1).mean()) > 0.05  # colour appears in a grey image
+    assert float(torch.corrcoef(torch.stack([x.flatten(), y.flatten()]))[0, 1]) > 0.2  # layout survives
+
+
 def test_predictor_uses_the_models_patch_size():
     from bridgedepth.mde import build_model
     from bridgedepth.mde.predictor import Predictor, preprocess
@@ -171,7 +222,10 @@ def test_zoo_fast_build_installs_loadable_models_with_cards(tmp_path, monkeypatc
     assert card["hardware"]["torch_threads"] == torch.get_num_threads()
     b = load_backend(model_path("d2i"), "cpu")
     assert next(b.denoiser.parameters()).dtype == torch.float32  # stored float16, loaded float32
-    load_scorer(model_path("aesthetic"))
+    scorer = load_scorer(model_path("aesthetic"))
+    info = json.loads((model_path("aesthetic") / "scorer.json").read_text())
+    assert info["training"]["generated"] == cfg.zoo.scorer_generated  # the D2I's own samples as negatives
+    assert "d2i_samples" in info["heldout"] and info["calibration"] == {"scale": scorer.scale, "offset": scorer.offset}
     for e in list_models():
         assert e.present
         card = json.loads((e.path / "card.json").read_text())

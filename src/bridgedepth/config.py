@@ -333,6 +333,7 @@ class ZooConfig:
     # toy aesthetic scorer (the CLIP + LAION stand-in)
     scorer_steps: int = 1500
     scorer_size: int = 64
+    scorer_generated: int = 600  # negatives made by the untuned D2I foundation (0: none)
     threads: Optional[int] = None  # torch threads (None: torch's default)
 
 

@@ -3,10 +3,17 @@
 The paper's aesthetic reward needs CLIP weights that cannot ship here. The toy world (docs/zoo.md)
 replaces it with a small CNN trained by ``bridge zoo build`` to tell *photograph-like* images (the
 real look of the procedural world) from what a D2I model should not produce: synthetic-look renders
-(flat palette colours), and degraded photographs (heavy blur, noise, posterisation, strong colour
-casts, over-saturation, washed-out contrast). Its output is a logit: higher = more photograph-like.
-It is differentiable w.r.t. the input image and is called through the same reward registry as the
-LAION scorer (``finetune.reward.aesthetic_model``).
+(flat palette colours), degraded photographs (heavy blur, noise, posterisation, strong colour
+casts, over-saturation, washed-out contrast, blotchy multi-scale colour speckle) and samples of the
+untuned D2I foundation itself (``bridge zoo build`` passes them: without them the CNN, which never
+saw one, rated the D2I's noise-like samples *above* photographs, logit 4.96 vs 3.47). Its classifier output is a logit (higher = more photograph-like); ``forward`` returns the
+*calibrated score* ``offset + scale * logit``, an affine map fitted when the scorer is trained so that
+held-out photographs average 6.0 and synthetic renders 4.0, the spread the LAION head gives good
+photographs vs flat renders. The paper's reward weights (depth 0.9, aesthetic 0.1) assume that scale:
+on the raw logit (a spread of about 8.5 between the two) the toy term was about 6x steeper per unit
+of weight than the depth reward and took over the fine-tune (docs/results.md). It is differentiable
+w.r.t. the input image and is called through the same reward registry as the LAION scorer
+(``finetune.reward.aesthetic_model``).
 
 Files: ``scorer.json`` (architecture) + ``model.safetensors``; loaded without unpickling.
 """
@@ -31,9 +38,11 @@ WEIGHTS = "model.safetensors"
 class ToyAestheticScorer(nn.Module):
     """images01 (B, 3, H, W) in [0, 1] -> (B,) logit. Resizes to ``size`` (antialiased) first."""
 
-    def __init__(self, size: int = 64, widths: tuple[int, ...] = (16, 32, 64, 96)):
+    def __init__(self, size: int = 64, widths: tuple[int, ...] = (16, 32, 64, 96), *, scale: float = 1.0,
+                 offset: float = 0.0):
         super().__init__()
         self.size, self.widths = int(size), tuple(int(w) for w in widths)
+        self.scale, self.offset = float(scale), float(offset)  # score = offset + scale * logit
         layers: list[nn.Module] = []
         c = 3
         for w in self.widths:
@@ -45,6 +54,11 @@ class ToyAestheticScorer(nn.Module):
         self.head = nn.Linear(2 * c, 1)
 
     def forward(self, images01: torch.Tensor) -> torch.Tensor:
+        """The calibrated score (B,): ``offset + scale * logit``."""
+        return self.offset + self.scale * self.logits(images01)
+
+    def logits(self, images01: torch.Tensor) -> torch.Tensor:
+        """The classifier's logit (B,): > 0 means photograph-like."""
         x = images01.float()
         if x.shape[-2:] != (self.size, self.size):
             x = F.interpolate(x, size=(self.size, self.size), mode="bilinear", align_corners=False,
@@ -59,7 +73,8 @@ class ToyAestheticScorer(nn.Module):
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
         save_file({k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}, str(out / WEIGHTS))
-        info = {"kind": "toy-aesthetic", "size": self.size, "widths": list(self.widths)}
+        info = {"kind": "toy-aesthetic", "size": self.size, "widths": list(self.widths),
+                "calibration": {"scale": self.scale, "offset": self.offset}}
         info.update(extra or {})
         tmp = out / (SCORER_JSON + ".tmp")
         tmp.write_text(json.dumps(info, indent=1))
@@ -78,7 +93,12 @@ def load_scorer(path: str | os.PathLike) -> ToyAestheticScorer:
         info = json.loads((d / SCORER_JSON).read_text())
     except json.JSONDecodeError as e:
         raise InputError(f"{d / SCORER_JSON}: not valid JSON ({e})") from e
-    m = ToyAestheticScorer(int(info.get("size", 64)), tuple(info.get("widths", (16, 32, 64, 96))))
+    cal = info.get("calibration") or {}  # scorers saved before calibration existed: the raw logit
+    try:
+        m = ToyAestheticScorer(int(info.get("size", 64)), tuple(info.get("widths", (16, 32, 64, 96))),
+                               scale=float(cal.get("scale", 1.0)), offset=float(cal.get("offset", 0.0)))
+    except (TypeError, ValueError) as e:
+        raise InputError(f"{d / SCORER_JSON}: malformed scorer description ({e})") from e
     sd = {k: v.float() for k, v in load_file(str(d / WEIGHTS)).items()}
     missing, unexpected = m.load_state_dict(sd, strict=False)
     if missing or unexpected:
@@ -91,7 +111,10 @@ def load_scorer(path: str | os.PathLike) -> ToyAestheticScorer:
 # Negatives: what a D2I model should not make
 # ------------------------------------------------------------------------------------------------
 
-DEGRADATIONS = ("blur", "noise", "posterize", "cast", "saturate", "washout", "blocky")
+DEGRADATIONS = ("blur", "noise", "posterize", "cast", "saturate", "washout", "blocky", "speckle")
+
+# the calibrated score's anchors (see the module docstring)
+SCORE_PHOTO, SCORE_SYNTHETIC = 6.0, 4.0
 
 
 def degrade(rgb01: torch.Tensor, kind: str, gen: torch.Generator) -> torch.Tensor:
@@ -119,6 +142,21 @@ def degrade(rgb01: torch.Tensor, kind: str, gen: torch.Generator) -> torch.Tenso
     elif kind == "washout":
         m = x.mean((1, 2, 3), keepdim=True)
         x = m + (x - m) * u(0.1, 0.35)
+    elif kind == "speckle":
+        # what an under-trained D2I sampler makes (docs/zoo.md): only the scene's low-frequency layout
+        # survives, under colour noise at several scales (blobs, mid-size mottling, per-pixel speckle)
+        _, _, h, w = x.shape
+        k = max(3, (w // 8) | 1)
+        low = F.avg_pool2d(F.pad(x, (k // 2,) * 4, mode="replicate"), k, stride=1)
+        noise = torch.zeros_like(x)
+        for div, lo, hi in ((12, 0.05, 0.2), (4, 0.03, 0.12), (1, 0.05, 0.2)):
+            n = torch.randn((b, 3, max(2, h // div), max(2, w // div)), generator=gen)
+            if div > 1:
+                n = F.interpolate(n, size=(h, w), mode="bilinear", align_corners=False)
+            noise = noise + u(lo, hi) * n
+        grey = u(0.0, 0.6)  # partly desaturated noise, like the samples' pastel colours
+        noise = noise * (1 - grey) + noise.mean(1, keepdim=True) * grey
+        x = low * u(0.7, 1.0) + u(0.0, 0.3) + noise
     elif kind == "blocky":
         s = x.shape[-1]
         x = F.interpolate(F.avg_pool2d(x, 8), size=(s, s), mode="nearest")
@@ -129,10 +167,12 @@ def degrade(rgb01: torch.Tensor, kind: str, gen: torch.Generator) -> torch.Tenso
 
 def train_scorer(real: torch.Tensor, synthetic: torch.Tensor, out_dir: str | os.PathLike, *, steps: int = 1500,
                  batch_size: int = 32, lr: float = 2e-3, seed: int = 0, size: int = 64,
-                 progress: bool = True, heldout_fraction: float = 0.1) -> dict:
-    """Train a scorer: ``real`` (N, 3, S, S) photograph-like images -> 1; ``synthetic`` renders and
-    degraded ``real`` images -> 0 (binary cross-entropy). Returns (and stores in scorer.json) the held-out
-    accuracy per negative kind and the mean logit of each kind."""
+                 progress: bool = True, heldout_fraction: float = 0.1,
+                 generated: torch.Tensor | None = None) -> dict:
+    """Train a scorer: ``real`` (N, 3, S, S) photograph-like images -> 1; ``synthetic`` renders,
+    degraded ``real`` images and (optional) ``generated`` images of an untuned D2I model -> 0 (binary
+    cross-entropy). Returns (and stores in scorer.json) the held-out accuracy per negative kind, the
+    mean logit of each kind and the calibration (module docstring)."""
     from tqdm.auto import tqdm
 
     gen = torch.Generator().manual_seed(seed)
@@ -141,6 +181,10 @@ def train_scorer(real: torch.Tensor, synthetic: torch.Tensor, out_dir: str | os.
     hr, hs = max(1, int(nr * heldout_fraction)), max(1, int(ns * heldout_fraction))
     real_tr, real_te = real[hr:], real[:hr]
     syn_tr, syn_te = synthetic[hs:], synthetic[:hs]
+    gen_tr = gen_te = None
+    if generated is not None and len(generated):
+        hg = max(1, int(generated.shape[0] * heldout_fraction))
+        gen_tr, gen_te = generated[hg:], generated[:hg]
     model = ToyAestheticScorer(size)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.1)
@@ -150,12 +194,17 @@ def train_scorer(real: torch.Tensor, synthetic: torch.Tensor, out_dir: str | os.
         pos = real_tr[torch.randint(0, real_tr.shape[0], (half,), generator=gen)]
         flip = torch.rand(half, generator=gen) < 0.5
         pos = torch.where(flip[:, None, None, None], pos.flip(-1), pos)
-        n_syn = half // 2
+        # negatives: half synthetic renders and half degraded photographs, or thirds with D2I samples
+        n_gen = half // 3 if gen_tr is not None else 0
+        n_syn = (half - n_gen) // 2
         neg_syn = syn_tr[torch.randint(0, syn_tr.shape[0], (n_syn,), generator=gen)]
-        base = real_tr[torch.randint(0, real_tr.shape[0], (half - n_syn,), generator=gen)]
+        base = real_tr[torch.randint(0, real_tr.shape[0], (half - n_syn - n_gen,), generator=gen)]
         kinds = torch.randint(0, len(DEGRADATIONS), (len(base),), generator=gen)
         neg_deg = torch.cat([degrade(base[i:i + 1], DEGRADATIONS[int(k)], gen) for i, k in enumerate(kinds)])
-        x = torch.cat([pos, neg_syn, neg_deg])
+        parts = [pos, neg_syn, neg_deg]
+        if n_gen:
+            parts.append(gen_tr[torch.randint(0, gen_tr.shape[0], (n_gen,), generator=gen)])
+        x = torch.cat(parts)
         y = torch.cat([torch.ones(half), torch.zeros(half)])
         loss = F.binary_cross_entropy_with_logits(model(x), y)
         opt.zero_grad(set_to_none=True)
@@ -164,24 +213,36 @@ def train_scorer(real: torch.Tensor, synthetic: torch.Tensor, out_dir: str | os.
         sched.step()
         bar.set_postfix(loss=f"{loss.item():.3f}")
     model.eval()
-    report = evaluate_scorer(model, real_te, syn_te, seed=seed + 1)
+    report = evaluate_scorer(model, real_te, syn_te, seed=seed + 1, generated=gen_te)
+    lr_, ls_ = report["real"]["mean_logit"], report["synthetic"]["mean_logit"]
+    if lr_ - ls_ > 1e-3:  # map the held-out means onto the anchors
+        model.scale = (SCORE_PHOTO - SCORE_SYNTHETIC) / (lr_ - ls_)
+        model.offset = SCORE_PHOTO - model.scale * lr_
+    report["calibration"] = {"scale": model.scale, "offset": model.offset,
+                             "anchors": {"photos": SCORE_PHOTO, "synthetic": SCORE_SYNTHETIC}}
     model.save(out_dir, extra={"training": {"steps": steps, "batch_size": batch_size, "lr": lr, "seed": seed,
-                                            "real": nr, "synthetic": ns}, "heldout": report})
+                                            "real": nr, "synthetic": ns,
+                                            "generated": 0 if generated is None else int(generated.shape[0])},
+                                "heldout": report})
     return report
 
 
 @torch.no_grad()
-def evaluate_scorer(model: ToyAestheticScorer, real: torch.Tensor, synthetic: torch.Tensor, seed: int = 1) -> dict:
+def evaluate_scorer(model: ToyAestheticScorer, real: torch.Tensor, synthetic: torch.Tensor, seed: int = 1,
+                    generated: torch.Tensor | None = None) -> dict:
     """Held-out accuracy (logit > 0 for real, < 0 for every negative kind) and mean logits."""
     gen = torch.Generator().manual_seed(seed)
     out = {}
-    sr = model(real)
+    sr = model.logits(real)
     out["real"] = {"accuracy": float((sr > 0).float().mean()), "mean_logit": float(sr.mean())}
-    ss = model(synthetic)
+    ss = model.logits(synthetic)
     out["synthetic"] = {"accuracy": float((ss < 0).float().mean()), "mean_logit": float(ss.mean())}
     for k in DEGRADATIONS:
-        s = model(degrade(real, k, gen))
+        s = model.logits(degrade(real, k, gen))
         out[k] = {"accuracy": float((s < 0).float().mean()), "mean_logit": float(s.mean())}
+    if generated is not None and len(generated):
+        s = model.logits(generated)
+        out["d2i_samples"] = {"accuracy": float((s < 0).float().mean()), "mean_logit": float(s.mean())}
     out["balanced_accuracy"] = float(np.mean([out["real"]["accuracy"],
                                               np.mean([v["accuracy"] for k, v in out.items() if k != "real"])]))
     return out

@@ -9,10 +9,12 @@ The recipe mirrors how the paper's foundations came to be, in the toy world of t
 2. ``depth``      the depth foundation (arch ``toy``: patch 8, 16x16 tokens at 128 px) trained as a
                   teacher on the synthetic look with ground truth (SSI + GM), like DA-V2's teacher.
 3. ``photos``     the teacher pseudo-labels the photographs: their *estimated* relative disparity.
-4. ``aesthetic``  the toy aesthetic scorer: photographs vs synthetic renders and degraded photographs.
-5. ``d2i``        the D2I foundation (tiny backend, pixel-unshuffled UNet at 96 px, v-prediction)
+4. ``d2i``        the D2I foundation (tiny backend, pixel-unshuffled UNet at 96 px, v-prediction)
                   trained on the photographs conditioned on the teacher's estimate, as FLUX.1-Depth
                   was trained on photographs with estimated depth, never their ground truth.
+5. ``aesthetic``  the toy aesthetic scorer: photographs vs synthetic renders, degraded photographs and
+                  samples of the untuned D2I foundation (on training depth maps), calibrated to a
+                  LAION-like scale (:mod:`bridgedepth.d2i.scorer`).
 6. ``evaluate``   measured quality for the cards (held-out real-look scenes, seed ``zoo.seed + 3``).
 7. ``install``    (``--install``) model folders with cards into the package (``bridgedepth/zoo/models``).
 
@@ -102,6 +104,42 @@ def _images(dir_: Path, size: int, limit: int | None = None):
     return torch.cat(out)
 
 
+def d2i_samples(d2i_dir: Path, depth_dir: Path, count: int, size: int, *, steps: int | None = None,
+                seed: int = 0):
+    """(N, 3, size, size) images in [0, 1]: one sample of the D2I model in ``d2i_dir`` for each of the
+    first ``count`` depth maps of ``depth_dir`` (the scorer's "untuned generator" negatives)."""
+    import torch
+    import torch.nn.functional as F
+
+    from ..d2i import load_backend
+    from ..d2i.generate import Generator
+    from ..data.shards import iter_samples
+
+    backend = load_backend(d2i_dir, "cpu")
+    backend.denoiser.eval()
+    gen = Generator(backend, images_per_depth=1, seed=seed, steps=steps or backend.default_steps)
+    out, batch = [], []
+
+    def flush():
+        for res in gen.batch(batch):
+            if isinstance(res, list):
+                x = torch.from_numpy(np.ascontiguousarray(res[0]["rgb"])).permute(2, 0, 1)[None].float() / 255
+                out.append(F.interpolate(x, size=(size, size), mode="area"))
+        batch.clear()
+
+    for i, s in enumerate(iter_samples(depth_dir, fields=["depth", "valid", "meta"])):
+        if i >= count:
+            break
+        batch.append(s)
+        if len(batch) == gen.batch_size:
+            flush()
+    if batch:
+        flush()
+    if not out:
+        raise InputError(f"{depth_dir}: no depth maps to generate from")
+    return torch.cat(out)
+
+
 def _hardware() -> dict:
     import torch
 
@@ -180,24 +218,28 @@ def build(cfg: Config, out: str | os.PathLike = "runs/zoo", *, install: bool = F
 
     runner.run("3 photos pseudo-labelled by the teacher", photos)
 
-    def aesthetic():
-        from ..d2i.scorer import train_scorer
-
-        real = _images(out / "photos_labelled", z.scorer_size)
-        syn = _images(sc / "teacher_train", z.scorer_size, limit=real.shape[0])
-        report = train_scorer(real, syn, out / "aesthetic", steps=z.scorer_steps, seed=z.seed,
-                              size=z.scorer_size, progress=progress)
-        return {**report, "torch_threads": torch.get_num_threads()}
-
-    runner.run("4 toy aesthetic scorer", aesthetic)
-
     def d2i():
         from ..d2i.pretrain import pretrain
 
         summary = pretrain(_d2i_cfg(cfg, z.photo_scenes), out / "photos_labelled", out / "d2i", progress=progress)
         return {**summary, "torch_threads": torch.get_num_threads()}
 
-    runner.run("5 D2I foundation (photos, teacher-estimated depth)", d2i)
+    runner.run("4 D2I foundation (photos, teacher-estimated depth)", d2i)
+
+    def aesthetic():
+        from ..d2i.scorer import train_scorer
+
+        real = _images(out / "photos_labelled", z.scorer_size)
+        syn = _images(sc / "teacher_train", z.scorer_size, limit=real.shape[0])
+        generated = None
+        if z.scorer_generated > 0:
+            generated = d2i_samples(out / "d2i", sc / "teacher_train", z.scorer_generated, z.scorer_size,
+                                    steps=cfg.d2i.num_steps, seed=z.seed)
+        report = train_scorer(real, syn, out / "aesthetic", steps=z.scorer_steps, seed=z.seed,
+                              size=z.scorer_size, progress=progress, generated=generated)
+        return {**report, "torch_threads": torch.get_num_threads()}
+
+    runner.run("5 toy aesthetic scorer", aesthetic)
 
     def evaluate():
         return measure_quality(cfg, out, progress=progress)
@@ -250,9 +292,12 @@ def measure_quality(cfg: Config, out: Path, progress: bool = False) -> dict:
     with torch.no_grad():
         for name, d in (("photos", sc / "heldout_real"), ("synthetic", sc / "heldout_synthetic"),
                         ("d2i_samples", gdir)):
-            q["aesthetic"][name + "_mean_logit"] = round(float(scorer(_images(d, scorer.size)).mean()), 3)
+            imgs = _images(d, scorer.size)
+            q["aesthetic"][name + "_mean_logit"] = round(float(scorer.logits(imgs).mean()), 3)
+            q["aesthetic"][name + "_mean_score"] = round(float(scorer(imgs).mean()), 3)
     card = json.loads((out / "aesthetic" / "scorer.json").read_text())
     q["aesthetic"]["heldout"] = card.get("heldout", {})
+    q["aesthetic"]["calibration"] = card.get("calibration", {})
     (out / "quality.json").write_text(json.dumps(_jsonable(q), indent=1))
     return q
 
@@ -309,12 +354,14 @@ def install_models(cfg: Config, out: Path, quality: dict, runner: StageRunner,
                         f"model's estimated disparity (their ground truth is never used)",
                 "seeds": {"photos": seeds["photos"]}, "steps": z.d2i_steps, "quality": quality.get("d2i"),
                 "config": {k: v for k, v in to_dict(cfg.zoo).items() if k.startswith("d2i")}},
-        "aesthetic": {"data": "real-look photographs (label 1) vs synthetic-look renders and degraded photographs "
-                              "(label 0)", "seeds": {"photos": seeds["photos"], "synthetic": seeds["teacher_train"]},
+        "aesthetic": {"data": "real-look photographs (label 1) vs synthetic-look renders, degraded photographs and "
+                              f"{z.scorer_generated} samples of the untuned D2I foundation on training depth maps "
+                              "(label 0); score calibrated to photographs 6, renders 4",
+                      "seeds": {"photos": seeds["photos"], "synthetic": seeds["teacher_train"]},
                       "steps": z.scorer_steps, "quality": quality.get("aesthetic"),
                       "config": {k: v for k, v in to_dict(cfg.zoo).items() if k.startswith("scorer")}},
     }
-    stage_of = {"depth": "2 ", "d2i": "5 ", "aesthetic": "4 "}
+    stage_of = {"depth": "2 ", "d2i": "4 ", "aesthetic": "5 "}
     installed = []
     for name in MODELS:
         target = dest / name

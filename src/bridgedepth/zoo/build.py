@@ -344,6 +344,8 @@ def install_models(cfg: Config, out: Path, quality: dict, runner: StageRunner,
     hw = _hardware()
     seeds = build_seeds(cfg)
     z = cfg.zoo
+    from ..d2i.scorer import SCORE_PHOTO, SCORE_SYNTHETIC
+
     cards: dict[str, dict] = {
         "depth": {"data": f"{z.teacher_scenes} synthetic-look procedural scenes {z.scene_size} (ground truth)",
                   "seeds": {"train": seeds["teacher_train"], "val": seeds["teacher_val"]},
@@ -356,7 +358,7 @@ def install_models(cfg: Config, out: Path, quality: dict, runner: StageRunner,
                 "config": {k: v for k, v in to_dict(cfg.zoo).items() if k.startswith("d2i")}},
         "aesthetic": {"data": "real-look photographs (label 1) vs synthetic-look renders, degraded photographs and "
                               f"{z.scorer_generated} samples of the untuned D2I foundation on training depth maps "
-                              "(label 0); score calibrated to photographs 6, renders 4",
+                              f"(label 0); score calibrated to photographs {SCORE_PHOTO:g}, renders {SCORE_SYNTHETIC:g}",
                       "seeds": {"photos": seeds["photos"], "synthetic": seeds["teacher_train"]},
                       "steps": z.scorer_steps, "quality": quality.get("aesthetic"),
                       "config": {k: v for k, v in to_dict(cfg.zoo).items() if k.startswith("scorer")}},

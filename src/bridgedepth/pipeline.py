@@ -34,7 +34,7 @@ from typing import Any, Callable
 import numpy as np
 
 from .config import Config, save_resolved
-from .stages import StageRecord, StageRunner, _jsonable  # noqa: F401  (re-exported: the demo's stage runner)
+from .stages import ParallelStage, StageRecord, StageRunner, _jsonable  # noqa: F401  (re-exported: the demo's stage runner)
 
 # Real fixtures (../shared/data/rgbd) evaluated through the `folder` benchmark:
 # name -> (rgb source, depth source, encoding, kind of scene). Sources are folders or single files.
@@ -68,6 +68,25 @@ METRIC_ROWS: dict[str, tuple[str, str]] = {
     "scale_head": ("BRIDGE student + scale head", "scale-head"),
 }
 REAL_LOOK_TEST = "real_look_test"
+
+
+def torch_threads() -> int:
+    import torch
+
+    return torch.get_num_threads()
+
+
+def train_stage(cfg: Config, data: list, out_dir: str, init_from: str | None, progress: bool,
+                threads: int | None = None) -> dict:
+    """One trained row of the demo (a picklable stage for :meth:`StageRunner.run_parallel`)."""
+    from .mde.trainer import train
+
+    if threads:
+        import torch
+
+        torch.set_num_threads(max(1, int(threads)))
+    r = train(cfg, data, Path(out_dir), init_from=init_from, progress=progress)
+    return {"steps": r.steps, "final_loss": r.final_loss, "seed": cfg.train.seed}
 
 
 def demo_seeds(cfg: Config) -> dict[str, int]:
@@ -283,7 +302,7 @@ def run_demo(cfg: Config, out: str | os.PathLike = "runs/demo", *, fixtures_root
     from .data.scenes.dataset import write_contact_sheet, write_scenes
     from .data.shards import map_dataset
     from .labels.label import label
-    from .mde.trainer import TrainData, train
+    from .mde.trainer import TrainData
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -375,36 +394,31 @@ def run_demo(cfg: Config, out: str | os.PathLike = "runs/demo", *, fixtures_root
     }
     stage_of = {"source_only": "teacher", "oracle": "teacher", "finetune_hybrid": "student-hybrid"}
 
-    def row_stage(k: int, row: str):
-        data, init_row, steps = recipes[row]
-
-        def fn():
-            base = out / "rows" / f"seed{k}"
+    # Every trained row, then the two metric rows (from the seed-0 hybrid student), as one group of
+    # stages: with demo.row_workers > 1 they train side by side in worker processes (a row at this size
+    # keeps one core busier than two intra-op threads keep two), each as soon as its initialisation exists.
+    workers = max(1, int(d.row_workers))
+    threads = int(d.threads or torch_threads()) // workers if workers > 1 else None
+    jobs: list[ParallelStage] = []
+    for k in range(max(1, int(d.seeds))):
+        base = out / "rows" / f"seed{k}"
+        # the row others start from goes first, so that its fine-tunes can start early
+        for row in sorted(TRAINED_ROWS, key=lambda r: r != "generated_pseudo"):
+            data, init_row, steps = recipes[row]
             init = str(base / init_row / "last") if init_row else teacher
             c = _with(cfg, stage=stage_of.get(row, "student-pseudo"), steps=steps, seed=cfg.train.seed + k,
                       val_every=0)
-            r = train(c, data, base / row, init_from=init, progress=progress)
-            return {"steps": r.steps, "final_loss": r.final_loss, "seed": cfg.train.seed + k}
-
-        return fn
-
-    for k in range(max(1, int(d.seeds))):
-        for row in TRAINED_ROWS:
-            runner.run(f"5 row {row} (seed {k})", row_stage(k, row))
-
+            after = (f"5 row {init_row} (seed {k})",) if init_row else ()
+            jobs.append(ParallelStage(f"5 row {row} (seed {k})", train_stage,
+                                      (c, data, str(base / row), init, progress and workers == 1, threads), after))
     hybrid_last = str(out / "rows" / "seed0" / "finetune_hybrid" / "last")
     metric_data = [TrainData(str(sc / "train"), "metric")]
-
-    def metric(stage, dest, steps):
-        def fn():
-            r = train(_with(cfg, stage=stage, steps=steps, val_every=0), metric_data, out / dest,
-                      init_from=hybrid_last, progress=progress)
-            return {"steps": r.steps, "final_loss": r.final_loss}
-
-        return fn
-
-    runner.run("6a metric fine-tune", metric("metric", "metric", d.metric_steps))
-    runner.run("6b scale head", metric("scale-head", "scale-head", d.scale_head_steps))
+    for name, stage, dest, steps in (("6a metric fine-tune", "metric", "metric", d.metric_steps),
+                                     ("6b scale head", "scale-head", "scale-head", d.scale_head_steps)):
+        jobs.append(ParallelStage(name, train_stage, (_with(cfg, stage=stage, steps=steps, val_every=0), metric_data,
+                                                      str(out / dest), hybrid_last, progress and workers == 1,
+                                                      threads), ("5 row finetune_hybrid (seed 0)",)))
+    runner.run_parallel(f"5-6 trained rows ({workers} processes)", jobs, workers)
 
     fx_root = fixtures_root or d.fixtures or default_fixtures_root()
     fixtures = stage_fixtures(Path(fx_root), out / "fixtures") if fx_root else {}

@@ -2,6 +2,8 @@
 
 A finished stage leaves a record (seconds, JSON summary) in ``stages.json``; a rerun skips it. Each
 stage's own outputs are resumable too, so an interrupted stage continues where it stopped.
+:meth:`StageRunner.run_parallel` runs independent stages in worker processes (a dependency graph
+between them), for CPU jobs too small to keep two cores busy with intra-op threads alone.
 """
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import time
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -22,6 +25,18 @@ class StageRecord:
     seconds: float
     skipped: bool
     summary: dict = field(default_factory=dict)
+    overlapped: bool = False  # ran beside other stages (run_parallel): not added to the total
+
+
+@dataclass
+class ParallelStage:
+    """A stage for :meth:`StageRunner.run_parallel`: ``fn(*args)`` runs in a worker process (``fn`` a
+    module-level function, ``args`` picklable); ``after`` names stages that must finish first."""
+
+    name: str
+    fn: Callable[..., dict | None]
+    args: tuple = ()
+    after: tuple[str, ...] = ()
 
 
 class StageRunner:
@@ -39,23 +54,90 @@ class StageRunner:
         if name in self.done:
             rec = self.done[name]
             self.log(f"[{name}] done already ({rec['seconds']:.0f} s): skipped")
-            self.records.append(StageRecord(name, rec["seconds"], True, rec.get("summary", {})))
+            self.records.append(StageRecord(name, rec["seconds"], True, rec.get("summary", {}),
+                                            bool(rec.get("overlapped"))))
             return rec.get("summary", {})
         self.log(f"[{name}] running ...")
         t0 = time.perf_counter()
         summary = fn() or {}
         dt = time.perf_counter() - t0
-        self.done[name] = {"seconds": dt, "summary": _jsonable(summary)}
-        tmp = self.path.with_name("stages.json.tmp")
-        tmp.write_text(json.dumps(self.done, indent=1))
-        os.replace(tmp, self.path)
-        self.records.append(StageRecord(name, dt, False, summary))
+        self._record(name, dt, summary)
         self.log(f"[{name}] finished in {dt:.1f} s")
         return summary
 
+    def _record(self, name: str, dt: float, summary: dict, overlapped: bool = False) -> None:
+        self.done[name] = {"seconds": dt, "summary": _jsonable(summary), **({"overlapped": True} if overlapped else {})}
+        tmp = self.path.with_name("stages.json.tmp")
+        tmp.write_text(json.dumps(self.done, indent=1))
+        os.replace(tmp, self.path)
+        self.records.append(StageRecord(name, dt, False, summary, overlapped))
+
+    def run_parallel(self, group: str, stages: list[ParallelStage], workers: int) -> dict[str, dict]:
+        """Run ``stages`` (skipping finished ones) on ``workers`` spawned processes, each stage as soon as
+        the stages it comes ``after`` have finished; ``workers <= 1`` runs them in order in this process.
+        Each stage is recorded when it finishes (an interrupted group resumes with the missing ones);
+        the group's wall time is recorded as ``group`` (its stages are marked as overlapped, so the
+        timing total counts the wall time once). A failing stage raises after the running ones end."""
+        out: dict[str, dict] = {}
+        todo: list[ParallelStage] = []
+        for st in stages:
+            if st.name in self.done:
+                out[st.name] = self.run(st.name, lambda: None)  # logs "skipped", keeps the record
+            else:
+                todo.append(st)
+        known = {st.name for st in stages} | set(self.done)
+        for st in todo:
+            missing = [a for a in st.after if a not in known]
+            if missing:
+                raise ValueError(f"stage {st.name!r} comes after unknown stages {missing}")
+        if not todo:
+            if group in self.done:
+                self.run(group, lambda: None)  # its wall time, for the timing total
+            return out
+        workers = max(1, int(workers))
+        t_group = time.perf_counter()
+        if workers == 1 or len(todo) == 1:
+            for st in todo:
+                out[st.name] = self.run(st.name, lambda st=st: st.fn(*st.args))
+        else:
+            import multiprocessing as mp
+
+            finished = set(self.done)
+            pending = list(todo)
+            running: dict = {}
+            with ProcessPoolExecutor(min(workers, len(todo)), mp_context=mp.get_context("spawn")) as ex:
+                try:
+                    while pending or running:
+                        for st in list(pending):
+                            if len(running) >= workers:
+                                break
+                            if all(a in finished for a in st.after):
+                                self.log(f"[{st.name}] running (worker process) ...")
+                                running[ex.submit(st.fn, *st.args)] = (st, time.perf_counter())
+                                pending.remove(st)
+                        if not running:  # pragma: no cover - every 'after' is known and acyclic by construction
+                            raise RuntimeError(f"stages {[s.name for s in pending]} wait on each other")
+                        done_now, _ = wait(running, return_when=FIRST_COMPLETED)
+                        for f in done_now:
+                            st, t0 = running.pop(f)
+                            summary = f.result() or {}
+                            dt = time.perf_counter() - t0
+                            self._record(st.name, dt, summary, overlapped=True)
+                            finished.add(st.name)
+                            out[st.name] = summary
+                            self.log(f"[{st.name}] finished in {dt:.1f} s")
+                except BaseException:
+                    ex.shutdown(wait=True, cancel_futures=True)
+                    raise
+            wall = time.perf_counter() - t_group
+            self._record(group, wall, {"stages": [st.name for st in todo], "workers": workers})
+            self.log(f"[{group}] {len(todo)} stages on {workers} processes in {wall:.1f} s")
+        return out
+
     def timing_table(self) -> list[list]:
-        rows = [[r.name, r.seconds, "skipped (done before)" if r.skipped else "ran"] for r in self.records]
-        rows.append(["total", sum(r.seconds for r in self.records), ""])
+        rows = [[r.name, r.seconds, "skipped (done before)" if r.skipped else
+                 ("ran (beside others)" if r.overlapped else "ran")] for r in self.records]
+        rows.append(["total", sum(r.seconds for r in self.records if not r.overlapped), ""])
         return rows
 
 

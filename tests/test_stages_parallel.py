@@ -1,0 +1,66 @@
+"""StageRunner.run_parallel: stages in worker processes, in dependency order, resumable, failing loudly."""
+
+import json
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+from bridgedepth.stages import ParallelStage, StageRunner
+
+sys.path.insert(0, str(Path(__file__).parent))
+import _stage_jobs as jobs  # noqa: E402
+
+
+def _stages(folder):
+    f = str(folder)
+    return [ParallelStage("a", jobs.timed, ("a", f, 0.6)),
+            ParallelStage("b", jobs.timed, ("b", f, 0.0), after=("a",)),
+            ParallelStage("c", jobs.timed, ("c", f, 0.3))]
+
+
+def test_run_parallel_respects_dependencies_uses_workers_and_resumes(tmp_path):
+    logs = []
+    r = StageRunner(tmp_path, logs.append)
+    out = r.run_parallel("group", _stages(tmp_path), workers=2)
+    assert set(out) == {"a", "b", "c"}
+    rec = {n: json.loads((tmp_path / f"{n}.json").read_text()) for n in "abc"}
+    assert rec["b"]["start"] >= rec["a"]["end"]  # b waited for a
+    assert rec["c"]["start"] < rec["a"]["end"]  # c ran beside a
+    assert os.getpid() not in {rec[n]["pid"] for n in "abc"}  # in worker processes
+    done = json.loads((tmp_path / "stages.json").read_text())
+    assert {"a", "b", "c", "group"} <= set(done) and done["a"]["overlapped"]
+    total = r.timing_table()[-1]
+    assert total[0] == "total" and total[1] == pytest.approx(done["group"]["seconds"])  # wall time counted once
+    assert total[1] < done["a"]["seconds"] + done["b"]["seconds"] + done["c"]["seconds"]
+
+    for n in "abc":
+        (tmp_path / f"{n}.json").unlink()
+    again = StageRunner(tmp_path, logs.append)
+    again.run_parallel("group", _stages(tmp_path), workers=2)
+    assert not any((tmp_path / f"{n}.json").exists() for n in "abc")  # nothing reran
+    assert again.timing_table()[-1][1] == pytest.approx(done["group"]["seconds"])
+
+    # one finished stage forgotten: only it reruns, after its dependency (already done)
+    d = json.loads((tmp_path / "stages.json").read_text())
+    del d["b"]
+    (tmp_path / "stages.json").write_text(json.dumps(d))
+    StageRunner(tmp_path, logs.append).run_parallel("group", _stages(tmp_path), workers=2)
+    assert (tmp_path / "b.json").exists() and not (tmp_path / "a.json").exists()
+
+
+def test_run_parallel_one_worker_runs_in_process_and_errors_propagate(tmp_path):
+    r = StageRunner(tmp_path, lambda m: None)
+    out = r.run_parallel("group", _stages(tmp_path), workers=1)
+    assert {v["pid"] for v in out.values()} == {os.getpid()}
+    r2 = StageRunner(tmp_path / "x", lambda m: None)
+    (tmp_path / "x").mkdir()
+    bad = [ParallelStage("ok", jobs.timed, ("ok", str(tmp_path / "x"), 0.0)),
+           ParallelStage("bad", jobs.failing, ("bad",))]
+    with pytest.raises(ValueError, match="on purpose"):
+        r2.run_parallel("g", bad, workers=2)
+    rec = tmp_path / "x" / "stages.json"  # "ok" is recorded only if it finished before "bad" failed
+    assert not rec.exists() or "bad" not in json.loads(rec.read_text())
+    with pytest.raises(ValueError, match="unknown"):
+        r2.run_parallel("g", [ParallelStage("z", jobs.timed, ("z", str(tmp_path), 0.0), after=("nope",))], 2)

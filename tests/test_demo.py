@@ -21,7 +21,10 @@ def test_demo_fast_end_to_end_and_resume(tmp_path, run_cli, shared_data):
 
     out = tmp_path / "demo"
     extra = [] if all(available(n) for n in MODELS) else ["--from-scratch"]
-    args = ["demo", "--fast", "--out", out, "--no-progress", "--fixtures", shared_data / "rgbd", *extra]
+    # stage_workers 2: the generations and trained rows run in spawned worker processes (their
+    # arguments must pickle; the rerun below must skip them like any stage)
+    args = ["demo", "--fast", "--out", out, "--no-progress", "--fixtures", shared_data / "rgbd",
+            "--set", "demo.stage_workers=2", *extra]
     r = run_cli(*args)
     assert r.code == 0, r
     report = (out / "report.html").read_text()
@@ -50,6 +53,8 @@ def test_demo_fast_end_to_end_and_resume(tmp_path, run_cli, shared_data):
     assert RELATIVE_ROWS["source_only"][0] in metrics["relative"]
     assert [c["verdict"] for c in metrics["claims"]]
     assert "| stage | seconds | status |" in r.out
+    stages = json.loads((out / "stages.json").read_text())
+    assert stages["5 row oracle (seed 0)"].get("overlapped") and "5-6 trained rows (2 processes)" in stages
 
     again = run_cli(*args)
     assert again.code == 0, again

@@ -299,7 +299,8 @@ class DemoConfig:
     d2i_finetune_steps: int = 40
     seeds: int = 1  # repeat every trained row over this many training seeds (mean and spread)
     threads: Optional[int] = None  # torch threads (None: torch's default)
-    row_workers: int = 1  # processes training the rows side by side (threads split between them)
+    stage_workers: int = 1  # processes running independent stages side by side (the 2 generations, the
+    # trained rows); the torch threads are split between them
     zoo_preset: str = "zoo"  # --from-scratch: the recipe that builds the foundations first
     fixtures: Optional[str] = None  # real RGB-D fixtures folder (default: ../shared/data/rgbd if present)
 

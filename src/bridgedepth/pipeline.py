@@ -418,8 +418,8 @@ def run_demo(cfg: Config, out: str | os.PathLike = "runs/demo", *, fixtures_root
     stage_of = {"source_only": "teacher", "oracle": "teacher", "finetune_hybrid": "student-hybrid"}
 
     # Every trained row, then the two metric rows (from the seed-0 hybrid student), as one group of
-    # stages: with demo.stage_workers > 1 they train side by side in worker processes (a row at this size
-    # keeps one core busier than two intra-op threads keep two), each as soon as its initialisation exists.
+    # stages: with demo.stage_workers > 1 they train side by side in worker processes, each as soon as
+    # its initialisation exists (on 2 cores no faster than one 2-thread process: docs/performance.md).
     jobs: list[ParallelStage] = []
     for k in range(max(1, int(d.seeds))):
         base = out / "rows" / f"seed{k}"

@@ -126,6 +126,18 @@ def _wait_for(pred, timeout=60.0):
     return False
 
 
+def _sigterm_when(p, ready, timeout=120.0) -> str:
+    """Send SIGTERM to the running ``bridge`` process ``p`` once ``ready()`` holds; its stderr."""
+    try:
+        assert _wait_for(ready, timeout=timeout)
+        p.send_signal(signal.SIGTERM)
+        _, err = p.communicate(timeout=60)
+    finally:
+        if p.poll() is None:
+            p.kill()
+    return err
+
+
 @pytest.mark.parametrize("sig,code,word", [(signal.SIGTERM, 143, "terminated"),
                                             pytest.param(signal.SIGINT, 130, "interrupted", marks=SLOW)])
 def test_scenes_sigterm_sigint_stop_gracefully(tmp_path, scenes_ref, sig, code, word):
@@ -237,13 +249,7 @@ def test_label_workers_sigterm_discards_partial_shards(tmp_path, label_inputs):
     out = tmp_path / "lab"
     args = [a if a != "1" else "2" for a in _label_args(root, out)]  # --workers 2
     p = bridge(*args, env={"BRIDGE_TEST_DELAY_AT": "shard-write:0.4"}, popen=True)
-    try:
-        assert _wait_for(lambda: out.exists() and any(".tmp" in f for f in os.listdir(out)), timeout=120)
-        p.send_signal(signal.SIGTERM)
-        _, err = p.communicate(timeout=60)
-    finally:
-        if p.poll() is None:
-            p.kill()
+    err = _sigterm_when(p, lambda: out.exists() and any(".tmp" in f for f in os.listdir(out)))
     assert p.returncode == 143 and "rerun the same command to resume" in err and "Traceback" not in err, err
     assert not temp_files(out), "a worker's partial shard was left behind"
     assert_nothing_partial_visible(out)
@@ -323,13 +329,7 @@ def test_train_disk_full_keeps_the_last_checkpoint(tmp_path, scenes_ref, train_r
 def test_train_sigterm_keeps_a_resumable_state(tmp_path, scenes_ref, train_ref):
     out = tmp_path / "run"
     p = bridge(*_train_args(scenes_ref, out), env={"BRIDGE_TEST_DELAY_AT": "train-step:1.0"}, popen=True)
-    try:
-        assert _wait_for(lambda: (out / "last" / "trainer_state.json").exists(), timeout=120)
-        p.send_signal(signal.SIGTERM)
-        _, err = p.communicate(timeout=60)
-    finally:
-        if p.poll() is None:
-            p.kill()
+    err = _sigterm_when(p, lambda: (out / "last" / "trainer_state.json").exists())
     assert p.returncode == 143 and "rerun the same command to resume" in err and "Traceback" not in err, err
     r = bridge(*_train_args(scenes_ref, out))
     assert r.returncode == 0, r.stderr

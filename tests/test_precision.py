@@ -56,6 +56,21 @@ def test_agreement_with_fp32_on_real_fixtures(items):
         assert 0.0 < d < 0.05, (p, d)
 
 
+def test_bf16_without_native_support_warns(monkeypatch):
+    import warnings
+
+    import bridgedepth.mde.predictor as P
+
+    model = bridgedepth.load(ZOO_DEPTH).model
+    monkeypatch.setattr(P, "bf16_native", lambda device="cpu": False)
+    with pytest.warns(RuntimeWarning, match="emulated"):
+        P.Predictor(model, precision="bf16")
+    monkeypatch.setattr(P, "bf16_native", lambda device="cpu": True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        P.Predictor(model, precision="bf16")
+
+
 def test_bad_precision_is_refused(tmp_path):
     with pytest.raises(InputError, match="precision must be one of"):
         bridgedepth.load(ZOO_DEPTH, precision="fp8")

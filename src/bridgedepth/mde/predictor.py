@@ -374,6 +374,13 @@ class Predictor:
         if precision == "int8":
             self.model = quantize_int8(self.model, inplace=_owned)
         elif precision == "bf16":
+            if not bf16_native(self.device):
+                import warnings
+
+                warnings.warn(f"precision bf16 on {self.device} without native bfloat16 (AVX512-BF16 / AMX, or a "
+                              "GPU of compute capability 8+): it runs emulated, measured 5.6x slower than fp32 "
+                              "on an AVX2 CPU (docs/performance.md); int8 is the fast CPU option there",
+                              RuntimeWarning, stacklevel=2)
             self.model = cast_bf16_weights(self.model, inplace=_owned)
         self._forward = torch.compile(self.model, dynamic=False) if compile else self.model
 

@@ -13,10 +13,10 @@ Its classifier output is a logit (higher = more photograph-like); ``forward`` re
 held-out photographs average 6.0 and synthetic renders 5.0 (``SCORE_PHOTO``, ``SCORE_SYNTHETIC``): a
 LAION-like scale, on which a flat render scores about a point below a photograph. The paper's reward
 weights (depth 0.9, aesthetic 0.1) were set for the LAION head's scale; on the raw logit (about 9
-between photographs and renders) the toy term took over the fine-tune. The spread of 1.0 was chosen
-on tuning scenes (seeds 101/102, neither the demo's validation nor its test scenes) among 9 (raw
-logit), 2 and 1: the largest spread at which 40 fine-tuning steps still raised the depth reward
-(docs/results.md). It is differentiable w.r.t. the input image and is called through the same
+between photographs and renders) the first toy scorer's term took over the fine-tune. The spread of
+1.0 was chosen on tuning scenes (seeds 101/102, neither the demo's validation nor its test scenes):
+of the two spreads tried with this scorer, 2 and 1, only 1 let 40 fine-tuning steps still raise
+the depth reward (docs/results.md). It is differentiable w.r.t. the input image and is called through the same
 reward registry as the LAION scorer (``finetune.reward.aesthetic_model``).
 
 Files: ``scorer.json`` (architecture) + ``model.safetensors``; loaded without unpickling.

@@ -62,5 +62,16 @@ def test_run_parallel_one_worker_runs_in_process_and_errors_propagate(tmp_path):
         r2.run_parallel("g", bad, workers=2)
     rec = tmp_path / "x" / "stages.json"  # "ok" is recorded only if it finished before "bad" failed
     assert not rec.exists() or "bad" not in json.loads(rec.read_text())
+    # dependency order holds in-process too: "b" is listed first but comes after "a"
+    order = StageRunner(tmp_path / "y", lambda m: None)
+    (tmp_path / "y").mkdir()
+    res = order.run_parallel("g", [ParallelStage("b", jobs.timed, ("b", str(tmp_path / "y"), 0.0), after=("a",)),
+                                   ParallelStage("a", jobs.timed, ("a", str(tmp_path / "y"), 0.0))], workers=1)
+    assert list(res) == ["a", "b"]
+    for w in (1, 2):
+        cyc = [ParallelStage("p", jobs.timed, ("p", str(tmp_path), 0.0), after=("q",)),
+               ParallelStage("q", jobs.timed, ("q", str(tmp_path), 0.0), after=("p",))]
+        with pytest.raises(ValueError, match="wait on each other"):
+            StageRunner(tmp_path / f"c{w}", lambda m: None).run_parallel("g", cyc, workers=w)
     with pytest.raises(ValueError, match="unknown"):
         r2.run_parallel("g", [ParallelStage("z", jobs.timed, ("z", str(tmp_path), 0.0), after=("nope",))], 2)

@@ -2,8 +2,8 @@
 
 A finished stage leaves a record (seconds, JSON summary) in ``stages.json``; a rerun skips it. Each
 stage's own outputs are resumable too, so an interrupted stage continues where it stopped.
-:meth:`StageRunner.run_parallel` runs independent stages in worker processes (a dependency graph
-between them), for CPU jobs too small to keep two cores busy with intra-op threads alone.
+:meth:`StageRunner.run_parallel` runs a group of stages with dependencies between them, in order in
+this process or side by side in worker processes.
 """
 
 from __future__ import annotations
@@ -97,8 +97,14 @@ class StageRunner:
         workers = max(1, int(workers))
         t_group = time.perf_counter()
         if workers == 1 or len(todo) == 1:
-            for st in todo:
+            finished, pending = set(self.done), list(todo)
+            while pending:  # in list order, but never before what a stage comes after
+                st = next((s for s in pending if all(a in finished for a in s.after)), None)
+                if st is None:
+                    raise ValueError(f"stages {[s.name for s in pending]} wait on each other")
+                pending.remove(st)
                 out[st.name] = self.run(st.name, lambda st=st: st.fn(*st.args))
+                finished.add(st.name)
         else:
             import multiprocessing as mp
 
@@ -115,8 +121,8 @@ class StageRunner:
                                 self.log(f"[{st.name}] running (worker process) ...")
                                 running[ex.submit(st.fn, *st.args)] = (st, time.perf_counter())
                                 pending.remove(st)
-                        if not running:  # pragma: no cover - every 'after' is known and acyclic by construction
-                            raise RuntimeError(f"stages {[s.name for s in pending]} wait on each other")
+                        if not running:  # a cycle among the remaining stages
+                            raise ValueError(f"stages {[s.name for s in pending]} wait on each other")
                         done_now, _ = wait(running, return_when=FIRST_COMPLETED)
                         for f in done_now:
                             st, t0 = running.pop(f)

@@ -86,10 +86,18 @@ def _d2i_cfg(cfg: Config, photo_count: int) -> Config:
     return c
 
 
+def _rgb_tensor(rgb: np.ndarray, size: int):
+    """(1, 3, size, size) float tensor in [0, 1] of a uint8 (H, W, 3) image (area-resized)."""
+    import torch
+    import torch.nn.functional as F
+
+    x = torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1)[None].float() / 255
+    return F.interpolate(x, size=(size, size), mode="area")
+
+
 def _images(dir_: Path, size: int, limit: int | None = None):
     """(N, 3, size, size) float tensor in [0, 1] of a shard set's rgb (area-resized)."""
     import torch
-    import torch.nn.functional as F
 
     from ..data.shards import iter_samples
 
@@ -97,8 +105,7 @@ def _images(dir_: Path, size: int, limit: int | None = None):
     for i, s in enumerate(iter_samples(dir_, fields=["rgb"])):
         if limit is not None and i >= limit:
             break
-        x = torch.from_numpy(np.ascontiguousarray(s["rgb"])).permute(2, 0, 1)[None].float() / 255
-        out.append(F.interpolate(x, size=(size, size), mode="area"))
+        out.append(_rgb_tensor(s["rgb"], size))
     if not out:
         raise InputError(f"{dir_}: no images")
     return torch.cat(out)
@@ -109,7 +116,6 @@ def d2i_samples(d2i_dir: Path, depth_dir: Path, count: int, size: int, *, steps:
     """(N, 3, size, size) images in [0, 1]: one sample of the D2I model in ``d2i_dir`` for each of the
     first ``count`` depth maps of ``depth_dir`` (the scorer's "untuned generator" negatives)."""
     import torch
-    import torch.nn.functional as F
 
     from ..d2i import load_backend
     from ..d2i.generate import Generator
@@ -123,8 +129,7 @@ def d2i_samples(d2i_dir: Path, depth_dir: Path, count: int, size: int, *, steps:
     def flush():
         for res in gen.batch(batch):
             if isinstance(res, list):
-                x = torch.from_numpy(np.ascontiguousarray(res[0]["rgb"])).permute(2, 0, 1)[None].float() / 255
-                out.append(F.interpolate(x, size=(size, size), mode="area"))
+                out.append(_rgb_tensor(res[0]["rgb"], size))
         batch.clear()
 
     for i, s in enumerate(iter_samples(depth_dir, fields=["depth", "valid", "meta"])):
@@ -338,13 +343,14 @@ def install_models(cfg: Config, out: Path, quality: dict, runner: StageRunner,
     import torch
     from diffusers import UNet2DModel
 
+    from ..d2i.scorer import SCORE_PHOTO, SCORE_SYNTHETIC
+
     dest = Path(dest) if dest else models_dir()
     dest.mkdir(parents=True, exist_ok=True)
     done = runner.done
     hw = _hardware()
     seeds = build_seeds(cfg)
     z = cfg.zoo
-    from ..d2i.scorer import SCORE_PHOTO, SCORE_SYNTHETIC
 
     cards: dict[str, dict] = {
         "depth": {"data": f"{z.teacher_scenes} synthetic-look procedural scenes {z.scene_size} (ground truth)",

@@ -54,12 +54,22 @@ fuzz: $(STAMP)
 	  ../../$(PY) ../../tests/atheris_fuzz.py all $(FUZZ_EXAMPLES); \
 	else echo "atheris not installed: coverage-guided fuzzing skipped (pip install -e '.[fuzz]')"; fi
 
-# every benchmark writes runs/bench/NAME.json; one table at the end (docs/performance.md)
+# every benchmark writes runs/bench/NAME.json; one table at the end (docs/performance.md).
+# `make bench BENCH_RUNS=3`: the whole set three times (runs/bench/run1..3), then each ratio's spread
+BENCH_RUNS ?= 1
 bench: $(STAMP)
 	@rm -rf runs/bench
-	@for b in $(filter-out benchmarks/bench_common.py,$(wildcard benchmarks/bench_*.py)); do \
-	  echo "== $$b"; $(PY) $$b || exit 1; done
-	@$(PY) benchmarks/bench_common.py
+	@if [ "$(BENCH_RUNS)" = 1 ]; then \
+	  for b in $(filter-out benchmarks/bench_common.py,$(wildcard benchmarks/bench_*.py)); do \
+	    echo "== $$b"; $(PY) $$b || exit 1; done; \
+	  $(PY) benchmarks/bench_common.py; \
+	else \
+	  for k in $$(seq 1 $(BENCH_RUNS)); do \
+	    for b in $(filter-out benchmarks/bench_common.py,$(wildcard benchmarks/bench_*.py)); do \
+	      echo "== run $$k: $$b"; BRIDGE_BENCH_DIR=runs/bench/run$$k $(PY) $$b || exit 1; done; \
+	    $(PY) benchmarks/bench_common.py runs/bench/run$$k; done; \
+	  $(PY) benchmarks/bench_common.py --spread runs/bench/run*; \
+	fi
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

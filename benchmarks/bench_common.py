@@ -5,6 +5,7 @@ that larger is better), ``goal`` (the ratio the issue asks for, or null), ``met`
 extra condition), plus the machine (CPU, cores, load average) and benchmark-specific ``extra``.
 
     python benchmarks/bench_common.py     # print the table of every row in runs/bench
+    python benchmarks/bench_common.py --spread runs/bench/run1 runs/bench/run2 runs/bench/run3
 """
 
 from __future__ import annotations
@@ -94,5 +95,43 @@ def random_vits(size: int):
     return model
 
 
+def spread(folders: list[Path]) -> str:
+    """One line per benchmark over several runs (``make bench BENCH_RUNS=3``): the ratio's median and
+    range, the goal, and in how many runs it was met."""
+    runs: dict[str, list[dict]] = {}
+    for f in folders:
+        for p in sorted(Path(f).glob("*.json")):
+            try:
+                r = json.loads(p.read_text())
+            except (OSError, json.JSONDecodeError):
+                continue
+            runs.setdefault(r.get("benchmark", p.stem), []).append(r)
+    head = (f"{'benchmark':14s} {'runs':>4s} {'ours (median)':>13s}  {'unit':34s} {'ratio median':>12s} "
+            f"{'min':>6s} {'max':>6s} {'goal':>6s}  met")
+    lines = [head, "-" * len(head)]
+    for name, rs in sorted(runs.items()):
+        ratios = sorted(float(r["ratio"]) for r in rs if isinstance(r.get("ratio"), (int, float)))
+        ours = sorted(float(r["ours"]) for r in rs if isinstance(r.get("ours"), (int, float)))
+        if not ratios:
+            continue
+        goal = rs[0].get("goal")
+        mets = [r.get("met") for r in rs if r.get("met") is not None]
+        med = ratios[len(ratios) // 2] if len(ratios) % 2 else sum(ratios[len(ratios) // 2 - 1:len(ratios) // 2 + 1]) / 2
+        omed = ours[len(ours) // 2] if ours else float("nan")
+        lines.append(f"{name:14s} {len(rs):4d} {omed:13.3g}  {str(rs[0].get('unit', ''))[:34]:34s} {med:11.2f}x "
+                     f"{ratios[0]:5.2f}x {ratios[-1]:5.2f}x "
+                     f"{(f'{goal:5.2f}x' if isinstance(goal, (int, float)) else '     -')}  "
+                     f"{f'{sum(mets)}/{len(mets)}' if mets else '-'}")
+    loads = [r.get("machine", {}).get("load_average") for rs in runs.values() for r in rs]
+    if loads:
+        m = next(iter(runs.values()))[0].get("machine", {})
+        lines.append(f"machine: {m.get('cpu')}, {m.get('cores')} cores; load averages at the rows "
+                     f"{min(la[0] for la in loads if la)}-{max(la[0] for la in loads if la)} (1 min)")
+    return "\n".join(lines)
+
+
 if __name__ == "__main__":
-    print(table(Path(sys.argv[1]) if len(sys.argv) > 1 else OUT))
+    if len(sys.argv) > 2 and sys.argv[1] == "--spread":
+        print(spread([Path(a) for a in sys.argv[2:]]))
+    else:
+        print(table(Path(sys.argv[1]) if len(sys.argv) > 1 else OUT))

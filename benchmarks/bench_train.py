@@ -4,8 +4,9 @@ time in the loader's ``next_batch`` over the step time) with the real loader, de
 augmenting in the main process (``data.num_workers=0``) or in one DataLoader worker (``=1``).
 
 Reference: a plain PyTorch loop over the same model, the same loss and pre-built in-memory batches
-(no shard reading, no augmentation, no accelerate): the ratio ours / reference is the overhead of the
-real trainer's data path and bookkeeping.
+(no shard reading, no augmentation, no accelerate, NCHW layout): the ratio ours / reference is the
+overhead of the real trainer's data path and bookkeeping, less what its channels-last decoder
+(``train.channels_last``, on by default) gains; the last run turns that off.
 
     PYTHONPATH=src python benchmarks/bench_train.py [--steps 12] [--batch 8] [--crop 126] [--threads 2]
                                                     [--workers 0 1] [--skip-checkpointing]
@@ -67,26 +68,31 @@ def main() -> None:
         times.append(time.perf_counter() - t0)
     ref = a.batch / np.median(times[2:])
 
-    runs = [(False, w) for w in a.workers] + ([] if a.skip_checkpointing else [(True, a.workers[-1])])
+    # (gradient checkpointing, data.num_workers, train.channels_last); the last run is the NCHW
+    # decoder (channels_last off), to measure what the NHWC layout buys
+    runs = [(False, w, True) for w in a.workers] + ([] if a.skip_checkpointing else [(True, a.workers[-1], True)])
+    runs.append((False, a.workers[0], False))
     results = {}
-    for ckpt, workers in runs:
-        out = tmp / f"run-{ckpt}-{workers}"
+    for ckpt, workers, cl in runs:
+        out = tmp / f"run-{ckpt}-{workers}-{cl}"
         c = load_config("tiny", over + [f"train.gradient_checkpointing={str(ckpt).lower()}",
-                                        f"data.num_workers={workers}"])
+                                        f"data.num_workers={workers}", f"train.channels_last={str(cl).lower()}"])
         train(c, [TrainData(str(tmp / "src"))], out, progress=False)
         recs = [r for r in read_log(out / "log.jsonl") if "samples_per_s" in r][2:]
-        results[ckpt, workers] = (float(np.median([r["samples_per_s"] for r in recs])),
+        results[ckpt, workers, cl] = (float(np.median([r["samples_per_s"] for r in recs])),
                                   float(np.mean([r["data_wait_frac"] for r in recs])))
 
     print(f"tiny depth model, batch {a.batch}, {a.crop}x{a.crop} crops, {a.threads} threads, median of {a.steps - 2} steps")
     print(f"reference (plain PyTorch loop, in-memory batches): {ref:6.2f} samples/s")
-    for (ckpt, workers), (sps, wait) in results.items():
-        print(f"bridge train, gradient checkpointing {'on ' if ckpt else 'off'}, data.num_workers={workers}: "
-              f"{sps:6.2f} samples/s (ratio to reference {sps / ref:4.2f}), "
+    def name(k):
+        return f"{'checkpointing' if k[0] else 'plain'}_workers{k[1]}" + ("" if k[2] else "_nchw")
+
+    for (ckpt, workers, cl), (sps, wait) in results.items():
+        print(f"bridge train, gradient checkpointing {'on ' if ckpt else 'off'}, data.num_workers={workers}, "
+              f"decoder {'NHWC' if cl else 'NCHW'}: {sps:6.2f} samples/s (ratio to reference {sps / ref:4.2f}), "
               f"waiting for data {100 * wait:4.1f} % of each step")
     print(json.dumps({"reference_samples_per_s": ref,
-                      "ours": {f"{'checkpointing' if k[0] else 'plain'}_workers{k[1]}":
-                               {"samples_per_s": v[0], "data_wait_frac": v[1]} for k, v in results.items()}}))
+                      "ours": {name(k): {"samples_per_s": v[0], "data_wait_frac": v[1]} for k, v in results.items()}}))
     shutil.rmtree(tmp, ignore_errors=True)
     import sys as _sys
     from pathlib import Path as _Path
@@ -95,7 +101,7 @@ def main() -> None:
     from bench_common import write_row
     best = max(v[0] for v in results.values())
     write_row("train", ours=best, reference=ref, unit="samples/s (plain PyTorch loop ref)", goal=None,
-              extra={f"{'checkpointing' if k[0] else 'plain'}_workers{k[1]}": v[0] for k, v in results.items()})
+              extra={name(k): v[0] for k, v in results.items()})
 
 if __name__ == "__main__":
     main()

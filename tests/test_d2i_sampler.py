@@ -1,5 +1,6 @@
 """Tiny backend + our sampling loop: equivalence with diffusers' DDIMScheduler loop, truncated backprop."""
 
+import copy
 import random
 
 import torch
@@ -17,7 +18,9 @@ def _backend(res=16):
 
 
 def _reference_loop(be, disp01, seeds, steps, eta_generator=None):
-    """Plain diffusers loop: DDIMScheduler.step(eta=0) on the same UNet and initial noise."""
+    """Plain diffusers loop: DDIMScheduler.step(eta=0) on the same UNet (in NCHW layout: the backend
+    keeps it channels-last) and initial noise."""
+    net = copy.deepcopy(be.denoiser).to(memory_format=torch.contiguous_format)
     sched = be.scheduler
     sched.set_timesteps(steps)
     r = be.resolution
@@ -25,13 +28,15 @@ def _reference_loop(be, disp01, seeds, steps, eta_generator=None):
     cond = disp01 * 2 - 1
     with torch.no_grad():
         for t in sched.timesteps:
-            eps = be.denoiser(torch.cat([x, cond], 1), t).sample
+            eps = net(torch.cat([x, cond], 1), t).sample
             x = sched.step(eps, t, x, eta=0.0).prev_sample
     return ((x + 1) / 2).clamp(0, 1)
 
 
 def test_sampler_matches_diffusers_ddim_loop():
     be = _backend()
+    w = be.denoiser.conv_in.weight
+    assert w.is_contiguous(memory_format=torch.channels_last) and not w.is_contiguous()
     disp = torch.rand(3, 1, 16, 16)
     seeds = [1, 2, 3]
     for prediction in ("epsilon", "v_prediction"):

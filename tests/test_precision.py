@@ -104,3 +104,21 @@ def test_bench_row_format(tmp_path, monkeypatch):
     bench_common.write_row("y", ours=1.0, reference=1.0, unit="img/s", goal=2.5)
     t = bench_common.table(tmp_path)
     assert "x" in t and "NO" in t and "yes" in t
+
+
+def test_bench_spread_over_runs(tmp_path, monkeypatch):
+    """`make bench BENCH_RUNS=3`: one line per benchmark with the ratio's median, range and runs met."""
+    import importlib
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    import bench_common
+
+    folders = []
+    for k, ours in enumerate((1.0, 3.0, 2.0)):
+        monkeypatch.setenv("BRIDGE_BENCH_DIR", str(tmp_path / f"run{k}"))
+        importlib.reload(bench_common)
+        bench_common.write_row("x", ours=ours, reference=1.0, unit="img/s", goal=1.5)
+        folders.append(tmp_path / f"run{k}")
+    line = [ln for ln in bench_common.spread(folders).splitlines() if ln.startswith("x ")][0].split()
+    assert line[1] == "3" and line[2] == "2"  # runs, median of ours
+    assert line[-5:] == ["2.00x", "1.00x", "3.00x", "1.50x", "2/3"]

@@ -85,6 +85,37 @@ def test_resume_reproduces_uninterrupted_losses(shards, tmp_path):
     np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-6)
 
 
+def test_channels_last_decoder_trains_the_same_as_nchw(shards, tmp_path):
+    """train.channels_last (the default) changes the memory layout of the DPT neck/head only: the same
+    gradients as NCHW, the same training losses, and a checkpoint that loads as a contiguous one."""
+    import torch
+
+    from bridgedepth.mde import build_model, decoder_channels_last, load_model
+
+    x = torch.rand(2, 3, 42, 42, generator=torch.Generator().manual_seed(0))
+    grads = []
+    for cl in (False, True):
+        m = build_model("micro", seed=0)
+        if cl:
+            decoder_channels_last(m)
+            convs = [mod.weight for mod in list(m.neck.modules()) + list(m.head.modules())
+                     if isinstance(mod, torch.nn.Conv2d) and mod.kernel_size != (1, 1)]
+            assert convs and all(w.is_contiguous(memory_format=torch.channels_last) and not w.is_contiguous()
+                                 for w in convs)
+        (m(pixel_values=x).predicted_depth ** 2).mean().backward()
+        grads.append({k: p.grad for k, p in m.named_parameters() if p.grad is not None})
+    assert grads[0].keys() == grads[1].keys()
+    for k in grads[0]:
+        torch.testing.assert_close(grads[1][k], grads[0][k], rtol=1e-4, atol=1e-7)
+    data = [TrainData(str(shards / "src"), "gt", 1.0)]
+    runs = {}
+    for flag in ("true", "false"):
+        r = train(_cfg(steps=5, **{"train.channels_last": flag}), data, tmp_path / flag, progress=False)
+        runs[flag] = [rec["loss"] for rec in read_log(r.log_path)]
+    np.testing.assert_allclose(runs["true"], runs["false"], rtol=1e-4, atol=1e-6)
+    assert all(v.is_contiguous() for v in load_model(tmp_path / "true" / "last").state_dict().values())
+
+
 def test_hybrid_and_pseudo_stages_and_wrong_target(shards, tmp_path):
     from bridgedepth.errors import InputError
 

@@ -126,6 +126,7 @@ class TrainConfig:
     grad_clip: Optional[float] = None
     mixed_precision: Literal["no", "fp16", "bf16"] = "no"
     gradient_checkpointing: bool = False
+    channels_last: bool = True  # the DPT neck/head convolutions in NHWC layout (same maths; faster on CPU)
     crop_size: int = 518
     hflip: bool = True
     sky_as_far: bool = True  # relative targets: sky pixels (where a source marks them) = valid disparity 0

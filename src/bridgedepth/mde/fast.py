@@ -10,7 +10,8 @@
 - ``channels_last``: the DPT neck/head convolutions in NHWC memory layout (oneDNN's native layout on
   CPU, tensor cores' on GPU).
 
-Measured effects are in docs/performance.md. Training never uses this module.
+Measured effects are in docs/performance.md. Training uses only the NHWC layout
+(``train.channels_last``, :func:`bridgedepth.mde.model.decoder_channels_last`).
 """
 
 from __future__ import annotations
@@ -73,8 +74,9 @@ def optimize_for_inference(
         if fuse_qkv:
             layer.attention = FusedQKVAttention(layer.attention)
     if channels_last:
-        m.neck.to(memory_format=torch.channels_last)
-        m.head.to(memory_format=torch.channels_last)
+        from .model import decoder_channels_last
+
+        decoder_channels_last(m)
     for p in m.parameters():
         p.requires_grad_(False)
     m.bridge_arch = getattr(model, "bridge_arch", None)

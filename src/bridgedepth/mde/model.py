@@ -439,5 +439,14 @@ def enable_checkpointing(model) -> None:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
 
 
+def decoder_channels_last(model) -> None:
+    """The DPT neck and head (every convolution of the model but the patch embedding) in NHWC memory
+    layout, in place: oneDNN's native layout on CPU (a training step of the shipped toy model at batch 8,
+    128 px: 8-10 % faster on 2 threads, docs/performance.md), the tensor cores' on GPU. The maths and the
+    saved weights are unchanged (checkpoints are written contiguous)."""
+    model.neck.to(memory_format=torch.channels_last)
+    model.head.to(memory_format=torch.channels_last)
+
+
 def count_parameters(model) -> int:
     return sum(p.numel() for p in model.parameters())

@@ -44,7 +44,7 @@ from ..config import Config, ConfigError, save_resolved, to_dict
 from ..data.targets import TargetKind, training_view
 from .. import faults
 from ..errors import InputError, raise_if_storage
-from .model import apply_scale, enable_checkpointing, forward_with_features, parameter_groups
+from .model import apply_scale, decoder_channels_last, enable_checkpointing, forward_with_features, parameter_groups
 
 IMAGENET_MEAN = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
 IMAGENET_STD = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
@@ -611,6 +611,8 @@ def train(
             p.requires_grad_(False)
         model.eval()
         model = model.to(device)
+        if t.channels_last:
+            decoder_channels_last(model)
         scale_head = load_scale_head(resume[0]) if resume else None
         if scale_head is None:
             scale_head = ScaleHead(model.config.backbone_config.hidden_size, max_depth=cfg.model.max_depth).to(device)
@@ -631,6 +633,8 @@ def train(
         params = parameter_groups(model, t.lr, t.decoder_lr_mult, t.weight_decay)
         # frozen after the optimiser's groups are built, so its state layout does not change
         model = model.to(device)
+        if t.channels_last:
+            decoder_channels_last(model)
         for name in _unused_parameters(model, model.config.patch_size):
             model.get_parameter(name).requires_grad_(False)
     optimizer = torch.optim.AdamW(params, lr=t.lr)

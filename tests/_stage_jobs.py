@@ -16,3 +16,12 @@ def timed(name: str, folder: str, sleep: float) -> dict:
 
 def failing(name: str) -> dict:
     raise ValueError(f"stage {name} failed on purpose")
+
+
+def spin(name: str, seconds: float) -> dict:
+    """Keep one core busy for ``seconds`` of CPU time."""
+    t0 = time.process_time()
+    n = 0
+    while time.process_time() - t0 < seconds:
+        n += 1
+    return {"name": name, "loops": n}

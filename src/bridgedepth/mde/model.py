@@ -441,8 +441,8 @@ def enable_checkpointing(model) -> None:
 
 def decoder_channels_last(model) -> None:
     """The DPT neck and head (every convolution of the model but the patch embedding) in NHWC memory
-    layout, in place: oneDNN's native layout on CPU (a training step of the shipped toy model at batch 8,
-    128 px: 8-10 % faster on 2 threads, docs/performance.md), the tensor cores' on GPU. The maths and the
+    layout, in place: oneDNN's native layout on CPU (the demo's training rows, toy model at batch 8,
+    128 px, 2 threads: 1.2-1.3x faster; docs/performance.md), the tensor cores' on GPU. The maths and the
     saved weights are unchanged (checkpoints are written contiguous)."""
     model.neck.to(memory_format=torch.channels_last)
     model.head.to(memory_format=torch.channels_last)

@@ -95,9 +95,7 @@ def test_stage_records_cpu_time_and_busy_cores(tmp_path):
     table = {row[0]: row for row in r.timing_table()}
     assert table["spin"][2] == pytest.approx(done["spin"]["cores_busy"], abs=0.01)
     assert table["w1"][2] is None and table["total"][2] is not None
-    # a resumed runner shows the recorded figures
-    again = {row[0]: row for row in StageRunner(tmp_path, lambda m: None).timing_table()}
-    assert again == {"total": ["total", 0, None, ""]}
+    # a rerun skips the stage and shows its recorded figure
     r2 = StageRunner(tmp_path, lambda m: None)
     r2.run("spin", lambda: None)
     assert r2.timing_table()[0][2] == table["spin"][2]

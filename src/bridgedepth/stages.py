@@ -74,12 +74,13 @@ class StageRunner:
         return summary
 
     def _record(self, name: str, dt: float, summary: dict, overlapped: bool = False, cpu: float | None = None) -> None:
+        rec = StageRecord(name, dt, False, summary, overlapped, cpu)
         self.done[name] = {"seconds": dt, "summary": _jsonable(summary), **({"overlapped": True} if overlapped else {}),
-                           **({"cpu_seconds": cpu, "cores_busy": cpu / dt if dt >= 0.25 else None} if cpu is not None else {})}
+                           **({"cpu_seconds": cpu, "cores_busy": rec.cores_busy} if cpu is not None else {})}
         tmp = self.path.with_name("stages.json.tmp")
         tmp.write_text(json.dumps(self.done, indent=1))
         os.replace(tmp, self.path)
-        self.records.append(StageRecord(name, dt, False, summary, overlapped, cpu))
+        self.records.append(rec)
 
     def run_parallel(self, group: str, stages: list[ParallelStage], workers: int) -> dict[str, dict]:
         """Run ``stages`` (skipping finished ones) on ``workers`` spawned processes, each stage as soon as

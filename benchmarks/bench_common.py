@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -116,8 +117,8 @@ def spread(folders: list[Path]) -> str:
             continue
         goal = rs[0].get("goal")
         mets = [r.get("met") for r in rs if r.get("met") is not None]
-        med = ratios[len(ratios) // 2] if len(ratios) % 2 else sum(ratios[len(ratios) // 2 - 1:len(ratios) // 2 + 1]) / 2
-        omed = ours[len(ours) // 2] if ours else float("nan")
+        med = statistics.median(ratios)
+        omed = statistics.median(ours) if ours else float("nan")
         lines.append(f"{name:14s} {len(rs):4d} {omed:13.3g}  {str(rs[0].get('unit', ''))[:34]:34s} {med:11.2f}x "
                      f"{ratios[0]:5.2f}x {ratios[-1]:5.2f}x "
                      f"{(f'{goal:5.2f}x' if isinstance(goal, (int, float)) else '     -')}  "

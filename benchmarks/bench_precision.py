@@ -11,7 +11,7 @@ Agreement: the shipped toy teacher (``bridgedepth/zoo/models/depth``) predicts t
 the ground truth (least squares in disparity) and scored; the AbsRel change against fp32 of the same
 model is the agreement figure (goal <= 0.002).
 
-    PYTHONPATH=src python benchmarks/bench_precision.py [--rounds 3] [--threads 2]
+    PYTHONPATH=src python benchmarks/bench_precision.py [--rounds 6] [--threads 2]
 """
 
 from __future__ import annotations
@@ -82,7 +82,7 @@ def agreement(ckpt: Path, items, precisions=("fp32", "bf16", "int8")) -> dict[st
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--rounds", type=int, default=6)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--size", type=int, default=518)
     a = ap.parse_args()

@@ -182,3 +182,10 @@ def test_fast_inference_copy_matches(swiglu):
     assert float(ref.abs().max()) > 0
     assert float((got - ref).abs().max()) <= 1e-5 * float(ref.abs().max())
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())  # original untouched
+    # in-place ReLUs only where nothing else reads the input: never a residual unit's first one
+    units = [m for m in fast.neck.modules() if hasattr(m, "convolution1") and hasattr(m, "activation1")]
+    assert units and all(u.activation2.inplace and not u.activation1.inplace for u in units)
+    assert fast.head.activation1.inplace
+    plain = optimize_for_inference(model, inplace_relu=False)
+    with torch.no_grad():
+        assert torch.equal(plain(pixel_values=x).predicted_depth, got)

@@ -8,7 +8,10 @@
 - ``fold_layer_scale``: DINOv2's layer-scale vectors multiplied into the preceding output projections
   (``o_proj`` and the MLP's last linear layer), removing two element-wise passes per block;
 - ``channels_last``: the DPT neck/head convolutions in NHWC memory layout (oneDNN's native layout on
-  CPU, tensor cores' on GPU).
+  CPU, tensor cores' on GPU);
+- ``inplace_relu``: the ReLUs whose input nothing else reads (the second one of each DPT residual
+  unit, the head's two at full resolution) overwrite their input instead of allocating a fresh
+  multi-megabyte output (the head's ReLU at 518x518x32 cost more than its bilinear upsample).
 
 Measured effects are in docs/performance.md. Training uses only the NHWC layout
 (``train.channels_last``, :func:`bridgedepth.mde.model.decoder_channels_last`).
@@ -55,9 +58,28 @@ def _fold_scale(linear: nn.Linear, scale: torch.Tensor) -> None:
             linear.bias.mul_(scale)
 
 
+def _inplace_relus(model) -> None:
+    """Make the ReLUs whose input is read by nothing else in-place (inference only).
+
+    In a DPT pre-activation residual unit ``conv2(relu(conv1(relu(x)))) + x`` the first ReLU's input is
+    the residual, so only the second one may overwrite its input; the head's ReLUs follow a
+    convolution whose output nothing else uses."""
+    neck = getattr(model, "neck", None)
+    if neck is not None:
+        for mod in neck.modules():
+            act = getattr(mod, "activation2", None)
+            if isinstance(act, nn.ReLU) and hasattr(mod, "convolution1") and hasattr(mod, "convolution2"):
+                act.inplace = True
+    head = getattr(model, "head", None)
+    for act_name in ("activation1", "activation2"):
+        act = getattr(head, act_name, None)
+        if isinstance(act, nn.ReLU):
+            act.inplace = True
+
+
 def optimize_for_inference(
     model, *, fuse_qkv: bool = True, fold_layer_scale: bool = True, channels_last: bool = True,
-    inplace: bool = False,
+    inplace_relu: bool = True, inplace: bool = False,
 ):
     """An eval-mode copy of ``model`` (or ``model`` itself with ``inplace``) with the chosen speed-ups.
 
@@ -73,6 +95,8 @@ def optimize_for_inference(
             layer.layer_scale2 = nn.Identity()
         if fuse_qkv:
             layer.attention = FusedQKVAttention(layer.attention)
+    if inplace_relu:
+        _inplace_relus(m)
     if channels_last:
         from .model import decoder_channels_last
 

@@ -1,5 +1,7 @@
 """sd-controlnet backend on tiny random components: our loop == StableDiffusionControlNetPipeline."""
 
+import os
+
 import torch
 
 from bridgedepth.d2i.backend import load_backend
@@ -18,6 +20,12 @@ def test_sd_controlnet_matches_pipeline_and_backprops(tmp_path):
     write_bridge_json(d, resolution=16, num_steps=3)
     be = load_backend(d)
     assert (d / EMPTY_EMBEDS).exists()  # cached once; later loads never touch the text encoder
+    # written atomically but readable by others (the umask's mode, not mkstemp's private 0600)
+    umask = os.umask(0)
+    os.umask(umask)
+    for name in (EMPTY_EMBEDS, "bridge.json"):
+        assert (d / name).stat().st_mode & 0o777 == 0o666 & ~umask, name
+    assert not list(d.glob(".*.tmp*"))
     disp = torch.rand(2, 1, 16, 16)
     seeds = [11, 12]
     ours = sample(be, disp, num_steps=3, seeds=seeds).images

@@ -259,18 +259,12 @@ class Backend:
 
 
 def write_json_atomic(path: Path, data: dict) -> None:
-    import tempfile
+    """``data`` as JSON at ``path``, atomically (a unique temporary file: ranks may race), with the
+    usual file permissions (0666 minus the umask, not mkstemp's 0600)."""
+    from ..io import atomic_write
 
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")  # unique: ranks may race
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(json.dumps(data, indent=2, sort_keys=True))
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+    with atomic_write(Path(path), "w") as f:
+        f.write(json.dumps(data, indent=2, sort_keys=True))
 
 
 def read_bridge_json(d: Path) -> dict:

@@ -10,6 +10,7 @@ from peft import LoraConfig, get_peft_model_state_dict, inject_adapter_in_model,
 from safetensors.torch import load_file, save_file
 
 from ..errors import InputError
+from ..io import usual_permissions
 
 PREFIX = "unet."  # diffusers names UNet LoRA keys "unet.<module>.lora_A.weight"
 
@@ -41,6 +42,7 @@ def save_lora(model: torch.nn.Module, path: str | os.PathLike, prefix: str = PRE
     p = Path(path)
     tmp = p.with_name(p.name + ".tmp")
     save_file(sd, str(tmp), metadata={"format": "pt"})
+    usual_permissions(tmp)  # safetensors writes 0600
     os.replace(tmp, p)
 
 

@@ -19,6 +19,7 @@ from diffusers import UNet2DModel
 from tqdm.auto import tqdm
 
 from ..config import Config
+from ..io import usual_permissions
 from .backend import write_json_atomic
 from .common import load_source, pick_device, prepare_source
 from .tiny import TinyBackend
@@ -124,6 +125,7 @@ def _save_checkpoint(backend: TinyBackend, opt, step: int, ckpt: Path) -> None:
         shutil.rmtree(tmp)
     tmp.mkdir(parents=True)
     backend.denoiser.save_pretrained(tmp / "unet")
+    usual_permissions(tmp / "unet")  # safetensors writes 0600
     torch.save({"optimizer": opt.state_dict(), "step": step}, tmp / "state.pt")
     if ckpt.exists():
         shutil.rmtree(ckpt)

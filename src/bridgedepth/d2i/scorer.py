@@ -76,7 +76,10 @@ class ToyAestheticScorer(nn.Module):
 
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
+        from ..io import usual_permissions
+
         save_file({k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}, str(out / WEIGHTS))
+        usual_permissions(out / WEIGHTS)  # safetensors writes 0600
         info = {"kind": "toy-aesthetic", "size": self.size, "widths": list(self.widths),
                 "calibration": {"scale": self.scale, "offset": self.offset}}
         info.update(extra or {})

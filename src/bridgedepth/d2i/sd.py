@@ -48,10 +48,11 @@ def cached_empty_prompt(d: Path, compute, cache_dir=None) -> dict[str, torch.Ten
     rename wins and every copy is identical). A read-only model directory sends the file to the cache
     folder with a warning; if neither can be written the error says so (never a silent recomputation of
     the text encoders in every job)."""
-    import tempfile
     import warnings
 
     from safetensors.torch import load_file, save_file
+
+    from ..io import atomic_path, usual_permissions
 
     d = Path(d)
     p, c = d / EMPTY_EMBEDS, _cache_copy(d, cache_dir)
@@ -63,14 +64,9 @@ def cached_empty_prompt(d: Path, compute, cache_dir=None) -> dict[str, torch.Ten
     for target in (p, c):
         try:
             target.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=target.name + ".", suffix=".tmp")
-            os.close(fd)
-            try:
-                save_file(embeds, tmp)
-                os.replace(tmp, target)
-            finally:
-                if os.path.exists(tmp):
-                    os.unlink(tmp)
+            with atomic_path(target) as tmp:
+                save_file(embeds, str(tmp))
+                usual_permissions(tmp)  # safetensors writes 0600
         except OSError as e:
             errors.append(f"{target.parent}: {e.strerror or e}")
             continue

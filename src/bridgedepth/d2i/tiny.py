@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from diffusers import DDIMScheduler, UNet2DModel
 
 from ..errors import InputError
+from ..io import usual_permissions
 from .backend import BRIDGE_JSON, Backend, Schedule, ddim_schedule, load_kwargs, read_bridge_json, write_json_atomic
 
 
@@ -98,6 +99,7 @@ class TinyBackend(Backend):
         out.mkdir(parents=True, exist_ok=True)
         unet = getattr(self.denoiser, "module", self.denoiser)
         unet.save_pretrained(out / "unet")  # writes config.json + diffusion_pytorch_model.safetensors
+        usual_permissions(out / "unet")  # safetensors writes 0600
         self.scheduler.save_pretrained(out / "scheduler")
         info = {"backend": "tiny", "resolution": self.resolution, "num_steps": self.default_steps,
                 "patch": self.patch,

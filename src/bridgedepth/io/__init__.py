@@ -9,7 +9,7 @@ Encodings are listed in :data:`ENCODINGS` (see docs/formats.md).
 """
 
 from .colorize import colorize
-from .common import MAX_IMAGE_PIXELS, FormatError, atomic_path, atomic_write
+from .common import MAX_IMAGE_PIXELS, FormatError, atomic_path, atomic_write, usual_permissions
 from .depth import (
     ENCODINGS,
     Codec,
@@ -27,6 +27,6 @@ from .pointcloud import Intrinsics, backproject, depth_to_ply, write_ply
 
 __all__ = [
     "ENCODINGS", "Codec", "DepthMap", "FormatError", "Intrinsics", "MAX_IMAGE_PIXELS", "atomic_path",
-    "atomic_write", "backproject", "colorize", "depth_to_ply", "write_ply", "detect_encoding", "encoding_names", "get_codec", "image_info", "read_depth",
+    "atomic_write", "usual_permissions", "backproject", "colorize", "depth_to_ply", "write_ply", "detect_encoding", "encoding_names", "get_codec", "image_info", "read_depth",
     "read_image", "read_middlebury_calib", "writable_encodings", "write_depth", "write_image",
 ]

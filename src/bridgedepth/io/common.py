@@ -86,6 +86,18 @@ def _mkstemp(folder: Path, prefix: str, suffix: str) -> Path:
     return Path(tmp)
 
 
+def usual_permissions(*paths: str | os.PathLike) -> None:
+    """Give files (or every file under a folder) the mode an ordinary ``open()`` gives: 0666 minus
+    the umask. ``tempfile.mkstemp`` and safetensors' ``save_file`` (0.8, also inside transformers'
+    and diffusers' ``save_pretrained``) create private 0600 files, which the other users of a shared
+    checkpoint or dataset folder cannot read."""
+    mode = 0o666 & ~_UMASK
+    for p in map(Path, paths):
+        for f in (q for q in p.rglob("*") if q.is_file()) if p.is_dir() else [p]:
+            with contextlib.suppress(OSError):
+                os.chmod(f, mode)
+
+
 def _fsync_dir(folder: Path) -> None:
     try:
         fd = os.open(folder, os.O_RDONLY)

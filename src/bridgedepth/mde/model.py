@@ -330,6 +330,9 @@ def save_model(
 
         (tmp / "README.md").write_text(render_card(json.loads((tmp / BRIDGE_META).read_text()),
                                                    count_parameters(model)))
+        from ..io import usual_permissions
+
+        usual_permissions(tmp)  # safetensors writes 0600
         names = sorted(p.name for p in tmp.iterdir() if p.name != BRIDGE_META) + [BRIDGE_META]
         for name in names:
             with open(tmp / name, "rb") as f:

@@ -38,6 +38,7 @@ import numpy as np
 
 from ..config import Config, save_resolved, to_dict
 from ..errors import InputError
+from ..io import usual_permissions
 from ..stages import StageRunner, _jsonable
 from . import CARD_JSON, MODELS, folder_bytes, models_dir, weight_files
 
@@ -388,6 +389,7 @@ def install_models(cfg: Config, out: Path, quality: dict, runner: StageRunner,
             tmp.mkdir(parents=True)
             unet = UNet2DModel.from_pretrained(src / "unet")
             unet.to(torch.float16).save_pretrained(tmp / "unet")
+            usual_permissions(tmp / "unet")  # safetensors writes 0600
             shutil.copytree(src / "scheduler", tmp / "scheduler")
             shutil.copy2(src / "bridge.json", tmp / "bridge.json")
             dtype = "float16 (loaded as float32)"

@@ -119,9 +119,21 @@ def test_toy_aesthetic_scorer_round_trip_and_reward(tmp_path):
         load_scorer(tmp_path)
 
 
+def test_toy_scorer_that_cannot_tell_photos_from_renders_warns_and_stays_uncalibrated(tmp_path):
+    from bridgedepth.d2i.scorer import load_scorer, train_scorer
+
+    same = torch.rand(24, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    with pytest.warns(RuntimeWarning, match="uncalibrated"):
+        rep = train_scorer(same, same.clone(), tmp_path / "sc", steps=2, batch_size=8, size=32, progress=False,
+                           heldout_fraction=0.25)
+    assert rep["calibration"]["calibrated"] is False
+    m = load_scorer(tmp_path / "sc")
+    assert (m.scale, m.offset) == (1.0, 0.0)
+
+
 def test_toy_scorer_calibration_maps_heldout_means_to_the_anchors(tmp_path):
     """train_scorer fits score = offset + scale * logit so held-out photographs average 6 and synthetic
-    renders 4 (the LAION-like spread the 0.9 / 0.1 reward weights assume); the calibration is saved,
+    renders 5 (the LAION-like spread the 0.9 / 0.1 reward weights assume); the calibration is saved,
     reloaded, and the raw logit stays available; an old scorer.json without it reads as the raw logit."""
     import json
 

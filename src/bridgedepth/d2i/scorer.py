@@ -222,10 +222,18 @@ def train_scorer(real: torch.Tensor, synthetic: torch.Tensor, out_dir: str | os.
     model.eval()
     report = evaluate_scorer(model, real_te, syn_te, seed=seed + 1, generated=gen_te)
     lr_, ls_ = report["real"]["mean_logit"], report["synthetic"]["mean_logit"]
-    if lr_ - ls_ > 1e-3:  # map the held-out means onto the anchors
+    calibrated = lr_ - ls_ > 1e-3
+    if calibrated:  # map the held-out means onto the anchors
         model.scale = (SCORE_PHOTO - SCORE_SYNTHETIC) / (lr_ - ls_)
         model.offset = SCORE_PHOTO - model.scale * lr_
-    report["calibration"] = {"scale": model.scale, "offset": model.offset,
+    else:
+        import warnings
+
+        warnings.warn(f"{out_dir}: the scorer does not rate held-out photographs above synthetic renders "
+                      f"(mean logits {lr_:.4f} vs {ls_:.4f}); it is saved uncalibrated (score = logit), so its "
+                      "scale does not match the 0.9 / 0.1 reward weights: train longer or on more images",
+                      RuntimeWarning, stacklevel=2)
+    report["calibration"] = {"scale": model.scale, "offset": model.offset, "calibrated": calibrated,
                              "anchors": {"photos": SCORE_PHOTO, "synthetic": SCORE_SYNTHETIC}}
     model.save(out_dir, extra={"training": {"steps": steps, "batch_size": batch_size, "lr": lr, "seed": seed,
                                             "real": nr, "synthetic": ns,

@@ -132,6 +132,39 @@ def test_training_reader_resolves_references(tree):
         sample_target(next(iter(ShardDataset(tree / "lab_ref", resolve=False))), "hybrid")
 
 
+def test_training_decodes_only_what_its_target_reads(tree, tmp_path):
+    """The trainer's reader asks for TARGET_FIELDS[kind]: the same targets as reading everything, no
+    source RGB decoded, and for pseudo-label targets the referenced source shards are not read at all
+    (training on them works with the source set gone)."""
+    from bridgedepth.data.loader import ShardDataset
+    from bridgedepth.data.targets import TARGET_FIELDS
+    from bridgedepth.mde.trainer import TrainData, train
+
+    for kind in ("hybrid", "pseudo"):
+        full = {s["__key__"]: sample_target(s, kind) for s in ShardDataset(tree / "lab_ref")}
+        some = list(ShardDataset(tree / "lab_ref", fields=TARGET_FIELDS[kind]))
+        assert len(some) == len(full) == 10
+        for smp in some:
+            assert set(smp) <= set(TARGET_FIELDS[kind]) | {"__key__", "source_ref"} and "source_rgb" not in smp
+            assert ("source_ref" in smp) == (kind == "hybrid")  # pseudo: the reference is not even decoded
+            for a, b in zip(sample_target(smp, kind), full[smp["__key__"]]):
+                np.testing.assert_array_equal(a, b)
+    for kind in ("gt", "metric"):
+        for smp in ShardDataset(tree / "src", fields=TARGET_FIELDS[kind]):
+            assert set(smp) <= set(TARGET_FIELDS[kind]) | {"__key__"}
+
+    t = _copy_tree(tree, tmp_path)
+    shutil.rmtree(t / "src")
+    cfg = load_config("tiny", SMALL + ["train.stage=student-pseudo", "train.steps=2", "model.name=micro",
+                                       "train.crop_size=28", "train.batch_size=2", "train.warmup_steps=0"])
+    res = train(cfg, [TrainData(str(t / "lab_ref"), "pseudo")], tmp_path / "run", progress=False)
+    assert np.isfinite(res.final_loss)
+    with pytest.raises(SourceRefError, match="does not exist"):  # a hybrid target needs the source's depth
+        train(load_config("tiny", SMALL + ["train.stage=student-hybrid", "train.steps=1", "model.name=micro",
+                                           "train.crop_size=28", "train.batch_size=2"]),
+              [TrainData(str(t / "lab_ref"), "hybrid")], tmp_path / "run2", progress=False)
+
+
 def test_verify_checks_references(tree, run_cli):
     for d in ("gen_ref", "lab_ref"):
         rep = verify_dataset(tree / d)

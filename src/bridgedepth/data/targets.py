@@ -30,6 +30,16 @@ from .augment import color_jitter, random_crop_flip
 SOURCE_NONE, SOURCE_PSEUDO, SOURCE_GT = 0, 1, 2
 TargetKind = Literal["gt", "pseudo", "hybrid", "metric"]
 
+# The sample fields each target kind reads (sample_target, training_window, training_view). The
+# trainer decodes only these: a generated sample's source RGB is never decoded, and for pseudo-label
+# targets the source shard a sample references is not read at all.
+TARGET_FIELDS: dict[str, tuple[str, ...]] = {
+    "gt": ("rgb", "depth", "valid", "sky", "meta"),
+    "metric": ("rgb", "depth", "valid", "sky", "meta"),
+    "pseudo": ("rgb", "pseudo", "meta"),
+    "hybrid": ("rgb", "pseudo", "depth", "valid", "sky", "mask", "meta"),
+}
+
 
 def gt_disparity(depth: np.ndarray, valid: np.ndarray) -> np.ndarray:
     """1 / depth on valid pixels, 0 elsewhere (float32)."""

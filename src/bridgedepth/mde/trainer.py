@@ -41,7 +41,7 @@ import numpy as np
 import torch
 
 from ..config import Config, ConfigError, save_resolved, to_dict
-from ..data.targets import TargetKind, training_view
+from ..data.targets import TARGET_FIELDS, TargetKind, training_view
 from .. import faults
 from ..errors import InputError, raise_if_storage
 from .model import apply_scale, decoder_channels_last, enable_checkpointing, forward_with_features, parameter_groups
@@ -155,6 +155,7 @@ class _SourceStream:
 
         self.data, self.index, self.cfg = data, index, cfg
         self.dataset = ShardDataset([data.path], shuffle=True, seed=cfg.train.seed + index, rank=rank,
+                                    fields=TARGET_FIELDS.get(data.target),
                                     world_size=world_size, shuffle_group=max(1, cfg.data.shuffle_group))
         limit = ShardStream.max_workers(self.dataset)
         if limit == 0:

@@ -162,3 +162,60 @@ def test_even_count_median_is_the_mean_of_the_middle_pair():
     assert float(masked_median(x, torch.ones_like(m))) == 3.5
     assert float(masked_median(x, m)) == 3.0
     assert float(masked_median(x, torch.zeros_like(m))) == 0.0
+
+
+def _sort_median(x, mask):
+    """The sort-based median the loss used before it selected (kept here as the reference)."""
+    b = x.shape[0]
+    flat, fmask = x.reshape(b, -1), mask.reshape(b, -1)
+    n = fmask.sum(1)
+    vals = torch.where(fmask, flat, torch.full_like(flat, torch.finfo(flat.dtype).max)).sort(dim=1).values
+    lo, hi = ((n - 1).clamp_min(0) // 2)[:, None], (n // 2).clamp_max(flat.shape[1] - 1)[:, None]
+    has = (n > 0)[:, None]
+    v = 0.5 * (vals.gather(1, lo) + vals.gather(1, hi))
+    return torch.where(has, v, torch.zeros_like(v)).squeeze(1)
+
+
+def _argsort_keep(per_pixel, mask, trim, eligible):
+    """Trimming by a stable descending sort of the eligible values (the earlier implementation)."""
+    b = per_pixel.shape[0]
+    flat, fel = per_pixel.reshape(b, -1), (mask & eligible).reshape(b, -1)
+    drop_n = torch.floor(fel.sum(1).to(torch.float64) * trim).long()
+    vals = torch.where(fel, flat, torch.full_like(flat, torch.finfo(flat.dtype).min))
+    order = torch.argsort(vals, dim=1, descending=True, stable=True)
+    rank = torch.empty_like(order)
+    rank.scatter_(1, order, torch.arange(flat.shape[1]).expand(b, -1).contiguous())
+    return mask & ~(fel & (rank < drop_n[:, None])).reshape(mask.shape)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_selection_median_and_trim_equal_the_sort_based_ones(seed):
+    """masked_median and trim_keep_mask select (kthvalue) instead of sorting: same values, same pixels
+    (ties broken by position), same gradient, for equal and unequal valid counts, ties and empty images."""
+    from bridgedepth.mde.losses import masked_median, trim_keep_mask
+
+    g = torch.Generator().manual_seed(seed)
+    b, h, w = 5, 13, 11
+    # coarse values: many ties
+    x = (torch.randint(0, 7 if seed % 2 else 1000, (b, h, w), generator=g).double() / 3.0)
+    full = torch.ones(b, h, w, dtype=torch.bool)
+    ragged = torch.rand(b, h, w, generator=g) > 0.4
+    ragged[2] = False  # an image without valid pixels
+    ragged[3, :1] = True
+    eligible = torch.rand(b, h, w, generator=g) > 0.3
+    for mask in (full, ragged):
+        xa = x.clone().requires_grad_(True)
+        xb = x.clone().requires_grad_(True)
+        ma, mb = masked_median(xa, mask), _sort_median(xb, mask)
+        assert torch.equal(ma, mb)
+        if seed % 2 == 0:  # distinct values: the gradient goes to the same element(s)
+            (ma * torch.arange(1.0, b + 1, dtype=torch.float64)).sum().backward()
+            (mb * torch.arange(1.0, b + 1, dtype=torch.float64)).sum().backward()
+            assert torch.equal(xa.grad, xb.grad)
+        for trim in (0.1, 0.37, 0.9):
+            for elig in (torch.ones_like(mask), eligible):
+                keep = trim_keep_mask(x, mask, trim, elig)
+                assert torch.equal(keep, _argsort_keep(x, mask, trim, elig))
+                n_el = (mask & elig).reshape(b, -1).sum(1)
+                dropped = (mask & ~keep).reshape(b, -1).sum(1)
+                assert torch.equal(dropped, torch.floor(n_el.double() * trim).long())

@@ -118,6 +118,17 @@ def align_scale_shift(pred: Tensor, target: Tensor, mask: Tensor, *, nonnegative
     return scale, shift
 
 
+def _kth_smallest(vals: Tensor, k: Tensor) -> Tensor:
+    """Per row of ``vals`` (B, N) its ``k``-th smallest value (``k`` (B,), 1-based, in 1..N), as (B, 1).
+
+    A selection (``torch.kthvalue``, linear time), not a sort: the same value a sort would put at position
+    ``k - 1``; the gradient goes to that element. One batched call when every row asks for the same rank
+    (the usual case: equally valid images), else one call per row."""
+    if bool((k == k[0]).all()):
+        return vals.kthvalue(int(k[0]), dim=1, keepdim=True).values
+    return torch.stack([vals[i].kthvalue(int(k[i])).values for i in range(vals.shape[0])])[:, None]
+
+
 def masked_median(x: Tensor, mask: Tensor) -> Tensor:
     """Per-image median (B,) of the valid values of ``x`` (B, H, W): for an even count the mean of the two
     middle values (NumPy's convention); 0 for an image without valid pixels. Differentiable (the
@@ -127,12 +138,14 @@ def masked_median(x: Tensor, mask: Tensor) -> Tensor:
     fmask = mask.reshape(b, -1).bool()
     n = fmask.sum(1)
     big = torch.finfo(flat.dtype).max
-    vals = torch.where(fmask, flat, torch.full_like(flat, big)).sort(dim=1).values
-    lo = ((n - 1).clamp_min(0) // 2)[:, None]
-    hi = (n // 2).clamp_max(flat.shape[1] - 1)[:, None]
+    vals = torch.where(fmask, flat, torch.full_like(flat, big))  # invalid pixels rank last
+    lo = (n - 1).clamp_min(0) // 2
+    hi = (n // 2).clamp_max(flat.shape[1] - 1)
     has = (n > 0)[:, None]
-    v_lo = torch.where(has, vals.gather(1, lo), torch.zeros_like(lo, dtype=flat.dtype))
-    v_hi = torch.where(has, vals.gather(1, hi), torch.zeros_like(hi, dtype=flat.dtype))
+    v_lo = _kth_smallest(vals, lo + 1)
+    v_hi = v_lo if bool((hi == lo).all()) else _kth_smallest(vals, hi + 1)
+    v_lo = torch.where(has, v_lo, torch.zeros_like(v_lo))
+    v_hi = torch.where(has, v_hi, torch.zeros_like(v_hi))
     return (0.5 * (v_lo + v_hi)).squeeze(1)
 
 
@@ -169,13 +182,18 @@ def trim_keep_mask(per_pixel: Tensor, mask: Tensor, trim: float = 0.1, eligible:
     fel = elig.reshape(b, -1)
     n = fel.sum(1)
     drop_n = torch.floor(n.to(torch.float64) * trim).to(n.dtype)
-    # rank eligible pixels from the largest value down; non-eligible ones sort last
+    # the drop_n-th largest eligible value per image (a selection, not a sort: non-eligible pixels rank
+    # lowest); everything above it is dropped, and of the pixels equal to it the first ones by position
+    # until exactly drop_n are (the same pixels a stable descending sort would rank first)
     low = torch.finfo(flat.dtype).min
     vals = torch.where(fel, flat, torch.full_like(flat, low))
-    order = torch.argsort(vals, dim=1, descending=True, stable=True)
-    rank = torch.empty_like(order)
-    rank.scatter_(1, order, torch.arange(flat.shape[1], device=flat.device).expand(b, -1).contiguous())
-    dropped = fel & (rank < drop_n[:, None])
+    some = drop_n > 0
+    k = torch.where(some, flat.shape[1] - drop_n + 1, torch.ones_like(drop_n))
+    thr = _kth_smallest(vals, k)
+    above = fel & (vals > thr)
+    tied = fel & (vals == thr)
+    need = (drop_n - above.sum(1))[:, None]
+    dropped = (above | (tied & (tied.cumsum(1) <= need))) & some[:, None]
     return mask & ~dropped.reshape(mask.shape)
 
 

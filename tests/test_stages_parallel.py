@@ -99,3 +99,15 @@ def test_stage_records_cpu_time_and_busy_cores(tmp_path):
     r2 = StageRunner(tmp_path, lambda m: None)
     r2.run("spin", lambda: None)
     assert r2.timing_table()[0][2] == table["spin"][2]
+
+
+def test_run_parallel_says_what_is_running_while_it_waits(tmp_path):
+    """Worker processes show no progress bars, so the runner logs a heartbeat line while it waits."""
+    logs = []
+    f = str(tmp_path)
+    StageRunner(tmp_path, logs.append).run_parallel(
+        "group", [ParallelStage("slow", jobs.timed, ("slow", f, 3.0)), ParallelStage("quick", jobs.timed, ("quick", f, 0.0))],
+        workers=2, heartbeat=0.3)
+    beats = [m for m in logs if m.startswith("[group]") and "running:" in m]
+    assert beats and any("slow for" in m for m in beats)
+    assert any("1 of 2 done" in m for m in beats)  # quick finished first, slow still going

@@ -68,11 +68,15 @@ def fig_d2i_before_after(out: Path, cfg: Config, base: Path, n: int = 4) -> Path
     if not (base.exists() and tuned.exists()):
         return None
     samples = [s for _, s in zip(range(n), iter_samples(out / "scenes" / "val"))]
-    gens = [Generator(load_backend(p), images_per_depth=2, seed=1234) for p in (base, tuned)]
+    # the sampler steps the demo generates and scores with (d2i.num_steps), all maps in one batched call
+    gens = [Generator(load_backend(p), images_per_depth=2, seed=1234, steps=cfg.d2i.num_steps) for p in (base, tuned)]
     rows = []
     with torch.no_grad():
-        for s in samples:
-            before, after = (g(s) for g in gens)
+        images = [g.batch(samples) for g in gens]
+        for s, before, after in zip(samples, *images):
+            for r in (before, after):
+                if isinstance(r, Exception):
+                    raise r
             disp, ok = _disp(s["depth"], s["valid"])
             rows.append([s["rgb"], _col(disp, ok)] + [b["rgb"] for b in before] + [a["rgb"] for a in after])
     grid = image_grid(rows, ["synthetic render", "source depth", "before, seed A", "before, seed B",

@@ -82,9 +82,12 @@ class StageRunner:
         os.replace(tmp, self.path)
         self.records.append(rec)
 
-    def run_parallel(self, group: str, stages: list[ParallelStage], workers: int) -> dict[str, dict]:
+    def run_parallel(self, group: str, stages: list[ParallelStage], workers: int,
+                     heartbeat: float | None = 60.0) -> dict[str, dict]:
         """Run ``stages`` (skipping finished ones) on ``workers`` spawned processes, each stage as soon as
         the stages it comes ``after`` have finished; ``workers <= 1`` runs them in order in this process.
+        Worker processes show no progress bars; every ``heartbeat`` seconds (None: never) a line says
+        what is running and for how long.
         Each stage is recorded when it finishes (an interrupted group resumes with the missing ones);
         the group's wall time is recorded as ``group`` (its stages are marked as overlapped, so the
         timing total counts the wall time once). A failing stage raises after the running ones end."""
@@ -133,7 +136,12 @@ class StageRunner:
                                 pending.remove(st)
                         if not running:  # a cycle among the remaining stages
                             raise ValueError(f"stages {[s.name for s in pending]} wait on each other")
-                        done_now, _ = wait(running, return_when=FIRST_COMPLETED)
+                        done_now, _ = wait(running, timeout=heartbeat, return_when=FIRST_COMPLETED)
+                        if not done_now:
+                            now = time.perf_counter()
+                            busy = ", ".join(f"{st.name} for {now - t0:.0f} s" for st, t0 in running.values())
+                            self.log(f"[{group}] {len(finished & {s.name for s in todo})} of {len(todo)} "
+                                     f"done; running: {busy}")
                         for f in done_now:
                             st, t0 = running.pop(f)
                             summary = f.result() or {}

@@ -301,7 +301,7 @@ class DemoConfig:
     seeds: int = 1  # repeat every trained row over this many training seeds (mean and spread)
     threads: Optional[int] = None  # torch threads (None: torch's default)
     stage_workers: int = 1  # processes running independent stages side by side (the 2 generations, the
-    # trained rows); the torch threads are split between them (the tiny preset: 2; never more than threads)
+    # trained rows); the torch threads are split between them (the tiny preset: 2; never more than cores)
     zoo_preset: str = "zoo"  # --from-scratch: the recipe that builds the foundations first
     fixtures: Optional[str] = None  # real RGB-D fixtures folder (default: ../shared/data/rgbd if present)
 

@@ -70,6 +70,14 @@ METRIC_ROWS: dict[str, tuple[str, str]] = {
 REAL_LOOK_TEST = "real_look_test"
 
 
+def available_cores() -> int:
+    """Cores this process may run on (its CPU affinity where the OS tells it, else the CPU count)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
+
+
 def torch_threads() -> int:
     import torch
 
@@ -369,8 +377,8 @@ def run_demo(cfg: Config, out: str | os.PathLike = "runs/demo", *, fixtures_root
 
     runner.run("2 D2I reward fine-tune (depth 0.9 + aesthetic 0.1)", d2i_finetune)
 
-    # never more stage processes than threads to give them (one core: everything in this process)
-    workers = max(1, min(int(d.stage_workers), int(d.threads or torch_threads())))
+    # never more stage processes than cores (one core: everything in this process)
+    workers = max(1, min(int(d.stage_workers), available_cores()))
     threads = max(1, int(d.threads or torch_threads()) // workers) if workers > 1 else None
     # the two generations are independent: side by side with stage_workers > 1
     runner.run_parallel("3 generate (both D2I models)", [

@@ -286,3 +286,14 @@ def test_shard_set_benchmark_clips_to_the_datas_depth_cap(tmp_path):
 
     write_dataset(tmp_path / "plain", 1, make, progress=False)
     assert ShardSet(tmp_path / "plain").max_depth == float("inf")
+
+
+def test_zoo_depth_recipe_takes_its_training_options_from_the_zoo_section():
+    """_depth_cfg maps the zoo.depth_* keys onto the teacher's training config (colour jitter included)."""
+    from bridgedepth.config import load_config
+    from bridgedepth.zoo.build import _depth_cfg
+
+    cfg = load_config("zoo", ["zoo.depth_color_jitter=0.2", "zoo.depth_lr=3e-4", "zoo.depth_steps=40"])
+    t = _depth_cfg(cfg).train
+    assert (t.color_jitter, t.lr, t.steps, t.stage) == (0.2, 3e-4, 40, "teacher")
+    assert _depth_cfg(load_config("zoo")).train.color_jitter == 0.0  # the shipped build's recipe

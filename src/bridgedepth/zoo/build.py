@@ -65,6 +65,7 @@ def _depth_cfg(cfg: Config) -> Config:
     t = c.train
     t.stage, t.steps, t.batch_size, t.lr = "teacher", z.depth_steps, z.depth_batch_size, z.depth_lr
     t.warmup_steps = z.depth_warmup_steps
+    t.color_jitter = z.depth_color_jitter
     t.crop_size = int(min(z.scene_size))
     t.save_every = max(50, z.depth_steps // 20)
     t.val_every = max(50, z.depth_steps // 10)

@@ -109,7 +109,7 @@ def test_scenes_workers_killed_then_resumed(tmp_path, scenes_ref):
     """Two rendering processes; one is killed mid-shard; the parent reports it, a rerun completes."""
     out = tmp_path / "scenes"
     args = [a if a != "1" or i != SCENES.index("--workers") + 1 else "2" for i, a in enumerate(SCENES)]
-    r = bridge(*args, "--out", out, env={"BRIDGE_TEST_KILL_AT": "shard-write:2"})
+    r = bridge(*args, "--out", out, env={"BRIDGE_TEST_KILL_AT": "scene-render:2"})
     assert r.returncode != 0 and "rerun to resume" in r.stderr and "Traceback" not in r.stderr, r.stderr
     assert_nothing_partial_visible(out)
     r = bridge(*args, "--out", out)

@@ -80,3 +80,30 @@ def test_cli_config_defaults_and_errors(run_cli, tmp_path):
     r = run_cli("scenes", "--preview", out, "--out", tmp_path / "x.txt")
     assert r.code == 2 and "png" in r.err
     assert not os.path.exists(tmp_path / "x.txt")
+
+
+def test_worker_pool_renders_single_shard_sets_identically_and_resumes(tmp_path):
+    """Rendering workers render ahead while the parent writes in order: a set of one shard uses every
+    worker and gives the same bytes as one process; one pool serves several sets; a rerun that finds
+    a complete shard renders only the missing one."""
+    from bridgedepth.data.scenes.dataset import scene_pool, write_scenes
+
+    kw = dict(kind="mixed", size=(16, 20), seed=3, progress=False)
+    write_scenes(tmp_path / "one", 5, samples_per_shard=8, **kw)
+    write_scenes(tmp_path / "two_a", 6, samples_per_shard=3, **kw)
+    with scene_pool(2) as pool:
+        write_scenes(tmp_path / "pool_one", 5, samples_per_shard=8, pool=pool, **kw)
+        m = write_scenes(tmp_path / "pool_two", 6, samples_per_shard=3, pool=pool, **kw)
+        pids = set(pool._processes)
+        assert m.num_samples == 6
+        # the first shard lost: the rerun writes it again, the second is kept as it was
+        (tmp_path / "pool_two" / "shard-000000.tar.json").unlink()
+        kept = (tmp_path / "pool_two" / "shard-000001.tar").stat().st_mtime_ns
+        write_scenes(tmp_path / "pool_two", 6, samples_per_shard=3, pool=pool, **kw)
+        assert (tmp_path / "pool_two" / "shard-000001.tar").stat().st_mtime_ns == kept
+        assert set(pool._processes) == pids and len(pids) == 2  # the same two workers throughout
+    assert (tmp_path / "one" / "shard-000000.tar").read_bytes() == \
+        (tmp_path / "pool_one" / "shard-000000.tar").read_bytes()
+    for name in ("shard-000000.tar", "shard-000001.tar"):
+        assert (tmp_path / "two_a" / name).read_bytes() == (tmp_path / "pool_two" / name).read_bytes()
+    assert not [f for f in os.listdir(tmp_path / "pool_two") if ".tmp" in f]

@@ -14,6 +14,7 @@ Points (each a one-line call where the work happens):
 ``shard-write`` a sample is being added to a shard (its temporary file is open),
 ``shard-commit`` a shard's tar is complete and renamed, its status file not yet written,
 ``shard-done`` a shard and its status file are complete (between shards),
+``scene-render`` a rendering worker of ``bridge scenes --workers N`` starts a scene,
 ``ckpt-write`` a checkpoint's files are written to its temporary folder, not yet renamed,
 ``ckpt-swap`` the previous checkpoint has been moved aside, the new one not yet renamed into place,
 ``train-step`` an optimiser step has finished.

@@ -24,6 +24,7 @@ Layout of ``OUT`` (default ``runs/demo``)::
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import os
@@ -325,7 +326,7 @@ def run_demo(cfg: Config, out: str | os.PathLike = "runs/demo", *, fixtures_root
 
     Starts from the shipped toy foundations (docs/zoo.md) or, with ``from_scratch``, builds them first."""
     from .d2i.finetune import finetune
-    from .data.scenes.dataset import write_contact_sheet, write_scenes
+    from .data.scenes.dataset import scene_pool, write_contact_sheet, write_scenes
     from .data.shards import map_dataset
     from .labels.label import label
     from .mde.trainer import TrainData
@@ -354,14 +355,17 @@ def run_demo(cfg: Config, out: str | os.PathLike = "runs/demo", *, fixtures_root
     save_resolved(cfg, out)
 
     def scenes():
-        kw = dict(kind=cfg.scenes.kind, size=size, samples_per_shard=sps, progress=progress,
-                  workers=cfg.scenes.workers)
-        write_scenes(sc / "train", d.train_scenes, seed=seeds["train"], look="synthetic", **kw)
-        write_scenes(sc / "val", d.val_scenes, seed=seeds["val"], look="synthetic", **kw)
-        write_scenes(sc / "test", d.test_scenes, seed=seeds["test"], look="real", **kw)
-        write_scenes(sc / "photos", d.photo_scenes, seed=seeds["photos"], look="real", **kw)
-        # the source depth maps that get generated images: the first `gen_sources` training scenes
-        write_scenes(sc / "gen", min(d.gen_sources, d.train_scenes), seed=seeds["train"], look="synthetic", **kw)
+        kw = dict(kind=cfg.scenes.kind, size=size, samples_per_shard=sps, progress=progress)
+        workers = max(1, min(int(cfg.scenes.workers), available_cores()))
+        # one pool of rendering processes for all five sets (each worker starts once)
+        with scene_pool(workers) if workers > 1 else contextlib.nullcontext() as pool:
+            write_scenes(sc / "train", d.train_scenes, seed=seeds["train"], look="synthetic", pool=pool, **kw)
+            write_scenes(sc / "val", d.val_scenes, seed=seeds["val"], look="synthetic", pool=pool, **kw)
+            write_scenes(sc / "test", d.test_scenes, seed=seeds["test"], look="real", pool=pool, **kw)
+            write_scenes(sc / "photos", d.photo_scenes, seed=seeds["photos"], look="real", pool=pool, **kw)
+            # the source depth maps that get generated images: the first `gen_sources` training scenes
+            write_scenes(sc / "gen", min(d.gen_sources, d.train_scenes), seed=seeds["train"], look="synthetic",
+                         pool=pool, **kw)
         write_contact_sheet(sc / "gen", figs / "scenes.png", limit=8, columns=4, cell=160)
         write_contact_sheet(sc / "test", figs / "scenes_test.png", limit=8, columns=4, cell=160)
         return {"train": d.train_scenes, "val": d.val_scenes, "test": d.test_scenes, "photos": d.photo_scenes,

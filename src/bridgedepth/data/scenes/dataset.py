@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ...errors import InputError
+from ...errors import BridgeError, InputError
 from . import KINDS, parse_size, render_scene
 
 GENERATOR = "bridgedepth.scenes/1"
@@ -55,36 +55,70 @@ def _check_existing(out: Path, meta: dict) -> None:
         raise InputError(f"{out}: holds a dataset that is not procedural scenes; use another --out")
 
 
-def _stop_on_sigterm() -> None:
-    """In a worker: SIGTERM unwinds like Ctrl-C, so the shard being written is discarded cleanly."""
+def _worker_init() -> None:
+    """In a rendering worker: one OpenCV thread (the workers are the parallelism), and Ctrl-C is left
+    to the parent, which stops the pool and discards the shard being written."""
     import signal
 
-    def handler(signum, frame):
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, handler)
-
-
-def _rank_main(rank, world_size, out, count, kw, sps, meta, progress):
-    _stop_on_sigterm()
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     import cv2
 
     cv2.setNumThreads(1)
-    from ..shards import write_dataset
 
-    write_dataset(out, count, functools.partial(_make, **kw), samples_per_shard=sps,
-                  desc="rendering scenes", rank=rank, world_size=world_size, meta=meta,
-                  progress=progress)
+
+def scene_pool(workers: int):
+    """A pool of ``workers`` rendering processes for :func:`write_scenes` (``pool=``): one pool for
+    several sets starts the workers (a fresh interpreter each, then the texture bake: about a second)
+    once. Use it as a context manager."""
+    from concurrent.futures import ProcessPoolExecutor
+
+    # spawn, not fork: a forked child of a process that has started torch / OpenMP threads can hang
+    return ProcessPoolExecutor(max(1, int(workers)), mp_context=mp.get_context("spawn"), initializer=_worker_init)
+
+
+def _render(i: int, kw: dict) -> dict:
+    from ... import faults
+
+    faults.point("scene-render")
+    return _make(i, **kw)
+
+
+class _RenderAhead:
+    """``make_sample`` for :func:`write_dataset` that renders ahead in a process pool: asked for
+    sample ``i``, it has ``i .. i + ahead - 1`` rendering and returns ``i`` when it is done. The shards
+    are written in this process, in index order, so they are byte-identical to one process's, and a
+    set of any size (a single shard included) keeps every worker busy."""
+
+    def __init__(self, pool, kw: dict, count: int, ahead: int, out: Path):
+        self.pool, self.kw, self.count, self.ahead, self.out = pool, kw, count, ahead, out
+        self.pending: dict = {}
+
+    def __call__(self, i: int) -> dict:
+        from concurrent.futures.process import BrokenProcessPool
+
+        for j in [j for j in self.pending if j < i]:  # skipped over (a complete shard): not needed
+            self.pending.pop(j).cancel()
+        for j in range(i, min(i + self.ahead, self.count)):
+            if j not in self.pending:
+                self.pending[j] = self.pool.submit(_render, j, self.kw)
+        try:
+            return self.pending.pop(i).result()
+        except BrokenProcessPool:
+            # not an InputError: that would skip the sample and go on; this aborts the open shard
+            raise BridgeError(f"{self.out}: a rendering worker died (killed, or out of memory); "
+                              "rerun to resume") from None
 
 
 def write_scenes(out, count: int, *, kind: str = "mixed", size=(256, 256), seed: int = 0,
                  samples_per_shard: int = 256, workers: int = 1, aspect_range=None, progress: bool = True,
-                 look: str = "standard", first_index: int = 0):
+                 look: str = "standard", first_index: int = 0, pool=None):
     """Render scenes ``first_index .. first_index + count - 1`` of (seed, kind) into shards under
     ``out`` in ``look``; returns the manifest.
 
-    Rerunning skips complete shards. ``workers > 1`` renders disjoint shards in that many processes
-    (the shard store's rank / world-size split), with identical output. The same (seed, kind, index)
+    Rerunning skips complete shards. ``workers > 1`` renders scenes ahead in that many processes while
+    this one writes them in order: identical shards, every worker busy whatever the number of shards.
+    Each worker is a fresh interpreter (about a second to start, with the texture bake): for several
+    sets pass one :func:`scene_pool` as ``pool`` (``workers`` is then the pool's). The same (seed, kind, index)
     in two looks has the same geometry and depth (the domain-gap world: docs/scenes.md)."""
     from ..shards import load_manifest, write_dataset
     from . import LOOKS
@@ -114,33 +148,24 @@ def write_scenes(out, count: int, *, kind: str = "mixed", size=(256, 256), seed:
     _check_existing(out, meta)
     kw = dict(seed=int(seed), kind=kind, size=(h, w), aspect_range=aspect_range, look=look,
               first_index=int(first_index))
-    num_shards = -(-count // samples_per_shard) if count else 0
-    workers = max(1, min(int(workers), max(num_shards, 1)))
-    if workers == 1:
-        return write_dataset(out, count, functools.partial(_make, **kw), samples_per_shard=samples_per_shard,
-                             desc="rendering scenes", meta=meta, progress=progress)
-    # spawn, not fork: a forked child of a process that has started torch / OpenMP threads can hang
-    ctx = mp.get_context("spawn")
-    procs = [ctx.Process(target=_rank_main, args=(r, workers, str(out), count, kw, samples_per_shard, meta,
-                                                  progress and r == 0))
-             for r in range(workers)]
-    for p in procs:
-        p.start()
-    codes = []
+    if pool is None:
+        workers = max(1, min(int(workers), count))
+        if workers == 1:
+            return write_dataset(out, count, functools.partial(_make, **kw), samples_per_shard=samples_per_shard,
+                                 desc="rendering scenes", meta=meta, progress=progress)
+        with scene_pool(workers) as own:
+            return write_scenes(out, count, kind=kind, size=(h, w), seed=seed, samples_per_shard=samples_per_shard,
+                                aspect_range=aspect_range, progress=progress, look=look, first_index=first_index,
+                                pool=own)
+    # a few scenes per worker in flight keep each busy while this process writes. On an interruption
+    # (Ctrl-C, SIGTERM) write_dataset discards the open shard and what is still queued is cancelled.
+    maker = _RenderAhead(pool, kw, count, ahead=4 * getattr(pool, "_max_workers", 2), out=out)
     try:
-        for p in procs:
-            p.join()
-            codes.append(p.exitcode)
-    except BaseException:  # interrupted (Ctrl-C, SIGTERM): stop the workers too, each drops its open shard
-        for p in procs:
-            if p.is_alive():
-                p.terminate()
-        for p in procs:
-            p.join()
-        raise
-    if any(c != 0 for c in codes):
-        raise InputError(f"{out}: a rendering worker failed (exit codes {codes}); rerun to resume")
-    return load_manifest(out)
+        return write_dataset(out, count, maker, samples_per_shard=samples_per_shard,
+                             desc="rendering scenes", meta=meta, progress=progress)
+    finally:
+        for f in maker.pending.values():
+            f.cancel()
 
 
 def preview_samples(in_dir, limit: int = 24) -> list[dict]:

@@ -296,4 +296,4 @@ def test_zoo_depth_recipe_takes_its_training_options_from_the_zoo_section():
     cfg = load_config("zoo", ["zoo.depth_color_jitter=0.2", "zoo.depth_lr=3e-4", "zoo.depth_steps=40"])
     t = _depth_cfg(cfg).train
     assert (t.color_jitter, t.lr, t.steps, t.stage) == (0.2, 3e-4, 40, "teacher")
-    assert _depth_cfg(load_config("zoo")).train.color_jitter == 0.0  # the shipped build's recipe
+    assert _depth_cfg(load_config("zoo")).train.color_jitter == 0.2  # the shipped build's recipe

@@ -325,7 +325,7 @@ class ZooConfig:
     depth_batch_size: int = 8
     depth_lr: float = 1.0e-4  # decoder x10 (train.decoder_lr_mult)
     depth_warmup_steps: int = 100
-    depth_color_jitter: float = 0.0  # brightness/contrast/saturation jitter (train.color_jitter); 0.2 helped in a 600-step test (docs/zoo.md)
+    depth_color_jitter: float = 0.0  # brightness/contrast/saturation jitter (train.color_jitter); the zoo preset's 0.2 is the shipped build's (docs/zoo.md)
     # D2I foundation (the FLUX.1-Depth stand-in): real-look photos conditioned on the teacher's estimate
     d2i_resolution: int = 96
     d2i_patch: int = 4

@@ -65,6 +65,13 @@ def test_demo_fast_end_to_end_and_resume(tmp_path, run_cli, shared_data):
     assert again.code == 0, again
     assert again.out.count("skipped") >= 18
 
+    # the same folder with --seeds 2: the seed-0 rows are reused, seed 1 trains, the evaluation reruns
+    two = run_cli(*args, "--seeds", 2)
+    assert two.code == 0, two
+    agg = json.loads((out / "metrics.json").read_text())["rows"]["source_only"][REAL_LOOK_TEST]
+    assert agg["seeds"] == 2 and "absrel_std" in agg
+    assert "5 row source_only (seed 1)" in json.loads((out / "stages.json").read_text())
+
 
 def test_demo_seeds_report_mean_and_spread(tmp_path):
     """--seeds N: the aggregate of N per-seed evaluations carries mean, std, min and max."""

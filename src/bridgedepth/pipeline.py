@@ -464,7 +464,9 @@ def run_demo(cfg: Config, out: str | os.PathLike = "runs/demo", *, fixtures_root
         doc = evaluate_rows(out, cfg, fixtures, foundations)
         return {"rows": len(doc["rows"]), "metric_rows": len(doc["metric_rows"]), "benchmarks": 1 + len(fixtures)}
 
-    runner.run("7a evaluate", evaluate)
+    # the evaluation covers every seed's rows: a rerun with another --seeds evaluates again
+    n_seeds = max(1, int(d.seeds))
+    runner.run("7a evaluate" if n_seeds == 1 else f"7a evaluate ({n_seeds} seeds)", evaluate)
     runner.run("7b D2I geometric consistency on the test depth maps",
                lambda: d2i_consistency(out, cfg, foundations, progress=progress))
 

@@ -120,7 +120,7 @@ def write_scenes(out, count: int, *, kind: str = "mixed", size=(256, 256), seed:
     Each worker is a fresh interpreter (about a second to start, with the texture bake): for several
     sets pass one :func:`scene_pool` as ``pool`` (``workers`` is then the pool's). The same (seed, kind, index)
     in two looks has the same geometry and depth (the domain-gap world: docs/scenes.md)."""
-    from ..shards import load_manifest, write_dataset
+    from ..shards import write_dataset
     from . import LOOKS
 
     if look not in LOOKS:

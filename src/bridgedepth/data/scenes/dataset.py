@@ -3,6 +3,7 @@ a few back for a contact sheet."""
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import multiprocessing as mp
 import os
@@ -148,24 +149,22 @@ def write_scenes(out, count: int, *, kind: str = "mixed", size=(256, 256), seed:
     _check_existing(out, meta)
     kw = dict(seed=int(seed), kind=kind, size=(h, w), aspect_range=aspect_range, look=look,
               first_index=int(first_index))
-    if pool is None:
-        workers = max(1, min(int(workers), count))
-        if workers == 1:
-            return write_dataset(out, count, functools.partial(_make, **kw), samples_per_shard=samples_per_shard,
-                                 desc="rendering scenes", meta=meta, progress=progress)
-        with scene_pool(workers) as own:
-            return write_scenes(out, count, kind=kind, size=(h, w), seed=seed, samples_per_shard=samples_per_shard,
-                                aspect_range=aspect_range, progress=progress, look=look, first_index=first_index,
-                                pool=own)
-    # a few scenes per worker in flight keep each busy while this process writes. On an interruption
-    # (Ctrl-C, SIGTERM) write_dataset discards the open shard and what is still queued is cancelled.
-    maker = _RenderAhead(pool, kw, count, ahead=4 * getattr(pool, "_max_workers", 2), out=out)
-    try:
-        return write_dataset(out, count, maker, samples_per_shard=samples_per_shard,
+    workers = max(1, min(int(workers), count))
+    if pool is None and workers == 1:
+        return write_dataset(out, count, functools.partial(_make, **kw), samples_per_shard=samples_per_shard,
                              desc="rendering scenes", meta=meta, progress=progress)
-    finally:
-        for f in maker.pending.values():
-            f.cancel()
+    with contextlib.ExitStack() as stack:
+        if pool is None:
+            pool = stack.enter_context(scene_pool(workers))
+        # a few scenes per worker in flight keep each busy while this process writes. On an interruption
+        # (Ctrl-C, SIGTERM) write_dataset discards the open shard and what is still queued is cancelled.
+        maker = _RenderAhead(pool, kw, count, ahead=4 * getattr(pool, "_max_workers", workers), out=out)
+        try:
+            return write_dataset(out, count, maker, samples_per_shard=samples_per_shard,
+                                 desc="rendering scenes", meta=meta, progress=progress)
+        finally:
+            for f in maker.pending.values():
+                f.cancel()
 
 
 def preview_samples(in_dir, limit: int = 24) -> list[dict]:

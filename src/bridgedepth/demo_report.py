@@ -282,15 +282,28 @@ def claims(rows: dict, d2i: dict, lab: dict, bench: str) -> list[tuple[str, str,
     """(paper claim, what this run measured, holds / does not hold / not measured) at this scale."""
     out = []
 
-    def verdict(ok):
-        return "not measured" if ok is None else ("holds here" if ok else "does not hold here")
+    def verdict(ok, sep=None):
+        """``sep``: the seed ranges are apart (True), overlap (False) or unknown (None, one seed). A
+        difference inside the seed spread settles nothing, whichever way it points."""
+        if ok is None:
+            return "not measured"
+        if sep is False:
+            return "not settled here: within the seed spread"
+        return "holds here" if ok else "does not hold here"
+
+    def spread(sep):
+        return "" if sep is None else (", seed ranges separate" if sep else ", seed ranges overlap")
 
     g = _rel(rows, "source_only", "generated_pseudo", bench)
     sep = _separated(rows, "source_only", "generated_pseudo", bench)
     out.append(("Generated data improves zero-shot depth over source data alone (Table 2)",
-                "n/a" if g is None else f"AbsRel {100 * g:+.1f} % relative" +
-                ("" if sep is None else (", seed ranges separate" if sep else ", seed ranges overlap")),
-                verdict(None if g is None else g < 0)))
+                "n/a" if g is None else f"AbsRel {100 * g:+.1f} % relative" + spread(sep),
+                verdict(None if g is None else g < 0, sep)))
+    b = _rel(rows, "source_only", "finetune_hybrid", bench)
+    sep = _separated(rows, "source_only", "finetune_hybrid", bench)
+    out.append(("The BRIDGE student (hybrid fine-tune) beats the source-only baseline",
+                "n/a" if b is None else f"AbsRel {100 * b:+.1f} % relative" + spread(sep),
+                verdict(None if b is None else b < 0, sep)))
     h = _rel(rows, "finetune_pseudo", "finetune_hybrid", bench)
     gt = lab.get("gt_pixel_fraction")
     no_gt = not gt  # no generated image passed the mask: the two fine-tunes saw the same targets
@@ -299,9 +312,10 @@ def claims(rows: dict, d2i: dict, lab: dict, bench: str) -> list[tuple[str, str,
                 f"hybrid set's supervised pixels", "not tested here: no ground-truth pixels reached the hybrid set"
                 if no_gt else verdict(None if h is None else h <= 0)))
     r = _rel(rows, "no_rl_d2i", "generated_pseudo", bench)
+    sep = _separated(rows, "no_rl_d2i", "generated_pseudo", bench)
     out.append(("Reward fine-tuning the D2I model makes better training data (RL ablation)",
-                "n/a" if r is None else f"AbsRel {100 * r:+.1f} % relative (tuned vs untuned generator)",
-                verdict(None if r is None else r < 0)))
+                "n/a" if r is None else f"AbsRel {100 * r:+.1f} % relative (tuned vs untuned generator)" + spread(sep),
+                verdict(None if r is None else r < 0, sep)))
     gain = None if not d2i else d2i.get("depth_reward_after", 0) - d2i.get("depth_reward_before", 0)
     out.append(("Reward fine-tuning raises geometric consistency (depth reward on held-out depth maps)",
                 "n/a" if gain is None else f"{d2i.get('depth_reward_before', 0):.3f} -> "

@@ -338,12 +338,14 @@ def write_report(out: Path, cfg: Config, runner, fixtures: dict, foundations: di
     benches = [REAL_LOOK_TEST] + list(fixtures)
     seeds = max(1, int(cfg.demo.seeds))
     spread = f" With {seeds} training seeds: mean ± standard deviation of AbsRel." if seeds > 1 else ""
+    cj = float(cfg.train.color_jitter)
+    jitter = f", every one with colour jitter of ±{cj:g} (train.color_jitter)" if cj else ""
     t_all = _rows_table("Zero-shot relative depth, every row (Table 1 layout)", rows, list(RELATIVE_ROWS), benches,
                         note="δ1 and AbsRel after per-image least-squares scale and shift in disparity space (the "
                              "paper's protocol). real_look_test: held-out real-look scenes (their seed reaches no "
                              "training set). Fixtures: 3 NYU, 3 KITTI, 1 TUM, 1 SUN RGB-D, 5 Redwood frames: a sanity "
                              "check, not a benchmark. Trained rows start from the shipped depth foundation and train "
-                             f"for the same number of steps.{spread}")
+                             f"for the same number of steps{jitter}.{spread}")
     t2 = _rows_table("Impact of generated data (Table 2 layout)", rows, ["source_only", "generated_pseudo"], benches,
                      note="Same initialisation and step budget; the baseline sees the synthetic-look source renders "
                           "only, the second row adds the D2I-generated images with teacher pseudo-labels.")

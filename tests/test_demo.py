@@ -36,6 +36,8 @@ def test_demo_fast_end_to_end_and_resume(tmp_path, run_cli, shared_data):
     assert "figure missing" not in report
     assert report.count("data:image/png;base64,") >= 10
     assert "none of them is the paper" in report
+    assert "The BRIDGE student (hybrid fine-tune) beats the source-only baseline" in report
+    assert "colour jitter of ±0.2 (train.color_jitter)" in report  # the tiny preset's rows all jitter
     metrics = json.loads((out / "metrics.json").read_text())
     # the contract for scripts: stable row ids, dataset keys, three numbers each
     assert ROW_IDS <= set(metrics["rows"]) <= set(RELATIVE_ROWS)

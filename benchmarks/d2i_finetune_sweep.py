@@ -5,7 +5,7 @@ ones the demo fine-tunes on) and 32 held-out synthetic scenes of seed 50 (not th
 seed 1, on which the demo reports its before/after figures, and no test set). Each variant is
 fine-tuned for the demo's step budget from the same LoRA start and judged on the tuning set: the
 held-out depth reward, the toy aesthetic score and the mean HSV saturation before and after; with
-the saturation of real-look renders (seed 51) as the reference a tuned sampler should not overshoot.
+the saturation of real-look renders (seed 51) as the reference a tuned generator should not overshoot.
 
     PYTHONPATH=src python benchmarks/d2i_finetune_sweep.py --out runs/d2i_sweep \
         --lr 1e-3 2e-3 3e-3 5e-3 --seeds 0 1 [--steps 40] [--set finetune.grad_steps=2]

@@ -39,7 +39,7 @@ def test_sampler_matches_diffusers_ddim_loop():
     assert w.is_contiguous(memory_format=torch.channels_last) and not w.is_contiguous()
     disp = torch.rand(3, 1, 16, 16)
     seeds = [1, 2, 3]
-    for prediction in ("epsilon", "v_prediction"):
+    for prediction in ("epsilon", "v_prediction", "sample"):
         be.scheduler.register_to_config(prediction_type=prediction)
         ref = _reference_loop(be, disp, seeds, 6)
         ours = sample(be, disp, num_steps=6, seeds=seeds).images

@@ -297,3 +297,15 @@ def test_zoo_depth_recipe_takes_its_training_options_from_the_zoo_section():
     t = _depth_cfg(cfg).train
     assert (t.color_jitter, t.lr, t.steps, t.stage) == (0.2, 3e-4, 40, "teacher")
     assert _depth_cfg(load_config("zoo")).train.color_jitter == 0.2  # the shipped build's recipe
+
+
+def test_zoo_d2i_recipe_takes_its_target_and_average_from_the_zoo_section():
+    """_d2i_cfg maps zoo.d2i_prediction / zoo.d2i_ema onto the pretraining config; the shipped recipe
+    predicts the clean image and keeps a moving average."""
+    from bridgedepth.config import load_config
+    from bridgedepth.zoo.build import _d2i_cfg
+
+    d = _d2i_cfg(load_config("zoo", ["zoo.d2i_prediction=epsilon", "zoo.d2i_ema=0.5"]), 10).d2i
+    assert (d.prediction_type, d.pretrain_ema, d.pretrain_max_samples) == ("epsilon", 0.5, 10)
+    d = _d2i_cfg(load_config("zoo"), 3000).d2i
+    assert (d.prediction_type, d.pretrain_ema, d.pretrain_steps) == ("sample", 0.999, 4500)

@@ -173,7 +173,15 @@ class D2IConfig:
     pretrain_max_samples: int = 4000  # source samples held in memory (downsampled)
     pretrain_condition: Literal["depth", "pseudo"] = "depth"  # condition on 1/depth or on a teacher's `pseudo`
     patch: int = 1  # tiny backend: UNet on pixel-unshuffled images (space-to-depth by this factor)
-    prediction_type: Literal["epsilon", "v_prediction"] = "epsilon"  # tiny backend training target
+    # tiny backend training target: the noise, v, or the clean image ("sample": a model short of capacity
+    # then errs towards blur instead of leaving noise in, docs/d2i.md)
+    prediction_type: Literal["epsilon", "v_prediction", "sample"] = "epsilon"
+    # exponential moving average of the weights (0 = off); the saved model is the average. diffusers'
+    # EMAModel with its warm-up (decay min(ema, (1 + n) / (10 + n)) after n steps)
+    pretrain_ema: float = 0.0
+    # a tiny d2i directory whose UNet starts the run (continue a shipped or earlier model on more data
+    # or steps); its architecture, patch and prediction type are used, `channels` is ignored
+    pretrain_init: Optional[str] = None
     save_every: int = 250
     seed: int = 0
 
@@ -334,6 +342,8 @@ class ZooConfig:
     d2i_batch_size: int = 16
     d2i_lr: float = 5.0e-4
     d2i_sampling_steps: int = 20
+    d2i_prediction: Literal["epsilon", "v_prediction", "sample"] = "v_prediction"  # the UNet's training target
+    d2i_ema: float = 0.0  # moving average of the D2I weights (d2i.pretrain_ema; 0 = off)
     # toy aesthetic scorer (the CLIP + LAION stand-in)
     scorer_steps: int = 1500
     scorer_size: int = 64

@@ -40,8 +40,8 @@ def build_unet(resolution: int = 64, channels=(32, 64, 64), layers_per_block: in
 
 
 def build_scheduler(prediction_type: str = "epsilon") -> DDIMScheduler:
-    if prediction_type not in ("epsilon", "v_prediction"):
-        raise InputError(f"d2i.prediction_type {prediction_type!r}: expected epsilon or v_prediction")
+    if prediction_type not in ("epsilon", "v_prediction", "sample"):
+        raise InputError(f"d2i.prediction_type {prediction_type!r}: expected epsilon, v_prediction or sample")
     return DDIMScheduler(num_train_timesteps=1000, beta_schedule="squaredcos_cap_v2", clip_sample=True,
                          set_alpha_to_one=True, prediction_type=prediction_type, timestep_spacing="trailing")
 

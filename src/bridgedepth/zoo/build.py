@@ -9,7 +9,7 @@ The recipe mirrors how the paper's foundations came to be, in the toy world of t
 2. ``depth``      the depth foundation (arch ``toy``: patch 8, 16x16 tokens at 128 px) trained as a
                   teacher on the synthetic look with ground truth (SSI + GM), like DA-V2's teacher.
 3. ``photos``     the teacher pseudo-labels the photographs: their *estimated* relative disparity.
-4. ``d2i``        the D2I foundation (tiny backend, pixel-unshuffled UNet at 96 px, v-prediction)
+4. ``d2i``        the D2I foundation (tiny backend, pixel-unshuffled UNet at 96 px, clean-image target)
                   trained on the photographs conditioned on the teacher's estimate, as FLUX.1-Depth
                   was trained on photographs with estimated depth, never their ground truth.
 5. ``aesthetic``  the toy aesthetic scorer: photographs vs synthetic renders, degraded photographs and
@@ -79,7 +79,8 @@ def _d2i_cfg(cfg: Config, photo_count: int) -> Config:
     d = c.d2i
     d.backend, d.resolution, d.patch = "tiny", z.d2i_resolution, z.d2i_patch
     d.channels, d.layers_per_block = list(z.d2i_channels), 1
-    d.prediction_type, d.pretrain_condition = "v_prediction", "pseudo"
+    d.prediction_type, d.pretrain_condition = z.d2i_prediction, "pseudo"
+    d.pretrain_ema = z.d2i_ema
     d.pretrain_steps, d.pretrain_batch_size, d.pretrain_lr = z.d2i_steps, z.d2i_batch_size, z.d2i_lr
     d.pretrain_max_samples = photo_count
     d.num_steps = z.d2i_sampling_steps

@@ -5,7 +5,7 @@ For each of ``--scenes`` held-out real-look scenes (seed 1003, the zoo build's h
 trained on) the shipped depth teacher estimates the disparity that conditions both models, as in
 the build. Printed per model: the clean-image MSE of its one-step estimate from the photograph
 noised to t = 200, 500, 800 (of 1000), and the mean colour saturation and |Laplacian| texture of its
-samples. Written: a grid with the photograph, the condition, then each model's one-step estimate at
+samples (the fine-tune's `image_statistics`). Written: a grid with the photograph, the condition, then each model's one-step estimate at
 t = 200 and ``--seeds`` full samples (``--steps`` DDIM steps).
 
     PYTHONPATH=src python benchmarks/d2i_foundation_compare.py OLD_D2I_DIR NEW_D2I_DIR --out grid.png
@@ -35,20 +35,10 @@ def _x0(backend, xt, t, cond):
     return (xt - (1 - at).sqrt() * out) / at.sqrt()
 
 
-def _texture(img01: torch.Tensor) -> float:
-    g = img01.mean(1, keepdim=True)
-    k = torch.tensor([[0, 1, 0], [1, -4, 1], [0, 1, 0]], dtype=g.dtype).view(1, 1, 3, 3)
-    return float(torch.nn.functional.conv2d(g, k).abs().mean())
-
-
-def _saturation(img01: torch.Tensor) -> float:
-    mx, mn = img01.max(1).values, img01.min(1).values
-    return float(((mx - mn) / mx.clamp_min(1e-6)).mean())
-
-
 def main() -> None:
     from bridgedepth.d2i import load_backend
     from bridgedepth.d2i.common import prepare_source
+    from bridgedepth.d2i.finetune import image_statistics
     from bridgedepth.d2i.sampler import sample
     from bridgedepth.data.scenes import render_scene
     from bridgedepth.mde.predictor import Predictor
@@ -92,12 +82,13 @@ def main() -> None:
                 out = sample(b, src["disp01"], num_steps=a.steps, seeds=[1000 * k + i for i in range(a.scenes)]).images
                 rows.append(out)
                 imgs.append(out)
-        allimg = torch.cat(imgs)
-        r["sample_saturation"] = round(_saturation(allimg), 3)
-        r["sample_texture"] = round(_texture(allimg), 4)
+        st = image_statistics(torch.cat(imgs))
+        r["sample_saturation"] = round(float(st["saturation"].mean()), 3)
+        r["sample_texture"] = round(float(st["texture"].mean()), 4)
         report[path] = r
-    photos = src["rgb"]
-    report["photographs"] = {"sample_saturation": round(_saturation(photos), 3), "sample_texture": round(_texture(photos), 4)}
+    st = image_statistics(src["rgb"])
+    report["photographs"] = {"sample_saturation": round(float(st["saturation"].mean()), 3),
+                             "sample_texture": round(float(st["texture"].mean()), 4)}
     print(json.dumps(report, indent=1))
     grid = torch.cat([torch.cat(list(r), dim=2) for r in rows], dim=1)
     img = (grid.permute(1, 2, 0).numpy() * 255).round().clip(0, 255).astype(np.uint8)

@@ -177,7 +177,7 @@ class D2IConfig:
     # then errs towards blur instead of leaving noise in, docs/d2i.md)
     prediction_type: Literal["epsilon", "v_prediction", "sample"] = "epsilon"
     # exponential moving average of the weights (0 = off); the saved model is the average. diffusers'
-    # EMAModel with its warm-up (decay min(ema, (1 + n) / (10 + n)) after n steps)
+    # EMAModel with its warm-up (decay min(ema, n / (9 + n)) at the n-th update)
     pretrain_ema: float = 0.0
     # a tiny d2i directory whose UNet starts the run (continue a shipped or earlier model on more data
     # or steps); its architecture, patch and prediction type are used, `channels` is ignored

@@ -75,13 +75,10 @@ def color_jitter(rng: np.random.Generator, rgb: np.ndarray, strength: float) -> 
         return rgb
     b, c, s = (1.0 + float(rng.uniform(-strength, strength)) for _ in range(3))
     a = np.asarray(rgb)
-    if a.ndim != 3 or a.dtype != np.uint8 or not 1 <= a.shape[2] <= 4:
-        x = a.astype(np.float32) * b
-        mean = x.mean()
-        x = (x - mean) * c + mean
-        gray = x.mean(axis=2, keepdims=True)
-        x = (x - gray) * s + gray
-        return np.clip(x + 0.5, 0, 255).astype(np.uint8)
+    if a.ndim == 2:
+        a = a[:, :, None]
+    if a.ndim != 3 or not 1 <= a.shape[2] <= 4:
+        raise ValueError(f"color_jitter: expected an (H, W) or (H, W, C <= 4) image, got shape {a.shape}")
     k = a.shape[2]
     m = b * float(np.mean(cv2.mean(a)[:k]))
     affine = np.empty((k, k + 1), np.float64)
@@ -92,4 +89,4 @@ def color_jitter(rng: np.random.Generator, rgb: np.ndarray, strength: float) -> 
     out += 0.5
     np.clip(out, 0, 255, out=out)
     out = out.astype(np.uint8)
-    return out if out.ndim == 3 else out[:, :, None]
+    return out.reshape(np.shape(rgb))

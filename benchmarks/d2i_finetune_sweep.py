@@ -81,17 +81,21 @@ def main() -> None:
                   flush=True)
 
     sat_ref = real_look_saturation(root)
-    print(f"\nreal-look renders (seed 51): saturation {sat_ref:.3f}")
+    rows = [json.loads(line) for line in log.read_text().splitlines()]
+    if rows:
+        b = rows[0]["before"]
+        print(f"\nbefore fine-tuning: saturation {b['saturation']:.3f}, texture {b['texture']:.3f}, "
+              f"dominant colour share {b['dominant_colour_share']:.3f}")
+    print(f"real-look renders (seed 51): saturation {sat_ref:.3f}")
     print("| variant | seconds | depth reward before -> after (gain) | aesthetic before -> after | "
-          "saturation after |")
-    print("|---|---|---|---|---|")
-    for line in log.read_text().splitlines():
-        r = json.loads(line)
+          "saturation after | texture after | dominant colour share after |")
+    print("|---|---|---|---|---|---|---|")
+    for r in rows:
         b, f = r["before"], r["after"]
         aes = (f"{b['aesthetic']:.2f} -> {f['aesthetic']:.2f}" if b.get("aesthetic") is not None else "off")
         print(f"| {r['name']} | {r['seconds']:.0f} | {b['depth_reward']:.3f} -> {f['depth_reward']:.3f} "
-              f"({f['depth_reward'] - b['depth_reward']:+.3f}) | {aes} | {f['saturation']:.3f} |")
-
+              f"({f['depth_reward'] - b['depth_reward']:+.3f}) | {aes} | {f['saturation']:.3f} | "
+              f"{f['texture']:.3f} | {f['dominant_colour_share']:.3f} |")
 
 if __name__ == "__main__":
     main()

@@ -116,3 +116,55 @@ def test_registry_turns_aesthetic_off_without_clip_and_adds_custom_terms():
     assert logs["reward/aesthetic"] is None
     loss.backward()
     assert img.grad is not None and img.grad.abs().sum() > 0
+
+
+def test_lora_disabled_gives_the_base_sample_and_the_anchor_pulls_back_to_it():
+    from bridgedepth.d2i.lora import lora_disabled
+    from bridgedepth.d2i.rewards import anchor_reward
+
+    torch.manual_seed(3)
+    be = TinyBackend.create(resolution=16, channels=(8, 16), default_steps=3)
+    disp = torch.rand(2, 1, 16, 16)
+    with torch.no_grad():
+        base = sample(be, disp, num_steps=3, seeds=[4, 5]).images
+    add_lora(be.denoiser, rank=2, alpha=2)
+    for n, p in be.denoiser.named_parameters():
+        if "lora_B" in n:
+            torch.nn.init.normal_(p, std=0.2)
+    with torch.no_grad():
+        tuned = sample(be, disp, num_steps=3, seeds=[4, 5]).images
+        with lora_disabled(be.denoiser):
+            ref = sample(be, disp, num_steps=3, seeds=[4, 5]).images
+    assert (tuned - base).abs().max() > 1e-3  # the LoRA changes the images ...
+    torch.testing.assert_close(ref, base, rtol=0, atol=1e-6)  # ... and switched off, they are the base's
+    assert all(p.requires_grad for p in lora_parameters(be.denoiser))  # trainable again after the block
+    tuned_again = sample(be, disp, num_steps=3, seeds=[4, 5]).images.detach()
+    torch.testing.assert_close(tuned_again, tuned)
+
+    reg = build_rewards(RewardConfig(clip_path=None, anchor_weight=2.0), _tiny_teacher())
+    assert reg.describe()["anchor"] == {"weight": 2.0, "on": True}
+    roll = sample(be, disp, num_steps=3, seeds=[4, 5], grad_steps=1)
+    batch = {"disp01": disp, "valid": torch.ones(2, 1, 16, 16, dtype=torch.bool), "reference_images": ref}
+    loss, logs, values = reg.evaluate(roll.images, batch)
+    mse = (roll.images.detach() - ref).pow(2).flatten(1).mean(1)
+    torch.testing.assert_close(values["anchor"].detach(), -mse)
+    assert logs["reward/anchor"] < 0
+    # a step of plain gradient descent on the anchor alone moves the tuned images towards the base's
+    reg.terms["depth"].weight = 0.0
+    loss, _, _ = reg.evaluate(roll.images, batch)
+    loss.backward()
+    with torch.no_grad():
+        for p in lora_parameters(be.denoiser):
+            p -= 0.5 * p.grad / (p.grad.norm() + 1e-12) * p.norm().clamp_min(1e-3) * 0.2
+        after = sample(be, disp, num_steps=3, seeds=[4, 5]).images
+    assert (after - ref).pow(2).mean() < mse.mean()
+    with pytest.raises(KeyError, match="reference_images"):
+        anchor_reward(roll.images, {})
+
+
+def _tiny_teacher():
+    from transformers import DepthAnythingForDepthEstimation
+
+    from bridgedepth.d2i.teacher import tiny_teacher_config
+
+    return DepthAnythingForDepthEstimation(tiny_teacher_config()).eval()

@@ -99,3 +99,31 @@ def test_finetune_lora_logs_grids_resume(pretrained, teacher_dir, tmp_path):
     full = [json.loads(x) for x in (out2 / "finetune_log.jsonl").read_text().splitlines()]
     assert [r["step"] for r in full] == [1, 2, 3]
     assert not (out2 / "checkpoints").exists()
+
+
+def test_finetune_with_the_anchor_samples_the_base_for_the_same_noise(pretrained, teacher_dir, tmp_path):
+    import bridgedepth.d2i.finetune as fm
+
+    d2i, _ = pretrained
+    cfg = load_config("tiny", SMALL + ["finetune.reward.anchor_weight=5"])
+    calls = []
+    real = fm.sample
+
+    def spy(be, disp, **k):
+        lora_on = not any(getattr(m, "disable_adapters", False) for m in be.denoiser.modules())
+        calls.append((k.get("grad_steps", 0), tuple(k.get("seeds") or ()), lora_on))
+        return real(be, disp, **k)
+
+    fm.sample = spy
+    try:
+        s = finetune(cfg, d2i, teacher_dir, toy_scenes(6, 24), tmp_path / "ft", steps=2, progress=False)
+    finally:
+        fm.sample = real
+    assert s["rewards"]["anchor"] == {"weight": 5.0, "on": True}
+    rollouts = [i for i, c in enumerate(calls) if c[0]]
+    assert len(rollouts) == 2
+    for i in rollouts:  # each training rollout (LoRA on) is followed by the base's (LoRA off), same seeds
+        assert calls[i][2] and calls[i + 1] == (0, calls[i][1], False)
+    log = [json.loads(x) for x in (tmp_path / "ft" / "finetune_log.jsonl").read_text().splitlines()]
+    assert log[0]["reward/anchor"] == pytest.approx(0.0, abs=1e-10)  # the LoRA starts at zero: same images
+    assert log[1]["reward/anchor"] < 0

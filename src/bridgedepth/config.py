@@ -194,6 +194,9 @@ class RewardConfig:
     aesthetic_head: Optional[str] = None  # LAION head .pth / .safetensors
     clip_path: Optional[str] = None  # local CLIP ViT-L/14 dir; None turns the aesthetic term off
     aesthetic_model: Optional[str] = None  # toy aesthetic scorer dir (bridge zoo); used instead of CLIP + head
+    # proximal term against reward hacking: weight * mean squared difference between the image and the base
+    # model's image for the same noise and condition (LoRA off); costs one more no-grad sampling per step
+    anchor_weight: float = 0.0
 
 
 @dataclass

@@ -26,7 +26,7 @@ from .. import faults
 from ..config import Config
 from .backend import BRIDGE_JSON, LORA_FILE, load_backend, read_bridge_json, write_json_atomic
 from .common import load_source, prepare_source
-from .lora import add_lora, load_lora, lora_parameters, save_lora
+from .lora import add_lora, load_lora, lora_disabled, lora_parameters, save_lora
 from .rewards import aligned_absrel, build_rewards, masked_cosine
 from .sampler import sample
 from .teacher import load_teacher, teacher_disparity
@@ -273,6 +273,10 @@ def finetune(cfg: Config, d2i_dir: str | os.PathLike, teacher, source, out_dir: 
                           random_cutoff=fc.random_cutoff, rng=rng,
                           checkpointing=fc.checkpoint_granularity if fc.checkpointing else False,
                           decoder_checkpointing=fc.decoder_checkpointing)
+            if "anchor" in rewards.terms:
+                with torch.no_grad(), lora_disabled(backend.denoiser):
+                    batch["reference_images"] = sample(backend, batch["disp01"], num_steps=num_steps,
+                                                       seeds=seeds).images
             loss, logs, values = rewards.evaluate(roll.images, batch)
         opt.zero_grad(set_to_none=True)
         accelerator.backward(loss)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -29,6 +30,25 @@ def add_lora(model: torch.nn.Module, rank: int = 8, alpha: int = 8, targets=("to
         if "lora_" in n and p.dtype != torch.float32:
             p.data = p.data.float()
     return model
+
+
+@contextmanager
+def lora_disabled(model: torch.nn.Module):
+    """Run ``model`` as its base inside the block (every peft LoRA layer bypassed), then switch the
+    adapters back on with the trainable flags they had."""
+    from peft.tuners.tuners_utils import BaseTunerLayer
+
+    layers = [m for m in model.modules() if isinstance(m, BaseTunerLayer)]
+    flags = {id(p): p.requires_grad for p in lora_parameters(model)}
+    for m in layers:
+        m.enable_adapters(False)
+    try:
+        yield model
+    finally:
+        for m in layers:
+            m.enable_adapters(True)
+        for p in lora_parameters(model):
+            p.requires_grad_(flags.get(id(p), p.requires_grad))
 
 
 def lora_parameters(model: torch.nn.Module) -> list[torch.nn.Parameter]:

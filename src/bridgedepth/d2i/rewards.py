@@ -14,6 +14,10 @@ better, differentiable w.r.t. the images); ``loss(r) -> (B,)`` turns it into the
   ``-score``. Or, with ``aesthetic_model`` set, the toy scorer that ``bridge zoo build`` trains
   (:mod:`bridgedepth.d2i.scorer`: photograph-like vs synthetic or degraded images; its logit is the
   score). Off (and reported as off) when neither is configured.
+* ``anchor`` (off unless ``anchor_weight`` > 0): minus the mean squared difference between the image
+  and ``batch['reference_images']``, the base model's image for the same noise and condition, which
+  the fine-tuning loop adds; a proximal term that keeps the LoRA from trading the look of the images
+  for reward (reward hacking). Not in the paper, whose objective is the two terms below.
 
 Paper objective: ``0.9 * (1 - cos) - 0.1 * aesthetic``."""
 
@@ -214,4 +218,14 @@ def build_rewards(rc, teacher, device=None, dtype=None) -> RewardRegistry:
         if device is not None:
             scorer.to(device)
         reg.register("aesthetic", lambda img, batch: scorer(img), rc.aesthetic_weight)
+    if getattr(rc, "anchor_weight", 0):
+        reg.register("anchor", anchor_reward, rc.anchor_weight)
     return reg
+
+
+def anchor_reward(images01: torch.Tensor, batch: dict) -> torch.Tensor:
+    """Minus the per-image mean squared difference to ``batch['reference_images']`` (B,)."""
+    ref = batch.get("reference_images")
+    if ref is None:
+        raise KeyError("the anchor reward needs batch['reference_images'] (the base model's images)")
+    return -(images01.float() - ref.float()).pow(2).flatten(1).mean(1)

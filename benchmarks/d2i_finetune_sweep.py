@@ -11,7 +11,8 @@ the saturation of real-look renders (seed 51) as the reference a tuned generator
         --lr 1e-3 2e-3 3e-3 5e-3 --seeds 0 1 [--steps 40] [--set finetune.grad_steps=2]
 
 Each run's summary is appended to OUT/results.jsonl (a rerun skips the variants already there), and
-the table is printed at the end. Costs about 50 s per 40-step variant on 2 CPU cores.
+the table is printed at the end; OUT/montage.png puts the runs' held-out samples side by side (one
+column per run, numbered in the order of results.jsonl; docs/images/d2i_anchor_sweep.png). Costs about 50 s per 40-step variant on 2 CPU cores.
 """
 
 from __future__ import annotations
@@ -96,6 +97,31 @@ def main() -> None:
         print(f"| {r['name']} | {r['seconds']:.0f} | {b['depth_reward']:.3f} -> {f['depth_reward']:.3f} "
               f"({f['depth_reward'] - b['depth_reward']:+.3f}) | {aes} | {f['saturation']:.3f} | "
               f"{f['texture']:.3f} | {f['dominant_colour_share']:.3f} |")
+    write_montage(root, [r["name"] for r in rows])
+
+
+def write_montage(root: Path, names: list[str]) -> None:
+    """OUT/montage.png: the middle column (the generated images) of each run's
+    samples/final-heldout.png (depth condition | image | teacher depth), one column per run, numbered."""
+    from PIL import Image, ImageDraw
+
+    cols = []
+    for name in dict.fromkeys(names):
+        p = root / "runs" / name / "samples" / "final-heldout.png"
+        if p.exists():
+            im = Image.open(p).convert("RGB")
+            w, h = im.size
+            cols.append(im.crop((w // 3, 0, 2 * w // 3, h)))
+    if not cols:
+        return
+    w, h = cols[0].size
+    out = Image.new("RGB", (w * len(cols), h + 12), "white")
+    for i, c in enumerate(cols):
+        out.paste(c, (i * w, 12))
+        ImageDraw.Draw(out).text((i * w + 2, 0), str(i), fill="black")
+    out.quantize(colors=128).save(root / "montage.png", optimize=True)
+    print(f"montage: {root / 'montage.png'}")
+
 
 if __name__ == "__main__":
     main()

@@ -17,7 +17,7 @@ better, differentiable w.r.t. the images); ``loss(r) -> (B,)`` turns it into the
 * ``anchor`` (off unless ``anchor_weight`` > 0): minus the mean squared difference between the image
   and ``batch['reference_images']``, the base model's image for the same noise and condition, which
   the fine-tuning loop adds; a proximal term that keeps the LoRA from trading the look of the images
-  for reward (reward hacking). Not in the paper, whose objective is the two terms below.
+  for reward (reward hacking). Not in the paper, whose objective is the line below.
 
 Paper objective: ``0.9 * (1 - cos) - 0.1 * aesthetic``."""
 

@@ -12,7 +12,10 @@ the saturation of real-look renders (seed 51) as the reference a tuned generator
 
 Each run's summary is appended to OUT/results.jsonl (a rerun skips the variants already there), and
 the table is printed at the end; OUT/montage.png puts the runs' held-out samples side by side (one
-column per run, numbered in the order of results.jsonl; docs/images/d2i_anchor_sweep.png). Costs about 50 s per 40-step variant on 2 CPU cores.
+column per run, numbered in the order of results.jsonl; docs/images/d2i_anchor_sweep.png). Costs about
+55 s per 40-step variant on 2 CPU cores without the anchor, 80 s with it (the tiny preset's default since
+2026-12-03: anchor weight 20; --set finetune.reward.anchor_weight=0 turns it off). A run's name carries
+its depth / aesthetic / anchor weights (``_w0.9-0.1-20``).
 """
 
 from __future__ import annotations
@@ -65,11 +68,13 @@ def main() -> None:
     extra = "".join("_" + o.replace("=", "-") for o in a.overrides)
     for lr in a.lr:
         for seed in a.seeds:
-            name = f"lr{lr:g}_steps{a.steps}_seed{seed}{extra}"
-            if name in done:
-                continue
             cfg = load_config("tiny", [f"finetune.lr={lr}", f"finetune.seed={seed}",
                                        f"finetune.heldout={a.heldout}", *a.overrides])
+            rw = cfg.finetune.reward  # the effective weights name the run (the preset's defaults change)
+            name = (f"lr{lr:g}_steps{a.steps}_seed{seed}_w{rw.depth_weight:g}-{rw.aesthetic_weight:g}-"
+                    f"{rw.anchor_weight:g}{extra}")
+            if name in done:
+                continue
             cfg.finetune.reward.aesthetic_model = str(model_path("aesthetic"))
             t = time.time()
             s = finetune(cfg, str(model_path("d2i")), str(model_path("depth")), root / "gen", root / "runs" / name,

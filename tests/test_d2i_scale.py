@@ -81,6 +81,33 @@ def test_frozen_parts_load_in_bf16_lora_stays_fp32_and_a_step_runs(which, flux_d
     assert lora and all(v.dtype == torch.float32 for v in lora.values())
 
 
+@pytest.mark.parametrize("which", ["flux", "sd"])
+def test_anchor_reference_is_the_base_models_sample_on_diffusers_classes(which, flux_dir, sd_dir):
+    """The anchor reward's reference (LoRA switched off) equals the base model's image for the same
+    noise on the real FluxTransformer2DModel / UNet2DConditionModel classes, in bf16 too."""
+    from bridgedepth.d2i.lora import lora_disabled
+    from bridgedepth.d2i.sampler import sample
+
+    d = flux_dir if which == "flux" else sd_dir
+    for dtype in ("float32", "bfloat16"):
+        be = load_backend(d, "cpu", dtype)
+        disp = torch.rand(1, 1, 32, 32, generator=torch.Generator().manual_seed(0))
+        with torch.no_grad():
+            base = sample(be, disp, num_steps=2, seeds=[7]).images
+        torch.manual_seed(0)
+        add_lora(be.denoiser, 2, 2, ["to_q", "to_k", "to_v"])
+        with torch.no_grad():
+            for n, p in be.denoiser.named_parameters():
+                if "lora_B" in n:
+                    p.normal_(std=0.5)
+            tuned = sample(be, disp, num_steps=2, seeds=[7]).images
+            with lora_disabled(be.denoiser):
+                ref = sample(be, disp, num_steps=2, seeds=[7]).images
+        assert (tuned.float() - base.float()).abs().max() > 1e-3, dtype
+        torch.testing.assert_close(ref, base, rtol=0, atol=1e-6)
+        assert all(p.requires_grad for n, p in be.denoiser.named_parameters() if "lora_" in n)
+
+
 # ---- 2. block-level checkpointing -----------------------------------------------------------------
 
 def _multiblock_flux(tmp_path):

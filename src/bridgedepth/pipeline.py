@@ -35,6 +35,7 @@ from typing import Any, Callable
 import numpy as np
 
 from .config import Config, save_resolved
+from .errors import InputError
 from .stages import ParallelStage, StageRecord, StageRunner, _jsonable  # noqa: F401  (re-exported: the demo's stage runner)
 
 # Real fixtures (../shared/data/rgbd) evaluated through the `folder` benchmark:
@@ -320,6 +321,47 @@ def resolve_foundations(cfg: Config, out: Path, *, from_scratch: bool, progress:
     return {name: str(dest / name) for name in MODELS}
 
 
+# settings a rerun may change in the same folder: how many seeds (the documented way to add seeds), how the
+# work is spread over the cores, and the scorer's path (the foundations stage's record says which models were
+# used); everything else decides what the finished stages contain
+RERUN_FREE = ("demo.seeds", "demo.threads", "demo.stage_workers", "finetune.reward.aesthetic_model",
+              "overrides")  # the override strings: their effect is in the values compared
+
+
+def _flat(d: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(d, dict):
+        out: dict[str, Any] = {}
+        for k, v in d.items():
+            out.update(_flat(v, f"{prefix}{k}."))
+        return out
+    return {prefix[:-1]: d}
+
+
+def check_same_settings(cfg: Config, out: Path) -> None:
+    """Refuse to resume a demo folder whose finished stages were made with other settings: a rerun
+    skips finished stages, so it would report a mix of old and new results (for example after an
+    update that changes the preset). ``demo.seeds``, ``demo.threads`` and ``demo.stage_workers`` may
+    change. Raises InputError naming the folder and the differing keys."""
+    from .config import load_config, to_dict
+
+    old_path, done = out / "config.yaml", out / "stages.json"
+    if not (old_path.exists() and done.exists()):
+        return
+    try:  # through the dataclasses: a key added since then compares as its default
+        old = _flat(to_dict(load_config(old_path)))
+    except Exception as e:  # noqa: BLE001  (unreadable YAML, keys of another version)
+        raise InputError(f"{old_path}: cannot be read as a configuration ({e}); delete {out} or use another "
+                         "--out") from e
+    new = _flat(to_dict(cfg))
+    free = lambda k: any(k == f or k.startswith(f + ".") for f in RERUN_FREE)  # noqa: E731
+    diffs = [k for k in sorted(set(old) | set(new)) if not free(k) and old.get(k) != new.get(k)]
+    if diffs:
+        shown = "; ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in diffs[:6])
+        more = f" (and {len(diffs) - 6} more)" if len(diffs) > 6 else ""
+        raise InputError(f"{out}: its finished stages were made with other settings ({shown}{more}); a rerun "
+                         f"would mix old and new results. Use another --out, or delete {out} to start again.")
+
+
 def run_demo(cfg: Config, out: str | os.PathLike = "runs/demo", *, fixtures_root: str | None = None,
              progress: bool = True, log: Callable[[str], None] = print, from_scratch: bool = False) -> dict:
     """Run the whole pipeline on ``cfg`` (the `tiny` preset by default) and write the report.
@@ -352,6 +394,7 @@ def run_demo(cfg: Config, out: str | os.PathLike = "runs/demo", *, fixtures_root
 
     foundations = runner.run("0 foundations", foundations_stage)["foundations"]
     cfg.finetune.reward.aesthetic_model = cfg.finetune.reward.aesthetic_model or foundations["aesthetic"]
+    check_same_settings(cfg, out)
     save_resolved(cfg, out)
 
     def scenes():

@@ -49,3 +49,16 @@ def test_separate_ranges_the_wrong_way_do_not_hold():
     rows = {"source_only": _row(0.28, 0.27, 0.29), "generated_pseudo": _row(0.32, 0.31, 0.33)}
     assert _find(_verdicts(rows), "Generated data improves") == "does not hold here"
     assert _find(_verdicts({}), "Generated data improves") == "not measured"
+
+
+def test_the_d2i_table_names_the_reward_terms_that_were_on():
+    from bridgedepth.demo_report import _reward_terms
+
+    ft = {"rewards": {"aesthetic": {"weight": 0.1, "on": True}, "anchor": {"weight": 20.0, "on": True},
+                      "depth": {"weight": 0.9, "on": True}, "brightness": {"weight": 0.5, "on": True}}}
+    text = _reward_terms(ft)
+    assert text.startswith(" Reward terms of this fine-tune: depth 0.9, aesthetic 0.1, anchor 20, brightness 0.5")
+    assert "not in the paper" in text
+    off = {"rewards": {"depth": {"weight": 0.9, "on": True}, "aesthetic": {"on": False, "why": "weight is 0"}}}
+    assert _reward_terms(off) == " Reward terms of this fine-tune: depth 0.9."
+    assert _reward_terms({}) == ""

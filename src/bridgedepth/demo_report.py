@@ -278,6 +278,19 @@ def _separated(rows: dict, a: str, b: str, bench: str) -> bool | None:
     return ra["absrel_max"] < rb["absrel_min"] or rb["absrel_max"] < ra["absrel_min"]
 
 
+def _reward_terms(ft: dict) -> str:
+    """" Reward terms: depth 0.9, aesthetic 0.1, anchor 20 (...)." from a fine-tuning summary ('' if none)."""
+    terms = {n: t for n, t in (ft.get("rewards") or {}).items() if t.get("on")}
+    if not terms:
+        return ""
+    first = ["depth", "aesthetic", "anchor"]
+    names = [n for n in first if n in terms] + sorted(n for n in terms if n not in first)
+    desc = ", ".join(f"{n} {float(terms[n]['weight']):g}" for n in names)
+    extra = (" (anchor: the squared difference to the base model's image for the same noise, against reward "
+             "hacking; not in the paper)") if "anchor" in terms else ""
+    return f" Reward terms of this fine-tune: {desc}{extra}."
+
+
 def claims(rows: dict, d2i: dict, lab: dict, bench: str) -> list[tuple[str, str, str]]:
     """(paper claim, what this run measured, holds / does not hold / not measured) at this scale."""
     out = []
@@ -392,7 +405,7 @@ def write_report(out: Path, cfg: Config, runner, fixtures: dict, foundations: di
                        "Pearson correlation of the teacher's disparity of the image with the source disparity; "
                        "aesthetic = the toy scorer's logit; texture = mean |Laplacian|; dominant colour share = the "
                        "fraction of the image in its most common of 64 coarse colours (1 = collapse). Last row: "
-                       "'before' column = real-look renders, 'after' column = D2I images.")
+                       "'before' column = real-look renders, 'after' column = D2I images." + _reward_terms(ft))
 
     figs = {"looks": fig_looks(out), "d2i": fig_d2i_before_after(out, cfg, Path(foundations["d2i"])),
             "gen": fig_generated(out), "masks": fig_masks(out), "reward": fig_reward_curve(out)}

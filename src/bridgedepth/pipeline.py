@@ -340,8 +340,8 @@ def _flat(d: Any, prefix: str = "") -> dict[str, Any]:
 def check_same_settings(cfg: Config, out: Path) -> None:
     """Refuse to resume a demo folder whose finished stages were made with other settings: a rerun
     skips finished stages, so it would report a mix of old and new results (for example after an
-    update that changes the preset). ``demo.seeds``, ``demo.threads`` and ``demo.stage_workers`` may
-    change. Raises InputError naming the folder and the differing keys."""
+    update that changes the preset). The keys of ``RERUN_FREE`` may change. Raises InputError naming
+    the folder and the differing keys."""
     from .config import load_config, to_dict
 
     old_path, done = out / "config.yaml", out / "stages.json"

@@ -98,11 +98,7 @@ def test_aesthetic_gradient_reaches_generator_lora(shared_data):
 
 
 def test_registry_turns_aesthetic_off_without_clip_and_adds_custom_terms():
-    from transformers import DepthAnythingForDepthEstimation
-
-    from bridgedepth.d2i.teacher import tiny_teacher_config
-
-    teacher = DepthAnythingForDepthEstimation(tiny_teacher_config()).eval()
+    teacher = _tiny_teacher()
     reg = build_rewards(RewardConfig(clip_path=None), teacher)
     d = reg.describe()
     assert d["depth"]["on"] and d["depth"]["weight"] == 0.9

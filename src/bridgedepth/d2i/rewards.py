@@ -218,7 +218,7 @@ def build_rewards(rc, teacher, device=None, dtype=None) -> RewardRegistry:
         if device is not None:
             scorer.to(device)
         reg.register("aesthetic", lambda img, batch: scorer(img), rc.aesthetic_weight)
-    if getattr(rc, "anchor_weight", 0):
+    if rc.anchor_weight:
         reg.register("anchor", anchor_reward, rc.anchor_weight)
     return reg
 

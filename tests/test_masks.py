@@ -204,6 +204,28 @@ def test_crop_box_rules():
     assert crop_box(m3, 100) == (0, 0, 100, 100)
 
 
+def test_crop_box_labelling_equals_opencv_default():
+    # crop_box labels with Grana's algorithm (faster here); its labels, in the same order, and stats
+    # must equal OpenCV's default labelling, so the largest region and its tie-breaking are unchanged
+    import cv2
+
+    rng = np.random.default_rng(7)
+    for i in range(60):
+        m = (rng.random((40 + i, 57)) < rng.uniform(0.1, 0.7)).astype(np.uint8)
+        if i % 2:
+            m = cv2.morphologyEx(m, cv2.MORPH_OPEN, np.ones((3, 3), np.uint8))
+        n0, l0, s0, _ = cv2.connectedComponentsWithStats(m, connectivity=8)
+        n1, l1, s1, _ = cv2.connectedComponentsWithStatsWithAlgorithm(m, 8, cv2.CV_32S, cv2.CCL_GRANA)
+        assert n0 == n1 and np.array_equal(l0, l1) and np.array_equal(s0, s1)
+        if n0 > 1:  # the chosen box is the one the default labelling gives
+            k = 1 + int(np.argmax(s0[1:, cv2.CC_STAT_AREA]))
+            x, y, bw, bh = s0[k, :4]
+            cw, ch = min(30, m.shape[1]), min(30, m.shape[0])
+            x0 = min(max(int(np.floor(x + bw / 2 - cw / 2 + 0.5)), 0), m.shape[1] - cw)
+            y0 = min(max(int(np.floor(y + bh / 2 - ch / 2 + 0.5)), 0), m.shape[0] - ch)
+            assert crop_box(m.astype(bool), 30) == (x0, y0, cw, ch)
+
+
 def test_computer_reuse_timings_and_overlay(nyu, room):
     comp = MaskComputer(LabelConfig())
     t: dict[str, float] = {}

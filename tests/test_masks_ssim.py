@@ -9,9 +9,19 @@ skimage_metrics = pytest.importorskip("skimage.metrics")
 ndimage = pytest.importorskip("scipy.ndimage")
 
 from bridgedepth.io import read_image  # noqa: E402
-from bridgedepth.labels.ssim import SSIMWorkspace, gaussian_kernel, ssim_map  # noqa: E402
+from bridgedepth.labels.ssim import SSIMWorkspace, gaussian_kernel, numba_available, ssim_map  # noqa: E402
 
 PAD = 5  # skimage's interior: (win_size - 1) // 2 with 11 taps
+
+# numba is a core dependency: its kernels must be there, not silently skipped
+BACKENDS = ["opencv", "numba"]
+
+
+def test_numba_kernels_are_installed_and_used_by_default():
+    assert numba_available()
+    assert SSIMWorkspace().backend == "numba"
+    assert SSIMWorkspace(backend="opencv").backend == "opencv"
+    assert SSIMWorkspace(sigma=3.0).backend == "opencv"  # 23 taps: wider than the fused kernels
 
 
 def skimage_map(x: np.ndarray, y: np.ndarray) -> np.ndarray:
@@ -56,13 +66,14 @@ def test_kernel_matches_scipy_gaussian():
     assert gaussian_kernel(1.0).shape == (9,)  # r = int(3.5 + 0.5) = 4
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("channels", [0, 3])
-def test_random_images_float64_exact(channels):
+def test_random_images_float64_exact(channels, backend):
     rng = np.random.default_rng(0)
     shape = (57, 73) if channels == 0 else (57, 73, channels)
     x = rng.integers(0, 256, shape, dtype=np.uint8)
     y = np.clip(x.astype(int) + rng.integers(-40, 40, shape), 0, 255).astype(np.uint8)
-    ours = ssim_map(x, y, dtype=np.float64)
+    ours = ssim_map(x, y, dtype=np.float64, backend=backend)
     ref = skimage_map(x, y)
     assert ours.shape == shape[:2] and ours.dtype == np.float32
     assert interior_err(ours, ref) < 1e-4
@@ -70,25 +81,92 @@ def test_random_images_float64_exact(channels):
     assert float(np.abs(ours - ref).max()) < 1e-6
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("kind", ["noise", "blur", "recolour", "shift", "flat", "saturated"])
-def test_real_image_pairs_colour_and_grey(real, kind):
+def test_real_image_pairs_colour_and_grey(real, kind, backend):
     other = perturbations(real)[kind]
     ref = skimage_map(other, real)
-    exact = ssim_map(other, real, dtype=np.float64)
+    exact = ssim_map(other, real, dtype=np.float64, backend=backend)
     assert interior_err(exact, ref) < 1e-4
     assert float(np.abs(exact - ref).max()) < 1e-6
-    fast = ssim_map(other, real, dtype=np.float32)
+    fast = ssim_map(other, real, dtype=np.float32, backend=backend)
     # float32: E[x^2] - E[x]^2 cancels in flat regions (denominator only C2); documented bound
     assert interior_err(fast, ref) < 2e-4
     gx, gy = other[..., 1].copy(), real[..., 1].copy()
-    assert interior_err(ssim_map(gx, gy, dtype=np.float64), skimage_map(gx, gy)) < 1e-4
+    assert interior_err(ssim_map(gx, gy, dtype=np.float64, backend=backend), skimage_map(gx, gy)) < 1e-4
 
 
-def test_float32_close_on_typical_pairs(real):
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_float32_close_on_typical_pairs(real, backend):
     # the pairs the mask stage sees (a perturbed copy of an image) stay within 1e-4 in float32
     for kind in ("noise", "blur", "recolour"):
         other = perturbations(real)[kind]
-        assert interior_err(ssim_map(other, real, dtype=np.float32), skimage_map(other, real)) < 1e-4
+        fast = ssim_map(other, real, dtype=np.float32, backend=backend)
+        assert interior_err(fast, skimage_map(other, real)) < 1e-4
+
+
+def scipy_ssim(x: np.ndarray, y: np.ndarray, sigma: float = 1.5) -> np.ndarray:
+    """skimage's formula with SciPy's filter directly (skimage refuses images under 11 pixels)."""
+    x3 = x.astype(np.float64).reshape(*x.shape[:2], -1)
+    y3 = y.astype(np.float64).reshape(*y.shape[:2], -1)
+    c1, c2 = (0.01 * 255) ** 2, (0.03 * 255) ** 2
+    maps = []
+    for ch in range(x3.shape[2]):
+        f = lambda a: ndimage.gaussian_filter(a, sigma, truncate=3.5, mode="reflect")  # noqa: E731
+        a, b = x3[..., ch], y3[..., ch]
+        ux, uy = f(a), f(b)
+        vx, vy, vxy = f(a * a) - ux * ux, f(b * b) - uy * uy, f(a * b) - ux * uy
+        maps.append((2 * ux * uy + c1) * (2 * vxy + c2) / ((ux * ux + uy * uy + c1) * (vx + vy + c2)))
+    return np.mean(maps, axis=0)
+
+
+@pytest.mark.parametrize("shape", [(1, 1), (1, 9), (4, 3), (5, 5, 3), (6, 13, 3), (12, 2, 3), (23, 17, 2), (11, 11, 4)])
+def test_numba_small_and_odd_shapes_match_scipy(shape):
+    # borders that reflect more than once (sides below the 5-pixel radius), 1-pixel images, odd channel counts
+    rng = np.random.default_rng(sum(shape))
+    x = rng.integers(0, 256, shape, dtype=np.uint8)
+    y = np.clip(x.astype(int) + rng.integers(-30, 30, shape), 0, 255).astype(np.uint8)
+    ref = scipy_ssim(x, y)
+    for dtype, tol in ((np.float64, 1e-6), (np.float32, 2e-4)):
+        ours = ssim_map(x, y, dtype=dtype, backend="numba")
+        assert ours.shape == shape[:2] and ours.dtype == np.float32
+        assert float(np.abs(ours - ref).max()) < tol, (dtype, shape)
+
+
+def test_numba_and_opencv_masks_agree_at_518(shared_data):
+    # the mask stage's case: float32 maps of a 518x518 colour pair, thresholded at 0.85
+    import cv2
+
+    img = read_image(shared_data / "rgbd/open3d/color/00000.jpg")
+    y = np.ascontiguousarray(img[:518, :518])
+    x = cv2.GaussianBlur(y, (0, 0), 0.8)
+    a = ssim_map(x, y, dtype=np.float32, backend="numba")
+    b = ssim_map(x, y, dtype=np.float32, backend="opencv")
+    assert float(np.abs(a - b).max()) < 2e-4
+    assert float(np.mean((a > 0.85) == (b > 0.85))) >= 0.999
+
+
+def test_numba_workspace_reuse_and_fallbacks(real):
+    ws = SSIMWorkspace(dtype=np.float32, backend="numba")
+    ws.set_reference(real)
+    other = perturbations(real)["noise"]
+    first = ws.compare(other).copy()
+    real_copy = real.copy()
+    ws.set_reference(real_copy)
+    real_copy[:] = 0  # the workspace keeps its own copy of the reference
+    np.testing.assert_array_equal(ws.compare(other), first)
+    # a float image against the uint8 reference goes through the OpenCV path, same values
+    as_float = ws.compare(other.astype(np.float32))
+    assert float(np.abs(as_float - first).max()) < 2e-4
+    # a float reference, and a new shape
+    ws.set_reference(real.astype(np.float64))
+    assert float(np.abs(ws.compare(other) - first).max()) < 2e-4
+    ws.set_reference(real[:40, :50])
+    assert ws.compare(real[:40, :50]).shape == (40, 50)
+    with pytest.raises(ValueError, match="23 taps"):
+        SSIMWorkspace(sigma=3.0, backend="numba")
+    with pytest.raises(ValueError, match="backend must be one of"):
+        SSIMWorkspace(backend="cuda")
 
 
 def test_identical_is_one_and_workspace_reuse(real):

@@ -247,6 +247,7 @@ class LabelConfig:
     ssim_k1: float = 0.01  # C1 = (k1 * 255)^2
     ssim_k2: float = 0.03  # C2 = (k2 * 255)^2
     ssim_precision: Literal["float32", "float64"] = "float32"  # float64 = skimage to 1e-8
+    ssim_backend: Literal["auto", "numba", "opencv"] = "auto"  # auto: fused Numba kernels where they apply
     orb_features: int = 500  # ORB keypoints per image
     orb_max_side: Optional[int] = None  # detect ORB on a copy downscaled to this side (None: full size)
     orb_levels: int = 3  # ORB pyramid levels (small motions: few levels = precise keypoints)

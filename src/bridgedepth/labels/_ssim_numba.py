@@ -1,0 +1,211 @@
+"""Fused SSIM kernels (Numba): one pass over the image per map, no full-size temporaries.
+
+Used by :class:`bridgedepth.labels.ssim.SSIMWorkspace` when Numba is installed; the definition is
+the one in that module's docstring (Gaussian window, reflected borders, population statistics, mean
+over channels), and the tests compare both against skimage.
+
+How it is fast: rows are read once; the products ``x``, ``x^2`` and ``x y`` of a row (values centred
+on half the data range, as in the OpenCV path) are filtered horizontally into a ring of the last
+``TAPS`` filtered rows, and every output row is the vertical filter of that ring followed at once by
+the SSIM formula, so the working set (the ring, a few rows) stays in the L2 cache. The tap loops have
+a compile-time length (``TAPS``) so that LLVM unrolls them and vectorises along the row (symmetric
+taps are summed in pairs, outermost first: half the products and less rounding); kernels of
+fewer taps are zero-padded to ``TAPS`` (adding ``0 * v`` changes no float result), longer ones are
+left to the OpenCV path. Indices that depend on a tap are unsigned, which spares Numba's
+negative-index wraparound test (that test alone stops vectorisation).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import numba as nb
+
+TAPS = 11  # the Gaussian window of sigma 1.5 at truncate 3.5 (the paper's SSIM)
+RADIUS = TAPS // 2
+
+_JIT = dict(cache=True, nogil=True, error_model="numpy", boundscheck=False, fastmath={"contract", "arcp"})
+
+
+def pad_kernel(kernel: np.ndarray, dtype=np.float32) -> np.ndarray | None:
+    """``kernel`` (odd length <= TAPS) centred in TAPS taps of ``dtype``, zeros around; None if longer."""
+    k = np.asarray(kernel, dtype).ravel()
+    if len(k) > TAPS or len(k) % 2 == 0:
+        return None
+    out = np.zeros(TAPS, dtype)
+    o = (TAPS - len(k)) // 2
+    out[o : o + len(k)] = k
+    return out
+
+
+@nb.njit(inline="always", **_JIT)
+def _reflect(i, n):
+    """Index ``i`` reflected into [0, n) with the edge sample repeated (cv2.BORDER_REFLECT)."""
+    if n == 1:
+        return 0
+    p = 2 * n
+    i = i % p
+    if i < 0:
+        i += p
+    return i if i < n else p - 1 - i
+
+
+@nb.njit(**_JIT)
+def _row_columns(w, c):
+    """Source column of every padded column (w + 2 RADIUS of them), times the channel count."""
+    cols = np.empty(w + 2 * RADIUS, np.int64)
+    for j in range(w + 2 * RADIUS):
+        cols[j] = _reflect(j - RADIUS, w) * c
+    return cols
+
+
+@nb.njit(inline="always", **_JIT)
+def _hfilter(padded, k, c, dst):
+    """dst[m] = sum_t k[t] padded[m + t c]: the horizontal filter of one padded row."""
+    for m in range(dst.shape[0]):
+        a = k[0] - k[0]
+        for t in range(RADIUS):  # symmetric taps, outermost (smallest) first
+            a += k[t] * (padded[np.uint64(m + t * c)] + padded[np.uint64(m + (TAPS - 1 - t) * c)])
+        dst[m] = a + k[RADIUS] * padded[np.uint64(m + RADIUS * c)]
+
+
+@nb.njit(**_JIT)
+def reference_stats(y, k, centre, mu, var):
+    """Local mean (minus ``centre``) and variance of ``y`` (uint8 (H, W, C), C-contiguous) into
+    ``mu`` and ``var`` ((H, W * C), channels interleaved as in ``y``; their dtype, float32 or float64,
+    is the working precision, that of ``k`` and ``centre`` too)."""
+    h, w, c = y.shape
+    wc = w * c
+    cols = _row_columns(w, c)
+    pad = (w + 2 * RADIUS) * c
+    p1 = np.empty(pad, mu.dtype)
+    p2 = np.empty(pad, mu.dtype)
+    r1 = np.zeros((TAPS, wc), mu.dtype)
+    r2 = np.zeros((TAPS, wc), mu.dtype)
+    t1 = np.empty(wc, mu.dtype)
+    t2 = np.empty(wc, mu.dtype)
+    for i in range(h + 2 * RADIUS):
+        row = y[_reflect(i - RADIUS, h)].ravel()
+        q1 = p1[RADIUS * c : RADIUS * c + wc]
+        q2 = p2[RADIUS * c : RADIUS * c + wc]
+        for m in range(wc):
+            v = row[m] - centre
+            q1[m] = v
+            q2[m] = v * v
+        for e in range(2 * RADIUS):
+            j = e if e < RADIUS else w + e
+            b = np.uint64(cols[j])
+            for ch in range(c):
+                v = row[b + ch] - centre
+                p1[j * c + ch] = v
+                p2[j * c + ch] = v * v
+        h1 = r1[i % TAPS]
+        h2 = r2[i % TAPS]
+        _hfilter(p1, k, c, h1)
+        _hfilter(p2, k, c, h2)
+        if i >= 2 * RADIUS:
+            o = i - 2 * RADIUS
+            mo = mu[o]
+            vo = var[o]
+            f1 = r1.ravel()
+            f2 = r2.ravel()
+            for m in range(wc):
+                a1 = k[0] - k[0]
+                a2 = k[0] - k[0]
+                for t in range(RADIUS):
+                    q = np.uint64(((o + t) % TAPS) * wc + m)
+                    q2 = np.uint64(((o + TAPS - 1 - t) % TAPS) * wc + m)
+                    a1 += k[t] * (f1[q] + f1[q2])
+                    a2 += k[t] * (f2[q] + f2[q2])
+                q = np.uint64(((o + RADIUS) % TAPS) * wc + m)
+                a1 += k[RADIUS] * f1[q]
+                a2 += k[RADIUS] * f2[q]
+                t1[m] = a1
+                t2[m] = a2 - a1 * a1
+            mo[:] = t1
+            vo[:] = t2
+
+
+@nb.njit(**_JIT)
+def compare(x, y, mu, var, k, centre, c1, c2, out):
+    """SSIM map of ``x`` against ``y`` (both uint8 (H, W, C), C-contiguous), given ``y``'s
+    :func:`reference_stats`; the mean over channels goes to ``out`` (float32 (H, W))."""
+    h, w, c = x.shape
+    wc = w * c
+    cols = _row_columns(w, c)
+    pad = (w + 2 * RADIUS) * c
+    p1 = np.empty(pad, mu.dtype)
+    p2 = np.empty(pad, mu.dtype)
+    p3 = np.empty(pad, mu.dtype)
+    r1 = np.zeros((TAPS, wc), mu.dtype)
+    r2 = np.zeros((TAPS, wc), mu.dtype)
+    r3 = np.zeros((TAPS, wc), mu.dtype)
+    s = np.empty(wc, mu.dtype)
+    two = centre / centre + centre / centre  # 2 in the working dtype
+    inv_c = 1.0 / c
+    for i in range(h + 2 * RADIUS):
+        src = _reflect(i - RADIUS, h)
+        rx = x[src].ravel()
+        ry = y[src].ravel()
+        q1 = p1[RADIUS * c : RADIUS * c + wc]
+        q2 = p2[RADIUS * c : RADIUS * c + wc]
+        q3 = p3[RADIUS * c : RADIUS * c + wc]
+        for m in range(wc):
+            u = rx[m] - centre
+            v = ry[m] - centre
+            q1[m] = u
+            q2[m] = u * u
+            q3[m] = u * v
+        for e in range(2 * RADIUS):
+            j = e if e < RADIUS else w + e
+            b = np.uint64(cols[j])
+            for ch in range(c):
+                u = rx[b + ch] - centre
+                v = ry[b + ch] - centre
+                p1[j * c + ch] = u
+                p2[j * c + ch] = u * u
+                p3[j * c + ch] = u * v
+        h1 = r1[i % TAPS]
+        h2 = r2[i % TAPS]
+        h3 = r3[i % TAPS]
+        _hfilter(p1, k, c, h1)  # one array written per loop: LLVM's alias checks stay few
+        _hfilter(p2, k, c, h2)
+        _hfilter(p3, k, c, h3)
+        if i >= 2 * RADIUS:
+            o = i - 2 * RADIUS
+            mo = mu[o]
+            vo = var[o]
+            f1 = r1.ravel()
+            f2 = r2.ravel()
+            f3 = r3.ravel()
+            for m in range(wc):
+                a1 = k[0] - k[0]
+                a2 = k[0] - k[0]
+                a3 = k[0] - k[0]
+                for t in range(RADIUS):
+                    q = np.uint64(((o + t) % TAPS) * wc + m)
+                    q2 = np.uint64(((o + TAPS - 1 - t) % TAPS) * wc + m)
+                    a1 += k[t] * (f1[q] + f1[q2])
+                    a2 += k[t] * (f2[q] + f2[q2])
+                    a3 += k[t] * (f3[q] + f3[q2])
+                q = np.uint64(((o + RADIUS) % TAPS) * wc + m)
+                a1 += k[RADIUS] * f1[q]
+                a2 += k[RADIUS] * f2[q]
+                a3 += k[RADIUS] * f3[q]
+                my = mo[m]
+                vx = a2 - a1 * a1  # E[xc^2] - E[xc]^2
+                vxy = a3 - a1 * my  # E[xc yc] - E[xc] E[yc]
+                ex = a1 + centre
+                ey = my + centre
+                num = (two * ex * ey + c1) * (two * vxy + c2)
+                den = (ex * ex + ey * ey + c1) * (vx + vo[m] + c2)
+                s[m] = num / den
+            orow = out[o]
+            if c == 1:
+                for j in range(w):
+                    orow[j] = s[j]
+            else:
+                for j in range(w):
+                    a = k[0] - k[0]
+                    for ch in range(c):
+                        a += s[j * c + ch]
+                    orow[j] = a * inv_c

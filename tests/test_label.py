@@ -110,15 +110,28 @@ def test_label_batches_equal_size_images_with_the_one_by_one_result(generated, t
         calls.append(x.shape[0])
         return real(model, x, *a, **k)
 
+    from bridgedepth.labels import masks as mm
+
+    thread_counts = []
+    real_pairs = mm.similarity_mask_pairs
+
+    def spy_pairs(pairs, cfg=None, *, threads=1):
+        thread_counts.append(threads)
+        return real_pairs(pairs, cfg, threads=threads)
+
     monkeypatch.setattr(predictor, "predict_tensor", spy)
+    monkeypatch.setattr(mm, "similarity_mask_pairs", spy_pairs)
     base = ["model.input_size=70", "device=cpu"]
-    one = lm.label(load_config("tiny", base + ["label.batch_size=1"]), generated / "teacher", generated / "gen",
-                   tmp_path / "one", progress=False)
-    assert calls == [1] * 6
+    one = lm.label(load_config("tiny", base + ["label.batch_size=1", "label.mask_threads=1"]), generated / "teacher",
+                   generated / "gen", tmp_path / "one", progress=False)
+    assert calls == [1] * 6 and thread_counts == [1] * 6
     calls.clear()
-    many = lm.label(load_config("tiny", base + ["label.batch_size=3"]), generated / "teacher", generated / "gen",
-                    tmp_path / "many", progress=False)
+    thread_counts.clear()
+    # the masks of a batch on 2 threads: the same masks and statistics as one thread
+    many = lm.label(load_config("tiny", base + ["label.batch_size=3", "label.mask_threads=2"]), generated / "teacher",
+                    generated / "gen", tmp_path / "many", progress=False)
     assert calls == [3, 3]  # two shards of 3 equal-size images
+    assert thread_counts == [2, 2]
     assert one.samples == many.samples == 6
     a = {x["__key__"]: x for x in iter_samples(tmp_path / "one")}
     b = {x["__key__"]: x for x in iter_samples(tmp_path / "many")}

@@ -16,6 +16,7 @@ from bridgedepth.labels.masks import (
     mask_overlay,
     match_size,
     similarity_mask,
+    similarity_mask_pairs,
     similarity_masks,
 )
 
@@ -263,6 +264,31 @@ def test_several_generated_of_one_original_share_work(nyu):
     # a bad original: every generated image gets the same empty result
     bad = similarity_masks(gens[:2], np.zeros((5, 5, 3), np.uint8))
     assert all("too small" in r.reason and r.mask.shape == (5, 5) for r in bad)
+
+
+@pytest.mark.parametrize("threads", [1, 2, 3])
+def test_mask_pairs_on_threads_equal_pair_by_pair(nyu, room, street, threads):
+    # groups of equal originals (the seeds of one depth map, equal arrays but not the same object),
+    # single pairs, an unusable original and an unusable generated image, in one call
+    rng = np.random.default_rng(3)
+    orig_a, orig_b = window(nyu, 60, 120), window(room, 40, 100)
+    orig_c = np.ascontiguousarray(street[:300, 200:560])
+
+    def noisy(img):
+        return np.clip(img.astype(np.int16) + rng.integers(-12, 13, img.shape), 0, 255).astype(np.uint8)
+
+    pairs = [(noisy(orig_a), orig_a.copy()) for _ in range(4)]
+    pairs += [(window(room, 46, 108), orig_b), (cv2.GaussianBlur(orig_c, (0, 0), 1.2), orig_c)]
+    pairs += [(noisy(orig_b), orig_b), (noisy(orig_b), orig_b), (orig_a, np.zeros((5, 5, 3), np.uint8))]
+    pairs += [(np.zeros((3, 3), np.uint8), orig_c), (noisy(orig_c), orig_c)]
+    expected = [MaskComputer(LabelConfig())(g, o) for g, o in pairs]
+    for _ in range(2):  # twice: the threads' computers keep state between calls
+        got = similarity_mask_pairs(pairs, LabelConfig(), threads=threads)
+        assert len(got) == len(pairs)
+        for e, r in zip(expected, got):
+            assert r.stats() == e.stats() and r.reason == e.reason
+            np.testing.assert_array_equal(r.mask, e.mask)
+    assert similarity_mask_pairs([], threads=threads) == []
 
 
 def test_never_raises_on_arbitrary_arrays():

@@ -275,6 +275,7 @@ class LabelConfig:
     min_std: float = 1.0  # grey-level standard deviation below this = one colour (empty mask)
     workers: int = 0
     batch_size: int = 8  # generated images of one size pseudo-labelled per teacher call
+    mask_threads: int = 0  # threads for one batch's masks (0: torch's intra-op thread count)
 
 
 @dataclass

@@ -125,6 +125,12 @@ class Labeller:
                     out[i] = disp[k]
         return out
 
+    def mask_threads(self) -> int:
+        """Threads for a batch's masks: ``label.mask_threads``, or (0) torch's intra-op thread count,
+        which is this process's share of the cores (1 in `bridge label --workers N` processes)."""
+        n = int(getattr(self.cfg, "mask_threads", 0) or 0)
+        return n if n > 0 else max(1, self.torch.get_num_threads())
+
     def _check(self, sample: dict) -> None:
         key = sample.get("__key__", "?")
         for f in ("rgb", "source_rgb"):
@@ -147,7 +153,7 @@ class Labeller:
     def batch(self, samples: list[dict]) -> list[list[dict] | InputError]:
         """The map job's batched ``fn``: per sample its labelled sample (in a list) or the InputError
         that skips it. Pseudo-labels of equal-size images share teacher calls."""
-        from .masks import similarity_mask
+        from .masks import similarity_mask_pairs
 
         results: list = [None] * len(samples)
         ok = []
@@ -158,10 +164,11 @@ class Labeller:
             except InputError as e:
                 results[i] = e
         pseudos = self.pseudo_labels([samples[i]["rgb"] for i in ok])
-        for i, pseudo in zip(ok, pseudos):
+        masks = similarity_mask_pairs([(samples[i]["rgb"], samples[i]["source_rgb"]) for i in ok], self.cfg,
+                                      threads=self.mask_threads())
+        for i, pseudo, res in zip(ok, pseudos, masks):
             sample = samples[i]
-            gen, orig = sample["rgb"], sample["source_rgb"]
-            res = similarity_mask(gen, orig, self.cfg)
+            gen = sample["rgb"]
             stats = res.stats()
             mask = mask_in_generated_frame(res.mask, stats, gen.shape[:2])
             out = self._carry(sample)

@@ -24,14 +24,17 @@ the identity otherwise (see :func:`bridgedepth.data.targets.generated_to_origina
 Everything is configured by :class:`bridgedepth.config.LabelConfig`. Bad or degenerate input
 (wrong array type, tiny, one colour) never raises: the result has an empty mask and a ``reason``.
 A labelling map job keeps one :class:`MaskComputer` per worker (it owns reusable buffers) or calls
-:func:`similarity_mask`, which caches one per process and configuration.
+:func:`similarity_mask`, which caches one per process and configuration; :func:`similarity_mask_pairs`
+spreads many pairs over threads (one computer each; OpenCV and the SSIM kernels release the GIL).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -47,6 +50,7 @@ __all__ = [
     "MaskComputer",
     "similarity_mask",
     "similarity_masks",
+    "similarity_mask_pairs",
     "match_size",
     "crop_box",
     "mask_overlay",
@@ -756,3 +760,69 @@ def similarity_masks(
     the original's ORB keypoints and SSIM statistics; same results as :func:`similarity_mask`."""
     cfg = cfg or LabelConfig()
     return _computer(cfg).masks(list(generated), original, timings=timings)
+
+
+_POOLS: dict[int, ThreadPoolExecutor] = {}
+_LOCAL = threading.local()
+
+
+def _thread_computer(cfg: LabelConfig) -> MaskComputer:
+    """This thread's computer for ``cfg`` (a computer is not thread-safe: one per thread)."""
+    cache = getattr(_LOCAL, "computers", None)
+    if cache is None:
+        cache = _LOCAL.computers = {}
+    key = repr(cfg)
+    comp = cache.get(key)
+    if comp is None:
+        if len(cache) > 8:
+            cache.clear()
+        comp = cache[key] = MaskComputer(dataclasses.replace(cfg))
+    return comp
+
+
+def _same_original(a: Any, b: Any) -> bool:
+    if a is b:
+        return True
+    return (isinstance(a, np.ndarray) and isinstance(b, np.ndarray) and a.shape == b.shape
+            and a.dtype == b.dtype and np.array_equal(a, b))
+
+
+def similarity_mask_pairs(
+    pairs: list[tuple[Any, Any]],
+    cfg: LabelConfig | None = None,
+    *,
+    threads: int = 1,
+) -> list[MaskResult]:
+    """Masks of many (generated, original) pairs, in order, on ``threads`` threads.
+
+    Consecutive pairs with the same original (the seeds of one depth map) form a group that one
+    thread computes with :meth:`MaskComputer.masks`, sharing the original's keypoints and SSIM
+    statistics; groups are spread over the threads, each with its own computer. Results are identical
+    to :func:`similarity_mask` pair by pair, whatever the thread count (tests). The threads stay
+    alive for the next call, so their computers keep their buffers."""
+    cfg = cfg or LabelConfig()
+    pairs = list(pairs)
+    groups: list[list[int]] = []
+    for i, (_, orig) in enumerate(pairs):
+        if groups and _same_original(pairs[groups[-1][0]][1], orig):
+            groups[-1].append(i)
+        else:
+            groups.append([i])
+    threads = max(1, min(int(threads), len(groups)))
+
+    def run(idx: list[int]) -> list[MaskResult]:
+        comp = _computer(cfg) if threads == 1 else _thread_computer(cfg)
+        return comp.masks([pairs[i][0] for i in idx], pairs[idx[0]][1])
+
+    if threads == 1:
+        done = [run(g) for g in groups]
+    else:
+        pool = _POOLS.get(threads)
+        if pool is None:
+            pool = _POOLS[threads] = ThreadPoolExecutor(threads, thread_name_prefix="bridge-masks")
+        done = list(pool.map(run, groups))
+    out: list[MaskResult] = [None] * len(pairs)  # type: ignore[list-item]
+    for g, results in zip(groups, done):
+        for i, r in zip(g, results):
+            out[i] = r
+    return out

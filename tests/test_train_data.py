@@ -240,8 +240,8 @@ def test_scale_head_init_runs_on_device_under_autocast(tmp_path, sets, monkeypat
               progress=False)
     finally:
         AcceleratorState._reset_state(True)
-    assert calls[0] == (True, "cpu")  # the initialising pass
-    assert len(calls) == 2  # that pass once, then one training step
+    assert calls[:4] == [(True, "cpu")] * 4  # the initialising pass over 4 batches
+    assert len(calls) == 5  # that pass once, then one training step
 
 
 def test_scale_head_init_runs_on_the_main_process_only(tmp_path, sets, monkeypatch):
@@ -267,6 +267,25 @@ def test_scale_head_init_runs_on_the_main_process_only(tmp_path, sets, monkeypat
     monkeypatch.setattr(accelerate, "Accelerator", NotMain)
     train(cfg, data, tmp_path / "other", init_from=str(tmp_path / "teacher"), progress=False)
     assert calls == [1]
+
+
+def test_metric_stage_from_a_relative_model_calibrates_once_and_not_on_resume(tmp_path, sets, monkeypatch):
+    """`bridge train --stage metric --init-from RELATIVE`: the converted head is calibrated on data once
+    (main process), and a resumed run (its checkpoint is already metric) does not calibrate again."""
+    from bridgedepth.mde import build_model, save_model
+    from bridgedepth.mde import trainer as T
+
+    save_model(build_model("micro", seed=0), tmp_path / "rel")
+    calls = []
+    real = T._calibrate_metric_head
+    monkeypatch.setattr(T, "_calibrate_metric_head", lambda *a, **k: calls.append(k) or real(*a, **k))
+    cfg = _cfg(**{"train.stage": "metric", "train.steps": 1, "model.max_depth": 10})
+    data = [TrainData(str(sets / "a"), "metric")]
+    train(cfg, data, tmp_path / "m", init_from=str(tmp_path / "rel"), progress=False)
+    assert calls == [{"batches": 4}]
+    train(_cfg(**{"train.stage": "metric", "train.steps": 2, "model.max_depth": 10}), data, tmp_path / "m",
+          init_from=str(tmp_path / "rel"), progress=False)  # resumes from m/last
+    assert calls == [{"batches": 4}]
 
 
 def test_grouped_dataset_epoch_and_indexed_shard_checks(sets, tmp_path):

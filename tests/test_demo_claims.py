@@ -62,3 +62,34 @@ def test_the_d2i_table_names_the_reward_terms_that_were_on():
     off = {"rewards": {"depth": {"weight": 0.9, "on": True}, "aesthetic": {"on": False, "why": "weight is 0"}}}
     assert _reward_terms(off) == " Reward terms of this fine-tune: depth 0.9."
     assert _reward_terms({}) == ""
+
+
+def test_metric_claim_compares_with_the_constant_depth_reference():
+    rows = {"source_only": _row(0.30)}
+    start = "The metric models give metric depth"
+    good = {"median_depth_prior": _row(0.75), "metric_finetune": _row(0.60), "scale_head": _row(0.70)}
+    bad = {**good, "scale_head": _row(0.85)}
+    assert _find({c: v for c, _, v in claims(rows, {}, {}, B, good)}, start) == "holds here"
+    out = claims(rows, {}, {}, B, bad)
+    assert _find({c: v for c, _, v in out}, start) == "does not hold here"
+    assert "scale_head AbsRel 0.850 vs constant 0.750" in _find({c: m for c, m, _ in out}, start)
+    # no metric rows: no claim line
+    assert not [c for c, _, _ in claims(rows, {}, {}, B) if c.startswith(start)]
+
+
+def test_constant_depth_prior_and_training_median():
+    import numpy as np
+    import pytest
+
+    from bridgedepth.evaluation.baselines import ConstantDepthPrior, median_depth
+
+    d = [np.array([[1.0, 2.0], [3.0, 90.0]], np.float32), np.array([[0.0, 5.0]], np.float32)]
+    v = [np.ones((2, 2), bool), np.array([[True, True]])]
+    assert median_depth(d, v) == 3.0  # 1 2 3 90 5 (the 0 is not valid depth)
+    assert median_depth(d, v, max_depth=80) == 2.5  # 90 left out
+    p = ConstantDepthPrior(2.5).predict(np.zeros((4, 6, 3), np.uint8))
+    assert p.shape == (4, 6) and p.dtype == np.float32 and (p == 2.5).all()
+    with pytest.raises(ValueError):
+        ConstantDepthPrior(0)
+    with pytest.raises(ValueError):
+        median_depth([np.zeros((2, 2), np.float32)], [np.ones((2, 2), bool)])

@@ -66,6 +66,7 @@ RELATIVE_ROWS: dict[str, tuple[str, str]] = {
 TRAINED_ROWS = ("source_only", "generated_pseudo", "finetune_pseudo", "finetune_hybrid", "no_rl_d2i",
                 "dav2_style", "oracle")
 METRIC_ROWS: dict[str, tuple[str, str]] = {
+    "median_depth_prior": ("constant depth: the training scenes' median (reference)", ""),
     "metric_finetune": ("metric fine-tune of the BRIDGE student (SiLog)", "metric"),
     "scale_head": ("BRIDGE student + scale head", "scale-head"),
 }
@@ -214,10 +215,23 @@ def _aggregate(per_seed: list[dict]) -> dict:
     return agg
 
 
+def training_median_depth(out: Path, cfg: Config) -> float:
+    """The median valid depth (m, up to ``model.max_depth``) of the demo's synthetic training scenes: the
+    constant-depth reference of the metric table (what a metric model must beat without alignment)."""
+    from .data.shards import iter_samples
+    from .evaluation.baselines import median_depth
+
+    depths, valids = [], []
+    for s in iter_samples(out / "scenes" / "train", fields=["depth", "valid"]):
+        depths.append(s["depth"])
+        valids.append(s["valid"])
+    return median_depth(depths, valids, cfg.model.max_depth)
+
+
 def evaluate_rows(out: Path, cfg: Config, fixtures: dict[str, dict], foundations: dict) -> dict:
     """Every row on the real-look test set and the real fixtures -> ``results.json``: ``rows`` and
     ``metric_rows`` in the metrics.json contract, plus the full per-seed evaluation objects."""
-    from .evaluation.baselines import VerticalGradientPrior
+    from .evaluation.baselines import ConstantDepthPrior, VerticalGradientPrior
     from .mde.predictor import Predictor
 
     seeds = max(1, int(cfg.demo.seeds))
@@ -245,10 +259,13 @@ def evaluate_rows(out: Path, cfg: Config, fixtures: dict[str, dict], foundations
             rows[row][bname] = _aggregate(per_seed)
     metric_rows: dict[str, dict] = {}
     for row, (_, ckpt) in METRIC_ROWS.items():
-        p = out / ckpt / "last"
-        if not p.exists():
-            continue
-        pred = Predictor.from_pretrained(p, input_size=cfg.model.input_size, metric=True)
+        if row == "median_depth_prior":
+            pred = ConstantDepthPrior(training_median_depth(out, cfg))
+        else:
+            p = out / ckpt / "last"
+            if not p.exists():
+                continue
+            pred = Predictor.from_pretrained(p, input_size=cfg.model.input_size, metric=True)
         full[row], metric_rows[row] = {}, {}
         for bname, bench in benches.items():
             r = _score(bench, pred, cfg, metric=True)

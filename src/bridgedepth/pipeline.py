@@ -342,7 +342,8 @@ def resolve_foundations(cfg: Config, out: Path, *, from_scratch: bool, progress:
 # work is spread over the cores, and the scorer's path (the foundations stage's record says which models were
 # used); everything else decides what the finished stages contain
 RERUN_FREE = ("demo.seeds", "demo.threads", "demo.stage_workers", "finetune.reward.aesthetic_model",
-              "label.mask_threads", "label.workers", "overrides")  # the override strings: their effect is in the values compared
+              "label.mask_threads", "label.workers",
+              "overrides")  # the override strings: their effect is in the values compared
 
 
 def _flat(d: Any, prefix: str = "") -> dict[str, Any]:

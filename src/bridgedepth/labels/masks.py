@@ -182,7 +182,7 @@ def crop_box(mask: np.ndarray, crop_size: int, labels: np.ndarray | None = None)
     cw, ch = min(int(crop_size), w), min(int(crop_size), h)
     m = np.ascontiguousarray(mask, dtype=np.uint8)
     # Grana's block-based labelling gives the same labels (in the same order) as OpenCV's default
-    # here at half the time (tests/test_masks_ssim.py compares them)
+    # here at half the time (tests/test_masks.py compares them)
     if labels is not None and (labels.shape != (h, w) or labels.dtype != np.int32):
         labels = None
     n, _, st, _ = (1, None, None, None) if not cv2.countNonZero(m) else \

@@ -738,15 +738,19 @@ def similarity_mask(
     return _computer(cfg)(generated, original, timings=timings)
 
 
-def _computer(cfg: LabelConfig) -> MaskComputer:
-    """One computer per configuration and process (map jobs use processes, not threads)."""
+def _cached(cache: dict[str, MaskComputer], cfg: LabelConfig) -> MaskComputer:
     key = repr(cfg)
-    comp = _CACHE.get(key)
+    comp = cache.get(key)
     if comp is None:
-        if len(_CACHE) > 8:
-            _CACHE.clear()
-        comp = _CACHE[key] = MaskComputer(dataclasses.replace(cfg))
+        if len(cache) > 8:
+            cache.clear()
+        comp = cache[key] = MaskComputer(dataclasses.replace(cfg))
     return comp
+
+
+def _computer(cfg: LabelConfig) -> MaskComputer:
+    """One computer per configuration and process (map jobs use processes; threads: _thread_computer)."""
+    return _cached(_CACHE, cfg)
 
 
 def similarity_masks(
@@ -771,13 +775,7 @@ def _thread_computer(cfg: LabelConfig) -> MaskComputer:
     cache = getattr(_LOCAL, "computers", None)
     if cache is None:
         cache = _LOCAL.computers = {}
-    key = repr(cfg)
-    comp = cache.get(key)
-    if comp is None:
-        if len(cache) > 8:
-            cache.clear()
-        comp = cache[key] = MaskComputer(dataclasses.replace(cfg))
-    return comp
+    return _cached(cache, cfg)
 
 
 def _same_original(a: Any, b: Any) -> bool:

@@ -322,3 +322,20 @@ def test_never_raises_on_arbitrary_arrays():
         assert 0 <= x and 0 <= y and x + w <= orig.shape[1] and y + h <= orig.shape[0]
 
     check()
+
+
+def test_mask_thread_pool_is_not_reused_across_processes(room, monkeypatch):
+    # a thread pool's threads do not survive a fork: a process (another pid) never reuses its parent's pool
+    import os
+
+    from bridgedepth.labels import masks as M
+
+    pairs = [(window(room, 40, 100), window(room, 40, 100)), (window(room, 50, 110), window(room, 40, 100))]
+    pairs += [(window(room, 0, 0), window(room, 5, 5))]
+    similarity_mask_pairs(pairs, threads=2)
+    assert (os.getpid(), 2) in M._POOLS
+    parent_pool = M._POOLS[(os.getpid(), 2)]
+    monkeypatch.setattr(M.os, "getpid", lambda: -12345)
+    got = similarity_mask_pairs(pairs, threads=2)
+    assert M._POOLS[(-12345, 2)] is not parent_pool and len(got) == 3
+    M._POOLS.pop((-12345, 2)).shutdown()

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -766,7 +767,7 @@ def similarity_masks(
     return _computer(cfg).masks(list(generated), original, timings=timings)
 
 
-_POOLS: dict[int, ThreadPoolExecutor] = {}
+_POOLS: dict[tuple[int, int], ThreadPoolExecutor] = {}  # (process id, threads): a forked child makes its own
 _LOCAL = threading.local()
 
 
@@ -815,9 +816,10 @@ def similarity_mask_pairs(
     if threads == 1:
         done = [run(g) for g in groups]
     else:
-        pool = _POOLS.get(threads)
+        key = (os.getpid(), threads)  # a pool's threads do not survive a fork: never reuse a parent's
+        pool = _POOLS.get(key)
         if pool is None:
-            pool = _POOLS[threads] = ThreadPoolExecutor(threads, thread_name_prefix="bridge-masks")
+            pool = _POOLS[key] = ThreadPoolExecutor(threads, thread_name_prefix="bridge-masks")
         done = list(pool.map(run, groups))
     out: list[MaskResult] = [None] * len(pairs)  # type: ignore[list-item]
     for g, results in zip(groups, done):

@@ -256,6 +256,19 @@ def test_zoo_fast_build_installs_loadable_models_with_cards(tmp_path, monkeypatc
     logs.clear()
     build(cfg, tmp_path / "build", progress=False, log=logs.append)
     assert sum("skipped" in line for line in logs) == 6
+    # reinstalling unchanged weights keeps each card's build date (no churn in the committed cards); a card
+    # for other weights gets today's
+    import time as _time
+
+    dates = {e.name: json.loads((e.path / "card.json").read_text())["built"] for e in list_models()}
+    monkeypatch.setattr(_time, "strftime", lambda fmt, *a: "2099-01-01")
+    card_path = model_path("depth") / "card.json"
+    edited = json.loads(card_path.read_text())
+    edited["sha256"] = {"model.safetensors": "0" * 64}
+    card_path.write_text(json.dumps(edited))
+    build(cfg, tmp_path / "build", install=True, progress=False, log=logs.append)
+    after = {e.name: json.loads((e.path / "card.json").read_text())["built"] for e in list_models()}
+    assert after == {**dates, "depth": "2099-01-01"}
 
 
 def test_cli_zoo_list(capsys, monkeypatch, tmp_path):

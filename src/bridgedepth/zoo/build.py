@@ -339,6 +339,18 @@ def _card_text(name: str, card: dict) -> str:
     return "\n".join(lines)
 
 
+def _built_date(target: Path, sha256: dict) -> str:
+    """Today, unless ``target`` already holds a card for these very weights (same sha256 of every file):
+    then that card's date, so that reinstalling an unchanged model does not change its card."""
+    try:
+        old = json.loads((target / CARD_JSON).read_text())
+    except (OSError, ValueError):
+        old = None
+    if isinstance(old, dict) and old.get("sha256") == sha256 and isinstance(old.get("built"), str):
+        return old["built"]
+    return time.strftime("%Y-%m-%d")
+
+
 def install_models(cfg: Config, out: Path, quality: dict, runner: StageRunner,
                    log: Callable[[str], None] = print, dest: Path | None = None) -> list[str]:
     """Copy the built models into ``dest`` (default: the package's zoo folder) with their cards.
@@ -409,7 +421,7 @@ def install_models(cfg: Config, out: Path, quality: dict, runner: StageRunner,
         card["dtype"] = dtype
         card["sha256"] = weight_files(tmp)
         card["megabytes"] = round(folder_bytes(tmp) / 2**20, 2)
-        card["built"] = time.strftime("%Y-%m-%d")
+        card["built"] = _built_date(target, card["sha256"])
         (tmp / CARD_JSON).write_text(json.dumps(_jsonable(card), indent=1))
         (tmp / "README.md").write_text(_card_text(name, card))
         if target.exists():

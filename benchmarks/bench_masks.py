@@ -267,7 +267,7 @@ def run_parallel(n, cfg, workers, rounds, grouped=False):
     """Pairs per second over ``workers`` processes: the slowest worker's time counts."""
     import multiprocessing as mp
 
-    count = sum(len(g) for g, _ in make_groups(n)) if grouped else n
+    count = max(1, n // 4) * 4 if grouped else n  # make_groups(n): n // 4 originals with 4 images each
     with mp.get_context("spawn").Pool(workers) as pool:  # fork + OpenCV threads can deadlock
         best = float("inf")
         for r in range(rounds + 1):  # round 0 warms up (pairs, JIT cache, buffers)
@@ -383,13 +383,11 @@ def main() -> None:
     single = run_ours([(None, g, o) for gens, o in groups for g in gens], LabelConfig(), a.rounds)[0]
     print(f"ours, 4 generated per original  : {rate:7.1f} pairs/s with MaskComputer.masks() "
           f"(original's ORB + SSIM statistics shared) vs {single:7.1f} pairs/s one pair at a time")
-    threaded = None
+    threaded = par = par_grouped = None
     if a.workers > 1:
         threaded = run_threads(groups, LabelConfig(), a.workers, a.rounds)
         print(f"ours, 4 per original, {a.workers} threads in one process (similarity_mask_pairs, batches of 8): "
               f"{threaded:7.1f} pairs/s")
-    par = par_grouped = None
-    if a.workers > 1:
         par = run_parallel(n, LabelConfig(), a.workers, a.rounds)
         par_grouped = run_parallel(n, LabelConfig(), a.workers, a.rounds, grouped=True)
         print(f"ours (float32) over {a.workers} processes: {par:7.1f} pairs/s one pair at a time, "

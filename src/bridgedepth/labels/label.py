@@ -128,7 +128,7 @@ class Labeller:
     def mask_threads(self) -> int:
         """Threads for a batch's masks: ``label.mask_threads``, or (0) torch's intra-op thread count,
         which is this process's share of the cores (1 in `bridge label --workers N` processes)."""
-        n = int(getattr(self.cfg, "mask_threads", 0) or 0)
+        n = int(self.cfg.mask_threads)
         return n if n > 0 else max(1, self.torch.get_num_threads())
 
     def _check(self, sample: dict) -> None:

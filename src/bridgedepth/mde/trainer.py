@@ -619,15 +619,8 @@ def train(
         scale_head = load_scale_head(resume[0]) if resume else None
         if scale_head is None:
             scale_head = ScaleHead(model.config.backbone_config.hidden_size, max_depth=cfg.model.max_depth).to(device)
-            if accelerator.is_main_process:  # one pass, on the device, under autocast; then broadcast
-                init_loader = MixtureLoader(data, cfg, 0, 1, num_workers=0)
-                try:
-                    _init_scale_from_data(model, scale_head, init_loader, accelerator, batches=4)
-                finally:
-                    init_loader.close()
-            if accelerator.num_processes > 1:
-                for p in scale_head.parameters():
-                    torch.distributed.broadcast(p.data, src=0)
+            _initialise_on_main(accelerator, data, cfg, scale_head.parameters(),
+                                lambda loader: _init_scale_from_data(model, scale_head, loader, accelerator, batches=4))
         scale_head.train()
         params = [{"params": list(scale_head.parameters()), "lr": t.lr * t.decoder_lr_mult, "weight_decay": t.weight_decay}]
     else:
@@ -640,17 +633,9 @@ def train(
             decoder_channels_last(model)
         for name in _unused_parameters(model, model.config.patch_size):
             model.get_parameter(name).requires_grad_(False)
-        if getattr(model, "bridge_needs_calibration", False) and resume is None:
-            if accelerator.is_main_process:  # one pass over a few batches, then broadcast
-                init_loader = MixtureLoader(data, cfg, 0, 1, num_workers=0)
-                try:
-                    _calibrate_metric_head(model, init_loader, accelerator, batches=4)
-                finally:
-                    init_loader.close()
-            if accelerator.num_processes > 1:
-                for p in model.head.conv3.parameters():
-                    torch.distributed.broadcast(p.data, src=0)
-        model.bridge_needs_calibration = False
+        if model.__dict__.pop("bridge_needs_calibration", False):  # a metric head just made from a relative one
+            _initialise_on_main(accelerator, data, cfg, model.head.conv3.parameters(),
+                                lambda loader: _calibrate_metric_head(model, loader, accelerator, batches=4))
     optimizer = torch.optim.AdamW(params, lr=t.lr)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, poly_lambda(t.steps, t.warmup_steps, t.poly_power))
     if blob is not None:
@@ -797,28 +782,50 @@ def train(
 # ------------------------------------------------------------------------------------------------
 
 
+def _initialise_on_main(accelerator, data, cfg: Config, params, fn: Callable) -> None:
+    """Run ``fn(loader)`` on the main process only, with a loader of its own (the training stream stays
+    untouched, so resumption is exact), then broadcast ``params`` from it to the other ranks."""
+    params = list(params)
+    if accelerator.is_main_process:
+        loader = MixtureLoader(data, cfg, 0, 1, num_workers=0)
+        try:
+            fn(loader)
+        finally:
+            loader.close()
+    if accelerator.num_processes > 1:
+        for p in params:
+            torch.distributed.broadcast(p.data, src=0)
+
+
+def _calibration_batches(model, loader: "MixtureLoader", accelerator, batches: int):
+    """``batches`` batches of ``loader`` as (normalised image on the model's device, float target, valid),
+    with the context the forward pass runs under (the run's autocast when ``accelerator`` is given)."""
+    from contextlib import nullcontext
+
+    dev = next(model.parameters()).device
+    for _ in range(max(1, int(batches))):
+        batch = loader.next_batch(normalize=False)
+        ctx = accelerator.autocast() if accelerator is not None else nullcontext()
+        yield (normalize_images(batch["image"].to(dev)), batch["target"].to(dev).float(), batch["valid"].to(dev),
+               ctx)
+
+
 @torch.no_grad()
 def _init_scale_from_data(model, head, loader: "MixtureLoader", accelerator=None, batches: int = 1) -> None:
     """Start the scale head at the global affine map, relative disparity -> metric disparity, that fits
-    one batch best: least squares ``1 / depth ~ scale * disparity + shift`` over the batch's valid pixels
-    (ground truth beyond ``head.max_depth`` left out, as the loss leaves it out). A model trained with the
+    ``batches`` batches best: least squares ``1 / depth ~ scale * disparity + shift`` over their valid
+    pixels (ground truth beyond ``head.max_depth`` left out, as the loss leaves it out). A model trained with the
     scale-and-shift-invariant loss predicts disparity up to a scale *and a shift*, so a scale alone (the
     previous start: the median ratio) cannot fit it. On the demo's validation scenes the least-squares
     start gives AbsRel 0.67 / SiLog 0.75 against 2.25 / 0.89 for the median ratio (docs/training.md).
     Falls back to the median ratio (shift 0) when the fit's scale is not positive. Runs on the model's
     device, under ``accelerator.autocast()`` when given (the trainer calls it on the main process only
     and broadcasts the head)."""
-    from contextlib import nullcontext
-
-    dev = next(model.parameters()).device
     disps, targets, oks = [], [], []
-    for _ in range(max(1, int(batches))):
-        batch = loader.next_batch(normalize=False)
-        image = normalize_images(batch["image"].to(dev))
-        with accelerator.autocast() if accelerator is not None else nullcontext():
+    for image, target, valid, ctx in _calibration_batches(model, loader, accelerator, batches):
+        with ctx:
             d, _ = forward_with_features(model, image)
         d = d.float()
-        target, valid = batch["target"].to(dev), batch["valid"].to(dev)
         ok = valid & (target > 0) & torch.isfinite(d)
         if head.max_depth:
             ok &= target <= head.max_depth
@@ -836,10 +843,11 @@ def _init_scale_from_data(model, head, loader: "MixtureLoader", accelerator=None
         head.mlp[2].bias[0] = math.log(scale)
         head.mlp[2].bias[1] = shift
         return
-    ratios = []
+    ratios = []  # the fit failed: the median ratio of each image's valid, positive disparities
     for d, g, v in zip(disp, target, ok):
+        v = v & (d > 0)
         if v.sum() > 10:
-            ratios.append(torch.log((1.0 / g[v]).median() / d[v].median().clamp_min(1e-12)))
+            ratios.append(torch.log((1.0 / g[v]).median() / d[v].median()))
     if ratios:
         head.mlp[2].bias[0] = torch.stack(ratios).median()
 
@@ -853,24 +861,18 @@ def _calibrate_metric_head(model, loader: "MixtureLoader", accelerator=None, bat
     least squares (valid pixels below ``max_depth``) and fold it into the conv; ``alpha`` is kept at 1 when
     the fit's is not positive (order first). On the demo's validation scenes this start gives AbsRel 0.74 /
     SiLog 0.72 against 8.7 / 1.5 uncalibrated (docs/training.md). Returns (alpha, beta) or None."""
-    from contextlib import nullcontext
-
     conv = model.head.conv3
     max_depth = float(model.config.max_depth)
-    dev = next(model.parameters()).device
     outs: list[torch.Tensor] = []
     hook = conv.register_forward_hook(lambda _m, _i, o: outs.append(o.detach().float()))
     was_training = model.training
     model.eval()
     zs, ts = [], []
     try:
-        for _ in range(max(1, int(batches))):
-            batch = loader.next_batch(normalize=False)
-            image = normalize_images(batch["image"].to(dev))
-            with accelerator.autocast() if accelerator is not None else nullcontext():
+        for image, target, valid, ctx in _calibration_batches(model, loader, accelerator, batches):
+            with ctx:
                 model(pixel_values=image)
             z = outs.pop()[:, 0]
-            target, valid = batch["target"].to(dev).float(), batch["valid"].to(dev)
             if z.shape[-2:] != target.shape[-2:]:
                 z = torch.nn.functional.interpolate(z[:, None], size=target.shape[-2:], mode="bilinear",
                                                     align_corners=False)[:, 0]

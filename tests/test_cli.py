@@ -22,3 +22,19 @@ def test_subcommand_modules_exist_and_agree():
         m = importlib.import_module(f"bridgedepth.commands.{mod}")
         assert callable(m.add_arguments) and callable(m.run), name
         assert m.HELP == purpose, name
+
+
+def test_a_command_leaves_no_process_group_behind(run_cli, tmp_path):
+    """Under torchrun a command's gloo group is destroyed before the interpreter exits (left to the
+    exit-time destructors it can abort a rank after its work is done)."""
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1)
+    try:
+        assert dist.is_initialized()
+        r = run_cli("zoo", "list")
+        assert r.code == 0, r.err
+        assert not dist.is_initialized()
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()

@@ -30,13 +30,16 @@ def pairs(shared_data):
     return out
 
 
-def test_hamming_cross_check_equals_bfmatcher(pairs):
+@pytest.mark.parametrize("backend", ["auto", "numpy"])
+def test_hamming_cross_check_equals_bfmatcher(pairs, backend):
+    """Both matchers (the Numba kernel and the NumPy distance matrix) give BFMatcher's cross-checked
+    matches, in its order, on real ORB descriptors, odd lengths, duplicates and empty sets."""
     orb = cv2.ORB_create(500)
     for gen, orig in pairs[:3]:
         _, da = orb.detectAndCompute(cv2.cvtColor(gen, cv2.COLOR_RGB2GRAY), None)
         _, db = orb.detectAndCompute(cv2.cvtColor(orig, cv2.COLOR_RGB2GRAY), None)
         ref = cv2.BFMatcher(cv2.NORM_HAMMING, crossCheck=True).match(da, db)
-        qi, ti = hamming_cross_check(da, db)
+        qi, ti = hamming_cross_check(da, db, backend)
         assert [(m.queryIdx, m.trainIdx) for m in ref] == list(zip(qi.tolist(), ti.tolist()))
         d = hamming_distances(da, db)
         assert [int(d[m.queryIdx, m.trainIdx]) for m in ref] == [int(m.distance) for m in ref]
@@ -45,9 +48,18 @@ def test_hamming_cross_check_equals_bfmatcher(pairs):
     a = rng.integers(0, 256, (40, 13), dtype=np.uint8)
     b = np.concatenate([a[:10], a[:10], rng.integers(0, 256, (5, 13), dtype=np.uint8)])
     ref = cv2.BFMatcher(cv2.NORM_HAMMING, crossCheck=True).match(a, b)
-    qi, ti = hamming_cross_check(a, b)
+    qi, ti = hamming_cross_check(a, b, backend)
     assert [(m.queryIdx, m.trainIdx) for m in ref] == list(zip(qi.tolist(), ti.tolist()))
-    assert hamming_cross_check(None, b)[0].size == 0 and hamming_cross_check(a[:0], b)[0].size == 0
+    # many ties: 4 of every 8 bits set to zero, 300 x 280 descriptors
+    a2 = rng.integers(0, 256, (300, 32), dtype=np.uint8) & 0x0F
+    b2 = rng.integers(0, 256, (280, 32), dtype=np.uint8) & 0x0F
+    ref = cv2.BFMatcher(cv2.NORM_HAMMING, crossCheck=True).match(a2, b2)
+    qi, ti = hamming_cross_check(a2, b2, backend)
+    assert [(m.queryIdx, m.trainIdx) for m in ref] == list(zip(qi.tolist(), ti.tolist()))
+    assert qi.dtype == ti.dtype == np.int32
+    assert hamming_cross_check(None, b, backend)[0].size == 0 and hamming_cross_check(a[:0], b, backend)[0].size == 0
+    with pytest.raises(ValueError, match="lengths differ"):
+        hamming_cross_check(a, b[:, :8], backend)
     with pytest.raises(ValueError, match="lengths differ"):
         hamming_distances(a, b[:, :8])
 

@@ -136,6 +136,21 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
+        _close_process_group()
+
+
+def _close_process_group() -> None:
+    """Destroy the torch.distributed process group a command started (torchrun/accelerate), if any,
+    before the interpreter exits: a gloo group left to the exit-time destructors can abort a rank
+    ("terminate called without an active exception") after its work is done."""
+    dist = sys.modules.get("torch.distributed")
+    if dist is None:
+        return
+    try:
+        if dist.is_available() and dist.is_initialized():
+            dist.destroy_process_group()
+    except Exception as e:  # pragma: no cover - best effort at exit
+        print(f"warning: could not destroy the process group: {e}", file=sys.stderr)
 
 
 if __name__ == "__main__":  # pragma: no cover

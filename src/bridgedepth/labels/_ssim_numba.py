@@ -68,6 +68,117 @@ def _hfilter(padded, k, c, dst):
         dst[m] = a + k[RADIUS] * padded[np.uint64(m + RADIUS * c)]
 
 
+@nb.njit(inline="always", **_JIT)
+def _load_one(row, cols, centre, c, w, p1, p2):
+    """Padded rows of ``v = row - centre`` and ``v^2`` (reflected borders)."""
+    wc = w * c
+    q1 = p1[RADIUS * c : RADIUS * c + wc]
+    q2 = p2[RADIUS * c : RADIUS * c + wc]
+    for m in range(wc):
+        v = row[m] - centre
+        q1[m] = v
+        q2[m] = v * v
+    for e in range(2 * RADIUS):
+        j = e if e < RADIUS else w + e
+        b = np.uint64(cols[j])
+        for ch in range(c):
+            v = row[b + ch] - centre
+            p1[j * c + ch] = v
+            p2[j * c + ch] = v * v
+
+
+@nb.njit(inline="always", **_JIT)
+def _load_two(rx, ry, cols, centre, c, w, p1, p2, p3):
+    """Padded rows of ``u = rx - centre``, ``u^2`` and ``u (ry - centre)`` (reflected borders)."""
+    wc = w * c
+    q1 = p1[RADIUS * c : RADIUS * c + wc]
+    q2 = p2[RADIUS * c : RADIUS * c + wc]
+    q3 = p3[RADIUS * c : RADIUS * c + wc]
+    for m in range(wc):
+        u = rx[m] - centre
+        v = ry[m] - centre
+        q1[m] = u
+        q2[m] = u * u
+        q3[m] = u * v
+    for e in range(2 * RADIUS):
+        j = e if e < RADIUS else w + e
+        b = np.uint64(cols[j])
+        for ch in range(c):
+            u = rx[b + ch] - centre
+            v = ry[b + ch] - centre
+            p1[j * c + ch] = u
+            p2[j * c + ch] = u * u
+            p3[j * c + ch] = u * v
+
+
+@nb.njit(inline="always", **_JIT)
+def _vstats(r1, r2, o, k, wc, t1, t2):
+    """Output row ``o`` of the local mean and variance from the rings of filtered ``v`` and ``v^2``,
+    into the kernel's own scratch rows ``t1``, ``t2`` (writing the caller's arrays here directly
+    costs 2x: LLVM cannot rule out their overlap with the rings)."""
+    f1 = r1.ravel()
+    f2 = r2.ravel()
+    for m in range(wc):
+        a1 = k[0] - k[0]
+        a2 = k[0] - k[0]
+        for t in range(RADIUS):
+            q = np.uint64(((o + t) % TAPS) * wc + m)
+            q2 = np.uint64(((o + TAPS - 1 - t) % TAPS) * wc + m)
+            a1 += k[t] * (f1[q] + f1[q2])
+            a2 += k[t] * (f2[q] + f2[q2])
+        q = np.uint64(((o + RADIUS) % TAPS) * wc + m)
+        a1 += k[RADIUS] * f1[q]
+        a2 += k[RADIUS] * f2[q]
+        t1[m] = a1
+        t2[m] = a2 - a1 * a1
+
+
+@nb.njit(inline="always", **_JIT)
+def _vcompare(r1, r2, r3, o, k, wc, mo, vo, centre, c1, c2, s):
+    """Output row ``o`` of the per-channel SSIM from the rings of filtered ``u``, ``u^2``, ``u v`` and
+    the reference's mean ``mo`` and variance ``vo`` of that row."""
+    two = centre / centre + centre / centre  # 2 in the working dtype
+    f1 = r1.ravel()
+    f2 = r2.ravel()
+    f3 = r3.ravel()
+    for m in range(wc):
+        a1 = k[0] - k[0]
+        a2 = k[0] - k[0]
+        a3 = k[0] - k[0]
+        for t in range(RADIUS):
+            q = np.uint64(((o + t) % TAPS) * wc + m)
+            q2 = np.uint64(((o + TAPS - 1 - t) % TAPS) * wc + m)
+            a1 += k[t] * (f1[q] + f1[q2])
+            a2 += k[t] * (f2[q] + f2[q2])
+            a3 += k[t] * (f3[q] + f3[q2])
+        q = np.uint64(((o + RADIUS) % TAPS) * wc + m)
+        a1 += k[RADIUS] * f1[q]
+        a2 += k[RADIUS] * f2[q]
+        a3 += k[RADIUS] * f3[q]
+        my = mo[m]
+        vx = a2 - a1 * a1  # E[xc^2] - E[xc]^2
+        vxy = a3 - a1 * my  # E[xc yc] - E[xc] E[yc]
+        ex = a1 + centre
+        ey = my + centre
+        num = (two * ex * ey + c1) * (two * vxy + c2)
+        den = (ex * ex + ey * ey + c1) * (vx + vo[m] + c2)
+        s[m] = num / den
+
+
+@nb.njit(inline="always", **_JIT)
+def _channel_mean(s, k, c, w, orow):
+    if c == 1:
+        for j in range(w):
+            orow[j] = s[j]
+    else:
+        inv_c = 1.0 / c
+        for j in range(w):
+            a = k[0] - k[0]
+            for ch in range(c):
+                a += s[j * c + ch]
+            orow[j] = a * inv_c
+
+
 @nb.njit(**_JIT)
 def reference_stats(y, k, centre, mu, var):
     """Local mean (minus ``centre``) and variance of ``y`` (uint8 (H, W, C), C-contiguous) into
@@ -84,45 +195,14 @@ def reference_stats(y, k, centre, mu, var):
     t1 = np.empty(wc, mu.dtype)
     t2 = np.empty(wc, mu.dtype)
     for i in range(h + 2 * RADIUS):
-        row = y[_reflect(i - RADIUS, h)].ravel()
-        q1 = p1[RADIUS * c : RADIUS * c + wc]
-        q2 = p2[RADIUS * c : RADIUS * c + wc]
-        for m in range(wc):
-            v = row[m] - centre
-            q1[m] = v
-            q2[m] = v * v
-        for e in range(2 * RADIUS):
-            j = e if e < RADIUS else w + e
-            b = np.uint64(cols[j])
-            for ch in range(c):
-                v = row[b + ch] - centre
-                p1[j * c + ch] = v
-                p2[j * c + ch] = v * v
-        h1 = r1[i % TAPS]
-        h2 = r2[i % TAPS]
-        _hfilter(p1, k, c, h1)
-        _hfilter(p2, k, c, h2)
+        _load_one(y[_reflect(i - RADIUS, h)].ravel(), cols, centre, c, w, p1, p2)
+        _hfilter(p1, k, c, r1[i % TAPS])  # one array written per loop: LLVM's alias checks stay few
+        _hfilter(p2, k, c, r2[i % TAPS])
         if i >= 2 * RADIUS:
             o = i - 2 * RADIUS
-            mo = mu[o]
-            vo = var[o]
-            f1 = r1.ravel()
-            f2 = r2.ravel()
-            for m in range(wc):
-                a1 = k[0] - k[0]
-                a2 = k[0] - k[0]
-                for t in range(RADIUS):
-                    q = np.uint64(((o + t) % TAPS) * wc + m)
-                    q2 = np.uint64(((o + TAPS - 1 - t) % TAPS) * wc + m)
-                    a1 += k[t] * (f1[q] + f1[q2])
-                    a2 += k[t] * (f2[q] + f2[q2])
-                q = np.uint64(((o + RADIUS) % TAPS) * wc + m)
-                a1 += k[RADIUS] * f1[q]
-                a2 += k[RADIUS] * f2[q]
-                t1[m] = a1
-                t2[m] = a2 - a1 * a1
-            mo[:] = t1
-            vo[:] = t2
+            _vstats(r1, r2, o, k, wc, t1, t2)
+            mu[o] = t1
+            var[o] = t2
 
 
 @nb.njit(**_JIT)
@@ -140,72 +220,13 @@ def compare(x, y, mu, var, k, centre, c1, c2, out):
     r2 = np.zeros((TAPS, wc), mu.dtype)
     r3 = np.zeros((TAPS, wc), mu.dtype)
     s = np.empty(wc, mu.dtype)
-    two = centre / centre + centre / centre  # 2 in the working dtype
-    inv_c = 1.0 / c
     for i in range(h + 2 * RADIUS):
         src = _reflect(i - RADIUS, h)
-        rx = x[src].ravel()
-        ry = y[src].ravel()
-        q1 = p1[RADIUS * c : RADIUS * c + wc]
-        q2 = p2[RADIUS * c : RADIUS * c + wc]
-        q3 = p3[RADIUS * c : RADIUS * c + wc]
-        for m in range(wc):
-            u = rx[m] - centre
-            v = ry[m] - centre
-            q1[m] = u
-            q2[m] = u * u
-            q3[m] = u * v
-        for e in range(2 * RADIUS):
-            j = e if e < RADIUS else w + e
-            b = np.uint64(cols[j])
-            for ch in range(c):
-                u = rx[b + ch] - centre
-                v = ry[b + ch] - centre
-                p1[j * c + ch] = u
-                p2[j * c + ch] = u * u
-                p3[j * c + ch] = u * v
-        h1 = r1[i % TAPS]
-        h2 = r2[i % TAPS]
-        h3 = r3[i % TAPS]
-        _hfilter(p1, k, c, h1)  # one array written per loop: LLVM's alias checks stay few
-        _hfilter(p2, k, c, h2)
-        _hfilter(p3, k, c, h3)
+        _load_two(x[src].ravel(), y[src].ravel(), cols, centre, c, w, p1, p2, p3)
+        _hfilter(p1, k, c, r1[i % TAPS])
+        _hfilter(p2, k, c, r2[i % TAPS])
+        _hfilter(p3, k, c, r3[i % TAPS])
         if i >= 2 * RADIUS:
             o = i - 2 * RADIUS
-            mo = mu[o]
-            vo = var[o]
-            f1 = r1.ravel()
-            f2 = r2.ravel()
-            f3 = r3.ravel()
-            for m in range(wc):
-                a1 = k[0] - k[0]
-                a2 = k[0] - k[0]
-                a3 = k[0] - k[0]
-                for t in range(RADIUS):
-                    q = np.uint64(((o + t) % TAPS) * wc + m)
-                    q2 = np.uint64(((o + TAPS - 1 - t) % TAPS) * wc + m)
-                    a1 += k[t] * (f1[q] + f1[q2])
-                    a2 += k[t] * (f2[q] + f2[q2])
-                    a3 += k[t] * (f3[q] + f3[q2])
-                q = np.uint64(((o + RADIUS) % TAPS) * wc + m)
-                a1 += k[RADIUS] * f1[q]
-                a2 += k[RADIUS] * f2[q]
-                a3 += k[RADIUS] * f3[q]
-                my = mo[m]
-                vx = a2 - a1 * a1  # E[xc^2] - E[xc]^2
-                vxy = a3 - a1 * my  # E[xc yc] - E[xc] E[yc]
-                ex = a1 + centre
-                ey = my + centre
-                num = (two * ex * ey + c1) * (two * vxy + c2)
-                den = (ex * ex + ey * ey + c1) * (vx + vo[m] + c2)
-                s[m] = num / den
-            orow = out[o]
-            if c == 1:
-                for j in range(w):
-                    orow[j] = s[j]
-            else:
-                for j in range(w):
-                    a = k[0] - k[0]
-                    for ch in range(c):
-                        a += s[j * c + ch]
-                    orow[j] = a * inv_c
+            _vcompare(r1, r2, r3, o, k, wc, mu[o], var[o], centre, c1, c2, s)
+            _channel_mean(s, k, c, w, out[o])

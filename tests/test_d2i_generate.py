@@ -111,3 +111,20 @@ def test_generate_carries_the_source_sky_mask(setup, tmp_path):
     for x in out:
         assert x["sky"].dtype == bool
         np.testing.assert_array_equal(x["sky"], srcs[x["meta"]["source_key"]]["sky"])
+
+
+def test_generated_meta_describes_the_generated_image(setup, tmp_path):
+    """The source's meta travels with its generated images, except what describes the source's own
+    render: its ``look`` becomes ``source_look`` and the image's look is ``generated``."""
+    root, src, d2i = setup
+    looked = tmp_path / "looked"
+    write_dataset(looked, 2, lambda i: {**toy_scene(i, 24), "meta": {"look": "synthetic", "seed": i, "kind": "room"}},
+                  samples_per_shard=2, desc="toy")
+    cfg = load_config("tiny", SMALL)
+    generate(cfg, d2i, looked, tmp_path / "g", images_per_depth=1, seed=3, progress=False)
+    for x in iter_samples(tmp_path / "g"):
+        m = x["meta"]
+        assert m["look"] == "generated" and m["source_look"] == "synthetic" and m["kind"] == "room"
+        assert m["source_seed"] in (0, 1) and "seed" in m
+    for x in iter_samples(root / "g1"):  # sources without a look get none
+        assert "look" not in x["meta"] and "source_look" not in x["meta"]

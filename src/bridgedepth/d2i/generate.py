@@ -129,11 +129,13 @@ class Generator:
     def _output(self, s: dict, i: int, img: np.ndarray, generated_size: list[int]) -> dict:
         key = s["__key__"]
         meta_src = dict(s.get("meta") or {})
-        o = {"__key__": f"{key}_g{i}", "rgb": img,
-             "meta": {**{k: v for k, v in meta_src.items() if k not in ("seed",)}, "source_key": key,
-                      "seed": derive_seed(self.seed, key, i), "index": i, "steps": self.steps,
-                      "generator": self.backend.name, "generated_size": generated_size,
-                      "source_seed": meta_src.get("seed")}}
+        meta = {**{k: v for k, v in meta_src.items() if k not in ("seed", "look")}, "source_key": key,
+                "seed": derive_seed(self.seed, key, i), "index": i, "steps": self.steps,
+                "generator": self.backend.name, "generated_size": generated_size,
+                "source_seed": meta_src.get("seed")}
+        if "look" in meta_src:  # the source's look describes its render, not this image
+            meta.update(look="generated", source_look=meta_src["look"])
+        o = {"__key__": f"{key}_g{i}", "rgb": img, "meta": meta}
         ctx = s.get(SOURCE_CONTEXT)
         if not self.embed_source and ctx is not None and self.out_dir is not None:
             o[REF_FIELD] = make_ref(ctx["dir"], ctx["shard"], key, ctx["sha256"], self.out_dir)

@@ -267,6 +267,7 @@ class LabelConfig:
     refine_iters: int = 30
     refine_max_shift: float = 8.0  # px: reject a refinement that moves an image corner further
     max_homography_scale: float = 8.0  # reject homographies scaling area by more than this (or 1/this)
+    max_perspective: float = 2.0  # reject homographies whose projective scale varies more than this over the image (or that fold it)
     morph_kernel: int = 3  # square kernel of the opening and the closing
     erode_kernel: int = 3  # final erosion that drops slivers
     accept_fraction: float = 0.5  # accepted iff final mask fraction > this

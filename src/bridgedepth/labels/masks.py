@@ -388,16 +388,32 @@ class MaskComputer:
             pts = (pts + 0.5) * np.array([sx, sy], np.float32) - 0.5
         return pts, desc
 
-    def _homography_ok(self, hmat: np.ndarray | None) -> str | None:
+    def _homography_ok(self, hmat: np.ndarray | None, size: tuple[int, int]) -> str | None:
+        """None if ``hmat`` is a sane registration of an image of ``size`` = (H, W), else why not:
+        its area scale must lie in [1/s, s] (``max_homography_scale``), and its projective
+        denominator ``h31 x + h32 y + h33`` must keep one sign over the image and vary by at most
+        ``max_perspective`` times between the corners. A homography fitted to a handful of matches
+        can pass the area test and still fold the image over the line at infinity; warped by it, the
+        generated image smears into flat streaks whose SSIM against a flat render passes."""
         if hmat is None or not np.all(np.isfinite(hmat)):
             return "no homography found"
         det = float(np.linalg.det(hmat[:2, :2]))
         s = self.cfg.max_homography_scale
         if not (1.0 / s <= det <= s):
             return f"degenerate homography (area scale {det:.3g})"
+        h, w = size
+        den = hmat[2, 0] * np.array([0.0, w - 1, w - 1, 0.0]) + hmat[2, 1] * np.array([0.0, 0.0, h - 1, h - 1]) + hmat[2, 2]
+        lo, hi = float(den.min()), float(den.max())
+        if lo <= 0.0 <= hi:
+            return "degenerate homography (folds the image over the line at infinity)"
+        if hi < 0.0:  # -H is the same map
+            lo, hi = -hi, -lo
+        if hi > self.cfg.max_perspective * lo:
+            return f"degenerate homography (perspective scale {hi / lo:.3g} across the image)"
         return None
 
-    def _fit(self, src: np.ndarray, dst: np.ndarray) -> tuple[np.ndarray | None, int, str | None]:
+    def _fit(self, src: np.ndarray, dst: np.ndarray,
+             size: tuple[int, int]) -> tuple[np.ndarray | None, int, str | None]:
         """The registration model generated -> original of matched points: (3x3, RANSAC inliers, name).
 
         ``auto``: RANSAC similarity and affine fits, and a homography when the affine fit is credible
@@ -431,8 +447,11 @@ class MaskComputer:
             fits.append((name, hm, int(inl.sum()), precise))
         if not fits:
             return None, 0, None
-        best = fits[0]
-        for f in fits[1:]:
+        # an insane fit never replaces a sane one (when none is sane, the first is returned and the
+        # caller reports why it was refused)
+        pool = [f for f in fits if self._homography_ok(f[1], size) is None] or fits[:1]
+        best = pool[0]
+        for f in pool[1:]:
             if f[3] > (1.0 + cfg.model_tolerance) * best[3]:
                 best = f
         return best[1], best[2], best[0]
@@ -472,7 +491,7 @@ class MaskComputer:
             return hmat, False
         new = np.linalg.inv(sm) @ np.linalg.inv(w2) @ sm
         new /= new[2, 2]
-        if self._homography_ok(new) or _corner_shift(hmat, new, h, w) > cfg.refine_max_shift:
+        if self._homography_ok(new, (h, w)) or _corner_shift(hmat, new, h, w) > cfg.refine_max_shift:
             return hmat, False
         return new, True
 
@@ -577,8 +596,8 @@ class MaskComputer:
             notes.append(f"registration skipped: {matches_n} ORB matches < {cfg.min_matches}")
         else:
             with _stage(clock, "ransac"):
-                hmat, inliers_n, model = self._fit(p_gen[qi], p_orig[ti])
-                why = self._homography_ok(hmat)
+                hmat, inliers_n, model = self._fit(p_gen[qi], p_orig[ti], (h, w))
+                why = self._homography_ok(hmat, (h, w))
                 if why is None and inliers_n < cfg.min_inliers:
                     why = f"{inliers_n} RANSAC inliers < {cfg.min_inliers}"
             if why:

@@ -59,3 +59,22 @@ def test_cli_config_show(run_cli):
     assert data["train"]["steps"] == 5 and data["d2i"]["backend"] == "flux-depth"
     bad = run_cli("config", "show", "tiny", "--set", "nope=1")
     assert bad.code == 2 and "unknown key 'nope'" in bad.err
+
+
+def test_save_resolved_leaves_no_temporary_file_when_interrupted(tmp_path, monkeypatch):
+    """A SIGTERM (KeyboardInterrupt) between writing the temporary file and renaming it leaves neither
+    a half-written config nor a stray temporary file; an earlier config.yaml stays as it was."""
+    import bridgedepth.config as config_mod
+
+    cfg = load_config("tiny")
+    first = save_resolved(cfg, tmp_path / "run")
+    before = first.read_text()
+
+    def interrupted(src, dst):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(config_mod.os, "replace", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        save_resolved(load_config("tiny", ["train.steps=7"]), tmp_path / "run")
+    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == ["config.yaml"]
+    assert first.read_text() == before

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bridgedepth.data.shards import iter_samples, load_manifest, sha256_file, temp_files, verify_dataset
+from bridgedepth.data.shards import TMP_MARK, iter_samples, load_manifest, sha256_file, temp_files, verify_dataset
 
 REPO = Path(__file__).resolve().parents[1]
 SCENES = ["scenes", "--count", "6", "--samples-per-shard", "2", "--size", "32x32", "--workers", "1", "--quiet",
@@ -249,7 +249,10 @@ def test_label_workers_sigterm_discards_partial_shards(tmp_path, label_inputs):
     out = tmp_path / "lab"
     args = [a if a != "1" else "2" for a in _label_args(root, out)]  # --workers 2
     p = bridge(*args, env={"BRIDGE_TEST_DELAY_AT": "shard-write:0.4"}, popen=True)
-    err = _sigterm_when(p, lambda: out.exists() and any(".tmp" in f for f in os.listdir(out)))
+    # mid-shard: a worker's shard is being written (not the parent's config or a manifest being saved:
+    # a SIGTERM there, before any shard exists, leaves no manifest, as it should)
+    err = _sigterm_when(p, lambda: out.exists() and any(f.startswith("shard-") and TMP_MARK in f
+                                                        for f in os.listdir(out)))
     assert p.returncode == 143 and "rerun the same command to resume" in err and "Traceback" not in err, err
     assert not temp_files(out), "a worker's partial shard was left behind"
     assert_nothing_partial_visible(out)

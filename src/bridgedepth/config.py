@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import threading
 import types
 import typing
 from dataclasses import dataclass, field
@@ -581,7 +582,12 @@ def save_resolved(cfg: Any, out_dir: str | os.PathLike, name: str = "config.yaml
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     target = out / name
-    tmp = target.with_name(target.name + ".tmp")
-    tmp.write_text(dump_yaml(cfg))
-    os.replace(tmp, target)
+    # a unique temporary name (".tmp-", as the shard writers use), removed if the write is interrupted
+    tmp = target.with_name(f"{target.name}.tmp-{os.getpid()}-{threading.get_ident()}")
+    try:
+        tmp.write_text(dump_yaml(cfg))
+        os.replace(tmp, target)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
     return target

@@ -112,6 +112,16 @@ def _load_two(rx, ry, cols, centre, c, w, p1, p2, p3):
 
 
 @nb.njit(inline="always", **_JIT)
+def _vtap(f, o, m, k, wc):
+    """The vertical filter at column ``m`` of output row ``o`` over the ring ``f`` (TAPS rows of
+    ``wc``, flattened): symmetric taps summed in pairs, outermost first, as in :func:`_hfilter`."""
+    a = k[0] - k[0]
+    for t in range(RADIUS):
+        a += k[t] * (f[np.uint64(((o + t) % TAPS) * wc + m)] + f[np.uint64(((o + TAPS - 1 - t) % TAPS) * wc + m)])
+    return a + k[RADIUS] * f[np.uint64(((o + RADIUS) % TAPS) * wc + m)]
+
+
+@nb.njit(inline="always", **_JIT)
 def _vstats(r1, r2, o, k, wc, t1, t2):
     """Output row ``o`` of the local mean and variance from the rings of filtered ``v`` and ``v^2``,
     into the kernel's own scratch rows ``t1``, ``t2`` (writing the caller's arrays here directly
@@ -119,18 +129,9 @@ def _vstats(r1, r2, o, k, wc, t1, t2):
     f1 = r1.ravel()
     f2 = r2.ravel()
     for m in range(wc):
-        a1 = k[0] - k[0]
-        a2 = k[0] - k[0]
-        for t in range(RADIUS):
-            q = np.uint64(((o + t) % TAPS) * wc + m)
-            q2 = np.uint64(((o + TAPS - 1 - t) % TAPS) * wc + m)
-            a1 += k[t] * (f1[q] + f1[q2])
-            a2 += k[t] * (f2[q] + f2[q2])
-        q = np.uint64(((o + RADIUS) % TAPS) * wc + m)
-        a1 += k[RADIUS] * f1[q]
-        a2 += k[RADIUS] * f2[q]
+        a1 = _vtap(f1, o, m, k, wc)
         t1[m] = a1
-        t2[m] = a2 - a1 * a1
+        t2[m] = _vtap(f2, o, m, k, wc) - a1 * a1
 
 
 @nb.njit(inline="always", **_JIT)
@@ -142,19 +143,9 @@ def _vcompare(r1, r2, r3, o, k, wc, mo, vo, centre, c1, c2, s):
     f2 = r2.ravel()
     f3 = r3.ravel()
     for m in range(wc):
-        a1 = k[0] - k[0]
-        a2 = k[0] - k[0]
-        a3 = k[0] - k[0]
-        for t in range(RADIUS):
-            q = np.uint64(((o + t) % TAPS) * wc + m)
-            q2 = np.uint64(((o + TAPS - 1 - t) % TAPS) * wc + m)
-            a1 += k[t] * (f1[q] + f1[q2])
-            a2 += k[t] * (f2[q] + f2[q2])
-            a3 += k[t] * (f3[q] + f3[q2])
-        q = np.uint64(((o + RADIUS) % TAPS) * wc + m)
-        a1 += k[RADIUS] * f1[q]
-        a2 += k[RADIUS] * f2[q]
-        a3 += k[RADIUS] * f3[q]
+        a1 = _vtap(f1, o, m, k, wc)
+        a2 = _vtap(f2, o, m, k, wc)
+        a3 = _vtap(f3, o, m, k, wc)
         my = mo[m]
         vx = a2 - a1 * a1  # E[xc^2] - E[xc]^2
         vxy = a3 - a1 * my  # E[xc yc] - E[xc] E[yc]

@@ -189,3 +189,33 @@ def test_a_folding_homography_never_replaces_a_sane_model():
             return None
 
     assert Unchecked(LabelConfig())._fit(src, dst, (128, 128))[2] == "homography"
+
+
+def test_small_images_register_with_smaller_orb_patches(shared_data):
+    """At 64-128 px, OpenCV's 31 px ORB patch and border leave too little image to find keypoints in;
+    the automatic patch (max(9, side // 8) below 160 px) registers the fixture frames moved by known
+    shifts to within the usual tolerance of the true warp's fraction."""
+    comp = MaskComputer(LabelConfig())
+    fixed = MaskComputer(LabelConfig(orb_patch=31))
+    assert [comp.orb_patch((s, 2 * s)) for s in (40, 64, 96, 128, 159, 160, 518)] == [9, 9, 12, 16, 19, 31, 31]
+    with pytest.raises(ValueError, match="orb_patch"):
+        MaskComputer(LabelConfig(orb_patch=40))
+    rng = np.random.default_rng(3)
+    for side in (64, 96, 128):
+        errs, found, found_fixed = [], 0, 0
+        for rel in FRAMES:
+            img = read_image(shared_data / "rgbd" / rel)
+            h, w = img.shape[:2]
+            s = side / min(h, w)
+            img = cv2.resize(img, (round(w * s), round(h * s)), interpolation=cv2.INTER_AREA)
+            h, w = img.shape[:2]
+            m = motion(h, w, *rng.uniform(-3, 3, 2), 0.0, 1.0)
+            gen = generated(img, m, 1.0, 1.0, seed=side)
+            r = comp(gen, img)
+            found += r.homography is not None
+            found_fixed += fixed(gen, img).homography is not None
+            errs.append(abs(r.registered_fraction - comp.registered_mask(gen, img, np.linalg.inv(m)).mean()))
+        assert found == len(FRAMES), side
+        assert np.median(errs) <= TOLERANCE and max(errs) <= 0.1, (side, errs)
+        if side == 64:
+            assert found_fixed <= len(FRAMES) // 4, found_fixed  # the 31 px default registers hardly any

@@ -254,6 +254,7 @@ class LabelConfig:
     orb_levels: int = 3  # ORB pyramid levels (small motions: few levels = precise keypoints)
     orb_grid: int = 8  # spread keypoints over this many cells along the longer side (0 or 1: off)
     orb_oversample: int = 3  # detect this many times orb_features, keep orb_features spread over the cells
+    orb_patch: int = 0  # ORB patch size and edge threshold (px); 0: 31 from a shorter side of 160 px up, max(9, side // 8) below
     min_matches: int = 10  # fewer cross-checked matches: mask A empty
     min_inliers: int = 4  # fewer RANSAC inliers: mask A empty
     ransac_threshold: float = 3.0  # reprojection error in original-image pixels

@@ -324,7 +324,10 @@ class MaskComputer:
         if cfg.orb_features < 1:
             raise ValueError(f"label.orb_features must be >= 1, got {cfg.orb_features}")
         self._detect_n = int(cfg.orb_features) * (max(1, int(cfg.orb_oversample)) if cfg.orb_grid > 1 else 1)
-        self.orb = cv2.ORB_create(nfeatures=self._detect_n, nlevels=max(1, int(cfg.orb_levels)))
+        if cfg.orb_patch and not 3 <= int(cfg.orb_patch) <= 31:
+            raise ValueError(f"label.orb_patch must be 0 (auto) or 3..31, got {cfg.orb_patch}")
+        self._orbs: dict[int, Any] = {}
+        self.orb = self._orb(31 if not cfg.orb_patch else int(cfg.orb_patch))
         dtype = np.float64 if cfg.ssim_precision == "float64" else np.float32
         self.ssim = SSIMWorkspace(sigma=cfg.ssim_sigma, k1=cfg.ssim_k1, k2=cfg.ssim_k2, dtype=dtype,
                                   backend=cfg.ssim_backend)
@@ -354,6 +357,23 @@ class MaskComputer:
         crop = crop_box(mask, self.cfg.crop_size) if min(size) > 0 else (0, 0, 0, 0)
         return MaskResult(mask=mask, crop=crop, reason=reason, size=size, generated_size=gsize)
 
+    def _orb(self, patch: int):
+        """The ORB detector with this patch size (and the same edge threshold), made once."""
+        if patch not in self._orbs:
+            self._orbs[patch] = cv2.ORB_create(nfeatures=self._detect_n, nlevels=max(1, int(self.cfg.orb_levels)),
+                                               edgeThreshold=patch, patchSize=patch)
+        return self._orbs[patch]
+
+    def orb_patch(self, shape: tuple[int, ...]) -> int:
+        """ORB's patch size (= edge threshold) for an image of ``shape``: ``label.orb_patch``, or when
+        0, OpenCV's 31 px from a shorter side of 160 px up and ``max(9, side // 8)`` below (31 px
+        patches and a 31 px border leave a 128 px image a 66 px centre to find keypoints in; on
+        fixture frames moved by known shifts, 64 px images then registered 0 of 33 times)."""
+        if self.cfg.orb_patch:
+            return int(self.cfg.orb_patch)
+        side = min(shape[:2])
+        return 31 if side >= 160 else max(9, side // 8)
+
     def _keypoints(self, gray: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         """ORB keypoint coordinates (N, 2) in full-resolution pixels, and descriptors."""
         scale = 1.0
@@ -366,7 +386,8 @@ class MaskComputer:
         # detect (oversampled), spread, then describe only the kept keypoints: ORB's descriptors do
         # not depend on which other keypoints are described, so this equals describing all of them
         # and selecting afterwards, at a third of the descriptor cost
-        kps = self.orb.detect(g, None)
+        orb = self._orb(self.orb_patch(g.shape))
+        kps = orb.detect(g, None)
         keep = int(self.cfg.orb_features)
         if len(kps) > keep:
             pts = cv2.KeyPoint_convert(kps).reshape(-1, 2)
@@ -375,7 +396,7 @@ class MaskComputer:
             kps = [kps[i] for i in sel]
         for i, kp in enumerate(kps):
             kp.class_id = i  # compute() groups keypoints by pyramid level: restore the order after
-        kps, desc = self.orb.compute(g, kps)
+        kps, desc = orb.compute(g, kps)
         if not kps or desc is None:
             pts, desc = np.zeros((0, 2), np.float32), None
         else:

@@ -128,8 +128,10 @@ def fig_masks(out: Path, n: int = 6) -> Path | None:
         pseudo = s["pseudo"].astype(np.float32)
         rows.append([s["rgb"], s.get("source_rgb"), _overlay(s["rgb"], s["mask"]), _col(pseudo), _col(disp, ok)])
         m = s["meta"]["mask"]
+        # the fraction decides acceptance in the original's grid; the overlay is the mask moved into the
+        # generated image's frame (where ground truth is used), so both are given
         titles.append(f"{'accepted' if s['meta']['accepted'] else 'rejected'}\nmask {m['final_fraction']:.2f}\n"
-                      f"ORB {m['orb_matches']}")
+                      f"in image {float(np.mean(s['mask'])):.2f}\nORB {m['orb_matches']}")
     grid = image_grid(rows, ["generated", "original render", "similarity mask", "teacher pseudo-label",
                              "ground truth (disp.)"], titles, cell=112)
     return _write_png(out / "figures" / "masks_pseudo.png", grid)

@@ -70,7 +70,7 @@ def test_keypoints_equal_detect_and_compute_then_select(pairs):
     for gen, _ in pairs:
         g = cv2.cvtColor(gen, cv2.COLOR_RGB2GRAY)
         pts, desc = comp._keypoints(g)
-        kps, all_desc = comp.orb.detectAndCompute(g, None)
+        kps, all_desc = comp.orb(g.shape).detectAndCompute(g, None)
         all_pts = cv2.KeyPoint_convert(kps)
         resp = np.array([k.response for k in kps], np.float32)
         from bridgedepth.labels.masks import spread_keypoints

@@ -180,8 +180,8 @@ def test_a_folding_homography_never_replaces_a_sane_model():
     src = np.vstack([src_f, src_s]).astype(np.float32)
     dst = np.vstack([dst_f, src_s + [1.5, -0.5]]).astype(np.float32)
     comp = MaskComputer(LabelConfig())
-    hm, inliers, model = comp._fit(src, dst, (128, 128))
-    assert model in ("similarity", "affine") and inliers == 5
+    hm, inliers, model, why = comp._fit(src, dst, (128, 128))
+    assert model in ("similarity", "affine") and inliers == 5 and why is None
     np.testing.assert_allclose(hm, [[1, 0, 1.5], [0, 1, -0.5], [0, 0, 1]], atol=1e-6)
 
     class Unchecked(MaskComputer):  # the same fit without the check picks the folding homography
@@ -189,6 +189,10 @@ def test_a_folding_homography_never_replaces_a_sane_model():
             return None
 
     assert Unchecked(LabelConfig())._fit(src, dst, (128, 128))[2] == "homography"
+    # a homography forced and fitted to the folding matches only: it comes back with why it is refused
+    forced = MaskComputer(LabelConfig(motion_model="homography"))
+    hm, _, model, why = forced._fit(src_f.astype(np.float32), dst_f.astype(np.float32), (128, 128))
+    assert model == "homography" and "folds the image" in why
 
 
 def test_small_images_register_with_smaller_orb_patches(shared_data):

@@ -44,7 +44,7 @@ import cv2
 import numpy as np
 
 from ..config import LabelConfig
-from .ssim import SSIMWorkspace
+from .ssim import SSIMWorkspace, numba_module
 
 __all__ = [
     "MaskResult",
@@ -244,15 +244,6 @@ def hamming_distances(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return d
 
 
-def _match_kernels():
-    """The Numba matcher module, or None when Numba cannot be imported."""
-    try:
-        from . import _match_numba
-    except ImportError:
-        return None
-    return _match_numba
-
-
 def hamming_cross_check(a: np.ndarray | None, b: np.ndarray | None,
                         backend: str = "auto") -> tuple[np.ndarray, np.ndarray]:
     """Mutual nearest neighbours of two descriptor sets under the Hamming distance: (indices into
@@ -265,7 +256,7 @@ def hamming_cross_check(a: np.ndarray | None, b: np.ndarray | None,
     a, b = np.asarray(a), np.asarray(b)
     if a.shape[1] != b.shape[1]:
         raise ValueError(f"descriptor lengths differ: {a.shape[1]} vs {b.shape[1]}")
-    kernels = _match_kernels() if backend == "auto" else None
+    kernels = numba_module("_match_numba") if backend == "auto" else None
     if kernels is not None:
         return kernels.cross_check(_words(a), _words(b))
     d = hamming_distances(a, b)
@@ -326,8 +317,7 @@ class MaskComputer:
         self._detect_n = int(cfg.orb_features) * (max(1, int(cfg.orb_oversample)) if cfg.orb_grid > 1 else 1)
         if cfg.orb_patch and not 3 <= int(cfg.orb_patch) <= 31:
             raise ValueError(f"label.orb_patch must be 0 (auto) or 3..31, got {cfg.orb_patch}")
-        self._orbs: dict[int, Any] = {}
-        self.orb = self._orb(31 if not cfg.orb_patch else int(cfg.orb_patch))
+        self._orbs: dict[int, Any] = {}  # ORB detectors by patch size (see orb_patch)
         dtype = np.float64 if cfg.ssim_precision == "float64" else np.float32
         self.ssim = SSIMWorkspace(sigma=cfg.ssim_sigma, k1=cfg.ssim_k1, k2=cfg.ssim_k2, dtype=dtype,
                                   backend=cfg.ssim_backend)
@@ -357,8 +347,9 @@ class MaskComputer:
         crop = crop_box(mask, self.cfg.crop_size) if min(size) > 0 else (0, 0, 0, 0)
         return MaskResult(mask=mask, crop=crop, reason=reason, size=size, generated_size=gsize)
 
-    def _orb(self, patch: int):
-        """The ORB detector with this patch size (and the same edge threshold), made once."""
+    def orb(self, shape: tuple[int, ...]):
+        """The ORB detector for an image of ``shape`` (its patch size: :meth:`orb_patch`), made once."""
+        patch = self.orb_patch(shape)
         if patch not in self._orbs:
             self._orbs[patch] = cv2.ORB_create(nfeatures=self._detect_n, nlevels=max(1, int(self.cfg.orb_levels)),
                                                edgeThreshold=patch, patchSize=patch)
@@ -386,7 +377,7 @@ class MaskComputer:
         # detect (oversampled), spread, then describe only the kept keypoints: ORB's descriptors do
         # not depend on which other keypoints are described, so this equals describing all of them
         # and selecting afterwards, at a third of the descriptor cost
-        orb = self._orb(self.orb_patch(g.shape))
+        orb = self.orb(g.shape)
         kps = orb.detect(g, None)
         keep = int(self.cfg.orb_features)
         if len(kps) > keep:
@@ -434,8 +425,9 @@ class MaskComputer:
         return None
 
     def _fit(self, src: np.ndarray, dst: np.ndarray,
-             size: tuple[int, int]) -> tuple[np.ndarray | None, int, str | None]:
-        """The registration model generated -> original of matched points: (3x3, RANSAC inliers, name).
+             size: tuple[int, int]) -> tuple[np.ndarray | None, int, str | None, str | None]:
+        """The registration model generated -> original of matched points: (3x3, RANSAC inliers, name,
+        None or why it is refused by :meth:`_homography_ok`).
 
         ``auto``: RANSAC similarity and affine fits, and a homography when the affine fit is credible
         (at least max(min_inliers, 10 % of the matches) inliers; on unrelated images its 2000 RANSAC
@@ -467,15 +459,18 @@ class MaskComputer:
             precise = int(np.count_nonzero(np.linalg.norm(proj - dst, axis=1) < cfg.precise_threshold))
             fits.append((name, hm, int(inl.sum()), precise))
         if not fits:
-            return None, 0, None
-        # an insane fit never replaces a sane one (when none is sane, the first is returned and the
-        # caller reports why it was refused)
-        pool = [f for f in fits if self._homography_ok(f[1], size) is None] or fits[:1]
+            return None, 0, None, "no homography found"
+        # an insane fit never replaces a sane one; when none is sane, the first is returned with why
+        checked = [(f, self._homography_ok(f[1], size)) for f in fits]
+        pool = [f for f, why in checked if why is None]
+        if not pool:
+            (name, hm, inl, _), why = checked[0]
+            return hm, inl, name, why
         best = pool[0]
         for f in pool[1:]:
             if f[3] > (1.0 + cfg.model_tolerance) * best[3]:
                 best = f
-        return best[1], best[2], best[0]
+        return best[1], best[2], best[0], None
 
     def _refine(self, hmat: np.ndarray, model: str, g_gen: np.ndarray, st: "_Original") -> tuple[np.ndarray, bool]:
         """ECC refinement of the model on small grey copies; (homography, refined?).
@@ -552,8 +547,7 @@ class MaskComputer:
         consecutive seeds of one depth map in a generated shard do, the previous state is reused:
         equality is checked against a private copy, so callers may change their arrays freely."""
         last = self._last
-        if (last is not None and isinstance(original, np.ndarray) and original.shape == last[0].shape
-                and original.dtype == last[0].dtype and np.array_equal(original, last[0])):
+        if last is not None and isinstance(original, np.ndarray) and _same_original(original, last[0]):
             return last[1]
         self._forget()
         state = _Original(original, self.cfg)
@@ -617,8 +611,7 @@ class MaskComputer:
             notes.append(f"registration skipped: {matches_n} ORB matches < {cfg.min_matches}")
         else:
             with _stage(clock, "ransac"):
-                hmat, inliers_n, model = self._fit(p_gen[qi], p_orig[ti], (h, w))
-                why = self._homography_ok(hmat, (h, w))
+                hmat, inliers_n, model, why = self._fit(p_gen[qi], p_orig[ti], (h, w))
                 if why is None and inliers_n < cfg.min_inliers:
                     why = f"{inliers_n} RANSAC inliers < {cfg.min_inliers}"
             if why:

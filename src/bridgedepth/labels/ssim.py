@@ -46,18 +46,20 @@ __all__ = ["gaussian_kernel", "ssim_map", "SSIMWorkspace", "numba_available"]
 BACKENDS = ("auto", "numba", "opencv")
 
 
-def _numba_kernels():
-    """The fused kernels module, or None when Numba cannot be imported."""
+def numba_module(name: str):
+    """The Numba kernel module ``bridgedepth.labels.<name>`` (``_ssim_numba``, ``_match_numba``), or None
+    when Numba cannot be imported (the callers then take their NumPy/OpenCV paths)."""
+    import importlib
+
     try:
-        from . import _ssim_numba
+        return importlib.import_module(f".{name}", __package__)
     except ImportError:
         return None
-    return _ssim_numba
 
 
 def numba_available() -> bool:
     """True when the fused Numba SSIM kernels can be used on this machine."""
-    return _numba_kernels() is not None
+    return numba_module("_ssim_numba") is not None
 
 
 def gaussian_kernel(sigma: float = 1.5, truncate: float = 3.5) -> np.ndarray:
@@ -129,7 +131,7 @@ class SSIMWorkspace:
         self._nb = None
         self._nb_kernel = None
         if backend != "opencv":
-            nbk = _numba_kernels()
+            nbk = numba_module("_ssim_numba")
             padded = None if nbk is None else nbk.pad_kernel(self.kernel, self.dtype)
             usable = nbk is not None and padded is not None
             if backend == "numba" and not usable:

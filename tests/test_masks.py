@@ -227,6 +227,31 @@ def test_crop_box_labelling_equals_opencv_default():
             assert crop_box(m.astype(bool), 30) == (x0, y0, cw, ch)
 
 
+
+def test_crop_box_whole_image_shortcut_keeps_the_rule():
+    # a crop at least as large as the image along both axes is the whole image wherever the largest
+    # region lies: crop_box returns it without labelling; the rule with labelling gives the same box
+    import cv2
+
+    rng = np.random.default_rng(3)
+    for i in range(20):
+        h, w = 30 + i, 45 - i
+        m = (rng.random((h, w)) < rng.uniform(0.05, 0.6)).astype(np.uint8)
+        n, _, st, _ = cv2.connectedComponentsWithStats(m, connectivity=8)
+        for size in (max(h, w), max(h, w) + 7):
+            cw, ch = min(size, w), min(size, h)
+            cx, cy = (w / 2, h / 2)
+            if n > 1:
+                k = 1 + int(np.argmax(st[1:, cv2.CC_STAT_AREA]))
+                cx, cy = st[k, 0] + st[k, 2] / 2, st[k, 1] + st[k, 3] / 2
+            x0 = min(max(int(np.floor(cx - cw / 2 + 0.5)), 0), w - cw)
+            y0 = min(max(int(np.floor(cy - ch / 2 + 0.5)), 0), h - ch)
+            assert crop_box(m.astype(bool), size) == (x0, y0, cw, ch) == (0, 0, w, h)
+    # one axis smaller than the crop, the other not: still labelled and centred on the region
+    m = np.zeros((40, 200), bool)
+    m[5:20, 150:190] = True
+    assert crop_box(m, 100) == (100, 0, 100, 40)
+
 def test_computer_reuse_timings_and_overlay(nyu, room):
     comp = MaskComputer(LabelConfig())
     t: dict[str, float] = {}

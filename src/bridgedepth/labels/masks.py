@@ -181,6 +181,8 @@ def crop_box(mask: np.ndarray, crop_size: int, labels: np.ndarray | None = None)
     """
     h, w = mask.shape[:2]
     cw, ch = min(int(crop_size), w), min(int(crop_size), h)
+    if (cw, ch) == (w, h):
+        return (0, 0, w, h)  # the crop is the whole image wherever the region lies: nothing to label
     m = np.ascontiguousarray(mask, dtype=np.uint8)
     # Grana's block-based labelling gives the same labels (in the same order) as OpenCV's default
     # here at half the time (tests/test_masks.py compares them)

@@ -93,3 +93,25 @@ def test_constant_depth_prior_and_training_median():
         ConstantDepthPrior(0)
     with pytest.raises(ValueError):
         median_depth([np.zeros((2, 2), np.float32)], [np.ones((2, 2), bool)])
+
+
+def test_row_recipes_answer_the_papers_questions(tmp_path):
+    # every trained row has a recipe; each mixes the synthetic source scenes with their ground truth in,
+    # and differs from source only by exactly what its question is about
+    from bridgedepth.config import load_config
+    from bridgedepth.pipeline import TRAINED_ROWS, row_recipes
+
+    d = load_config("tiny").demo
+    rec = row_recipes(tmp_path, d)
+    assert set(rec) == set(TRAINED_ROWS)
+    source = str(tmp_path / "scenes" / "train")
+    for row, (data, init, steps, stage) in rec.items():
+        assert [(t.path, t.target) for t in data if t.path == source] == [(source, "gt")], row
+        assert (init is None and steps == d.student_steps) or (init == "generated_pseudo" and steps == d.hybrid_steps)
+    extra = {row: [(t.path[len(str(tmp_path)) + 1:], t.target) for t in data if t.path != source]
+             for row, (data, *_ ) in rec.items()}
+    assert extra == {"source_only": [], "generated_pseudo": [("labelled", "pseudo")],
+                     "finetune_pseudo": [("labelled", "pseudo")], "finetune_hybrid": [("labelled", "hybrid")],
+                     "no_rl_d2i": [("labelled_no_rl", "pseudo")], "dav2_style": [("photos_labelled", "pseudo")],
+                     "oracle": [("photos_labelled", "gt")]}
+    assert rec["finetune_hybrid"][3] == "student-hybrid" and rec["finetune_pseudo"][3] == "student-pseudo"

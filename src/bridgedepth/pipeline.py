@@ -34,7 +34,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from .config import Config, save_resolved
+from .config import Config, DemoConfig, save_resolved
 from .errors import InputError
 from .stages import ParallelStage, StageRecord, StageRunner, _jsonable  # noqa: F401  (re-exported: the demo's stage runner)
 
@@ -125,6 +125,27 @@ def demo_seeds(cfg: Config) -> dict[str, int]:
     held-out synthetic depth maps (D2I before/after), ``test`` the real-look test set, ``photos``
     real-look images for the DA-V2-style and oracle rows."""
     return {"train": cfg.seed, "val": cfg.seed + 1, "test": cfg.seed + 2, "photos": cfg.seed + 3}
+
+
+def row_recipes(out: Path, d: DemoConfig) -> dict[str, tuple[list, str | None, int, str]]:
+    """The demo's trained rows in folder ``out``: {row: (training mixture, the row whose checkpoint it
+    starts from (None: the shipped depth foundation), steps, training stage)}. Every row mixes the
+    synthetic source scenes with ground truth in; the rows differ in what comes beside them."""
+    from .mde.trainer import TrainData
+
+    source_gt = TrainData(str(out / "scenes" / "train"), "gt", 1.0)
+    lab, lab_no_rl, photos = str(out / "labelled"), str(out / "labelled_no_rl"), str(out / "photos_labelled")
+    return {
+        "source_only": ([source_gt], None, d.student_steps, "teacher"),
+        "generated_pseudo": ([TrainData(lab, "pseudo"), source_gt], None, d.student_steps, "student-pseudo"),
+        "finetune_pseudo": ([TrainData(lab, "pseudo"), source_gt], "generated_pseudo", d.hybrid_steps,
+                            "student-pseudo"),
+        "finetune_hybrid": ([TrainData(lab, "hybrid"), source_gt], "generated_pseudo", d.hybrid_steps,
+                            "student-hybrid"),
+        "no_rl_d2i": ([TrainData(lab_no_rl, "pseudo"), source_gt], None, d.student_steps, "student-pseudo"),
+        "dav2_style": ([TrainData(photos, "pseudo"), source_gt], None, d.student_steps, "student-pseudo"),
+        "oracle": ([TrainData(photos, "gt"), source_gt], None, d.student_steps, "teacher"),
+    }
 
 
 def _with(cfg: Config, **train) -> Config:
@@ -434,7 +455,6 @@ def run_demo(cfg: Config, out: str | os.PathLike = "runs/demo", *, fixtures_root
 
     runner.run("1 scenes", scenes)
     teacher = foundations["depth"]
-    source_gt = TrainData(str(sc / "train"), "gt", 1.0)
 
     def d2i_finetune():
         return finetune(cfg, foundations["d2i"], teacher, sc / "gen", out / "d2i" / "finetuned",
@@ -479,17 +499,7 @@ def run_demo(cfg: Config, out: str | os.PathLike = "runs/demo", *, fixtures_root
 
     runner.run("4c teacher pseudo-labels for real-look images (DA-V2 style)", photos)
 
-    lab_dir, lab_no_rl, photo_dir = str(out / "labelled"), str(out / "labelled_no_rl"), str(out / "photos_labelled")
-    recipes = {
-        "source_only": ([source_gt], None, d.student_steps),
-        "generated_pseudo": ([TrainData(lab_dir, "pseudo"), source_gt], None, d.student_steps),
-        "finetune_pseudo": ([TrainData(lab_dir, "pseudo"), source_gt], "generated_pseudo", d.hybrid_steps),
-        "finetune_hybrid": ([TrainData(lab_dir, "hybrid"), source_gt], "generated_pseudo", d.hybrid_steps),
-        "no_rl_d2i": ([TrainData(lab_no_rl, "pseudo"), source_gt], None, d.student_steps),
-        "dav2_style": ([TrainData(photo_dir, "pseudo"), source_gt], None, d.student_steps),
-        "oracle": ([TrainData(photo_dir, "gt"), source_gt], None, d.student_steps),
-    }
-    stage_of = {"source_only": "teacher", "oracle": "teacher", "finetune_hybrid": "student-hybrid"}
+    recipes = row_recipes(out, d)
 
     # Every trained row, then the two metric rows (from the seed-0 hybrid student), as one group of
     # stages: with demo.stage_workers > 1 they train side by side in worker processes, each as soon as
@@ -500,10 +510,9 @@ def run_demo(cfg: Config, out: str | os.PathLike = "runs/demo", *, fixtures_root
         base = out / "rows" / f"seed{k}"
         # the row others start from goes first, so that its fine-tunes can start early
         for row in sorted(TRAINED_ROWS, key=lambda r: r != "generated_pseudo"):
-            data, init_row, steps = recipes[row]
+            data, init_row, steps, stage = recipes[row]
             init = str(base / init_row / "last") if init_row else teacher
-            c = _with(cfg, stage=stage_of.get(row, "student-pseudo"), steps=steps, seed=cfg.train.seed + k,
-                      val_every=0)
+            c = _with(cfg, stage=stage, steps=steps, seed=cfg.train.seed + k, val_every=0)
             after = (f"5 row {init_row} (seed {k})",) if init_row else ()
             jobs.append(ParallelStage(f"5 row {row} (seed {k})", train_stage,
                                       (c, data, str(base / row), init, progress and workers == 1, threads), after))

@@ -46,6 +46,8 @@ def main() -> None:
           f"{cfg.accept_fraction})")
     print(f"  final mask fraction mean {final.mean():.4f}, median {np.median(final):.4f}; "
           f"direct SSIM > {cfg.ssim_threshold}: mean {direct.mean():.4f}")
+    shares = ", ".join(f"> {t:.1f}: {100 * np.mean(final > t):.1f} %" for t in (0.4, 0.3, 0.2, 0.1))
+    print(f"  share of scenes whose final mask covers more than a fraction of the pixels: {shares}")
 
 
 if __name__ == "__main__":

@@ -31,6 +31,9 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1], help="training seed offsets (the demo's k)")
     ap.add_argument("--rows", nargs="+", default=["source_only", "generated_pseudo", "oracle"])
     ap.add_argument("--val", type=int, default=96, help="real-look renders of the demo's val seed")
+    ap.add_argument("--gen-sources", type=int, default=0,
+                    help="generate from this many training depth maps with the demo's reward-tuned D2I and "
+                         "label them (0: the demo's own labelled set)")
     a = ap.parse_args()
 
     from bridgedepth.config import load_config
@@ -46,7 +49,10 @@ def main() -> None:
     seeds = demo_seeds(cfg)
     if seeds["val"] in training_seeds(load_config(d.zoo_preset)) or seeds["val"] in (seeds["train"], seeds["photos"]):
         raise SystemExit(f"the val seed {seeds['val']} reaches a training set: no validation possible")
-    recipes = row_recipes(a.demo, d)
+    labelled = None
+    if a.gen_sources:
+        labelled = a.out / f"labelled_{a.gen_sources}"
+    recipes = row_recipes(a.demo, d, labelled)
     for row in a.rows:
         if row not in recipes or recipes[row][1] is not None:
             raise SystemExit(f"{row}: not a row trained from the foundation ({', '.join(recipes)})")
@@ -62,16 +68,29 @@ def main() -> None:
 
     runner.run("real-look val scenes", val_scenes)
 
+    if a.gen_sources:
+        from bridgedepth.d2i.generate import generate
+        from bridgedepth.labels.label import label
+
+        src, gen = a.out / f"gen_{a.gen_sources}", a.out / f"generated_{a.gen_sources}"
+        runner.run(f"source depth maps ({a.gen_sources})", lambda: write_scenes(
+            src, a.gen_sources, seed=seeds["train"], look="synthetic", kind=cfg.scenes.kind,
+            size=tuple(d.scene_size), samples_per_shard=cfg.scenes.samples_per_shard, progress=False) and None)
+        runner.run(f"generate ({a.gen_sources} depth maps)", lambda: generate(
+            cfg, a.demo / "d2i" / "finetuned", src, gen, progress=False, overwrite=True))
+        runner.run(f"label ({a.gen_sources} depth maps)", lambda: label(
+            cfg, teacher, gen, labelled, progress=False).to_json())
     workers = max(1, min(int(d.stage_workers), available_cores()))
     threads = max(1, torch_threads() // workers) if workers > 1 else None
     jobs = []
+    tag = f", {a.gen_sources} generated sources" if a.gen_sources else ""
     for steps in a.steps:
         for k in a.seeds:
             for row in a.rows:
                 data, _, _, stage = recipes[row]
                 c = _with(cfg, stage=stage, steps=steps, seed=cfg.train.seed + k, val_every=0)
                 dest = a.out / f"steps{steps}" / f"seed{k}" / row
-                jobs.append(ParallelStage(f"{row} {steps} steps (seed {k})", train_stage,
+                jobs.append(ParallelStage(f"{row} {steps} steps (seed {k}){tag}", train_stage,
                                           (c, data, str(dest), teacher, False, threads)))
     t0 = time.time()
     runner.run_parallel(f"rows ({workers} processes)", jobs, workers)

@@ -127,14 +127,18 @@ def demo_seeds(cfg: Config) -> dict[str, int]:
     return {"train": cfg.seed, "val": cfg.seed + 1, "test": cfg.seed + 2, "photos": cfg.seed + 3}
 
 
-def row_recipes(out: Path, d: DemoConfig) -> dict[str, tuple[list, str | None, int, str]]:
+def row_recipes(out: Path, d: DemoConfig,
+                labelled: Path | None = None) -> dict[str, tuple[list, str | None, int, str]]:
     """The demo's trained rows in folder ``out``: {row: (training mixture, the row whose checkpoint it
     starts from (None: the shipped depth foundation), steps, training stage)}. Every row mixes the
-    synthetic source scenes with ground truth in; the rows differ in what comes beside them."""
+    synthetic source scenes with ground truth in; the rows differ in what comes beside them.
+    ``labelled``: another labelled generated set for the reward-tuned generator's rows (default
+    ``out/labelled``)."""
     from .mde.trainer import TrainData
 
     source_gt = TrainData(str(out / "scenes" / "train"), "gt", 1.0)
-    lab, lab_no_rl, photos = str(out / "labelled"), str(out / "labelled_no_rl"), str(out / "photos_labelled")
+    lab = str(labelled or out / "labelled")
+    lab_no_rl, photos = str(out / "labelled_no_rl"), str(out / "photos_labelled")
     return {
         "source_only": ([source_gt], None, d.student_steps, "teacher"),
         "generated_pseudo": ([TrainData(lab, "pseudo"), source_gt], None, d.student_steps, "student-pseudo"),

@@ -57,14 +57,14 @@ def table(folder: Path = OUT) -> str:
             rows.append(json.loads(p.read_text()))
         except (OSError, json.JSONDecodeError) as e:
             rows.append({"benchmark": p.stem, "unit": f"unreadable: {e}"})
-    head = f"{'benchmark':14s} {'ours':>10s} {'reference':>10s}  {'unit':34s} {'ratio':>7s} {'goal':>6s}  met"
+    head = f"{'benchmark':16s} {'ours':>10s} {'reference':>10s}  {'unit':34s} {'ratio':>7s} {'goal':>6s}  met"
     lines = [head, "-" * len(head)]
     for r in rows:
         def num(v):
             return f"{v:10.3g}" if isinstance(v, (int, float)) else f"{'-':>10s}"
         goal = r.get("goal")
         met = r.get("met")
-        lines.append(f"{r.get('benchmark', '?'):14s} {num(r.get('ours'))} {num(r.get('reference'))}  "
+        lines.append(f"{r.get('benchmark', '?'):16s} {num(r.get('ours'))} {num(r.get('reference'))}  "
                      f"{str(r.get('unit', ''))[:34]:34s} {r.get('ratio', float('nan')):6.2f}x "
                      f"{(f'{goal:5.2f}x' if isinstance(goal, (int, float)) else '     -')}  "
                      f"{'-' if met is None else ('yes' if met else 'NO')}")
@@ -107,7 +107,7 @@ def spread(folders: list[Path]) -> str:
             except (OSError, json.JSONDecodeError):
                 continue
             runs.setdefault(r.get("benchmark", p.stem), []).append(r)
-    head = (f"{'benchmark':14s} {'runs':>4s} {'ours (median)':>13s}  {'unit':34s} {'ratio median':>12s} "
+    head = (f"{'benchmark':16s} {'runs':>4s} {'ours (median)':>13s}  {'unit':34s} {'ratio median':>12s} "
             f"{'min':>6s} {'max':>6s} {'goal':>6s}  met")
     lines = [head, "-" * len(head)]
     for name, rs in sorted(runs.items()):
@@ -119,7 +119,7 @@ def spread(folders: list[Path]) -> str:
         mets = [r.get("met") for r in rs if r.get("met") is not None]
         med = statistics.median(ratios)
         omed = statistics.median(ours) if ours else float("nan")
-        lines.append(f"{name:14s} {len(rs):4d} {omed:13.3g}  {str(rs[0].get('unit', ''))[:34]:34s} {med:11.2f}x "
+        lines.append(f"{name:16s} {len(rs):4d} {omed:13.3g}  {str(rs[0].get('unit', ''))[:34]:34s} {med:11.2f}x "
                      f"{ratios[0]:5.2f}x {ratios[-1]:5.2f}x "
                      f"{(f'{goal:5.2f}x' if isinstance(goal, (int, float)) else '     -')}  "
                      f"{f'{sum(mets)}/{len(mets)}' if mets else '-'}")

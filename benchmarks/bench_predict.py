@@ -14,10 +14,13 @@ Variants run interleaved, round after round, and the best round counts (the mach
 minimum is the least disturbed measurement). Prints images/s, the ratios ours / reference and the
 largest output difference (must be <= 1e-4 relative to the output range).
 
-    PYTHONPATH=src python benchmarks/bench_predict.py [--rounds 3] [--threads 2] [--ablate] [--compile]
+- ``ours-compiled``: the same predictor with ``compile=True`` (``torch.compile``, inductor with weight
+  freezing: `bridge predict --compile`); its one-off compile is reported separately and it writes its own
+  row, ``predict_compiled``.
 
-``--ablate`` adds our predictor without each speed-up; ``--compile`` adds ``torch.compile`` (inductor; a
-one-off compile of about a minute or more on 2 cores, reported separately).
+    PYTHONPATH=src python benchmarks/bench_predict.py [--rounds 3] [--threads 2] [--ablate] [--no-compile]
+
+``--ablate`` adds our predictor without each speed-up; ``--no-compile`` skips the compiled variant.
 """
 
 from __future__ import annotations
@@ -36,7 +39,8 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--size", type=int, default=518)
     ap.add_argument("--ablate", action="store_true")
-    ap.add_argument("--compile", action="store_true")
+    ap.add_argument("--no-compile", dest="compile", action="store_false",
+                    help="skip the torch.compile variant (its one-off compile takes 20-30 s)")
     a = ap.parse_args()
 
     import torch
@@ -117,6 +121,12 @@ def main() -> None:
               met=best["hf-sdpa"] / best["ours"] >= 1.3 and worst <= 1e-4,
               unit=f"img/s fp32 vs transformers SDPA, {a.threads} thr",
               extra={"seconds": best, "worst_diff_of_range": worst, "size": a.size})
+    if compile_s is not None:
+        diff = float(np.abs(outputs["ours-compiled"] - ref).max()) / scale
+        write_row("predict_compiled", ours=1 / best["ours-compiled"], reference=1 / best["hf-sdpa"], goal=1.3,
+                  met=best["hf-sdpa"] / best["ours-compiled"] >= 1.3 and diff <= 1e-4,
+                  unit="img/s fp32 compiled (frozen) vs hf SDPA",
+                  extra={"seconds": best, "worst_diff_of_range": diff, "size": a.size, "compile_s": compile_s})
 
 
 if __name__ == "__main__":

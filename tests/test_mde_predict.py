@@ -189,3 +189,39 @@ def test_fast_inference_copy_matches(swiglu):
     plain = optimize_for_inference(model, inplace_relu=False)
     with torch.no_grad():
         assert torch.equal(plain(pixel_values=x).predicted_depth, got)
+
+
+def test_compiled_predictor_matches_eager(micro_ckpt):
+    # compile=True: torch.compile with inductor weight freezing (constants folded and prepacked); same
+    # outputs as the eager fast path to float rounding, for a metric checkpoint (scale head) too, and the
+    # model of the eager predictor is untouched by freezing
+    rng = np.random.default_rng(4)
+    ims = [(rng.random((42, 70, 3)) * 255).astype(np.uint8) for _ in range(2)]
+    eager = bridgedepth.load(micro_ckpt)
+    comp = bridgedepth.load(micro_ckpt, compile=True)
+    for im in ims:
+        a, b = eager.predict(im).values, comp.predict(im).values
+        assert a.shape == b.shape == im.shape[:2]
+        assert np.abs(a - b).max() <= 1e-4 * (a.max() - a.min())
+    before = {k: v.clone() for k, v in eager.model.state_dict().items()}
+    m_comp = bridgedepth.load(micro_ckpt, metric=True, compile=True).predict(ims[0]).values
+    m_eager = bridgedepth.load(micro_ckpt, metric=True).predict(ims[0]).values
+    assert np.allclose(m_comp, m_eager, rtol=1e-4, atol=1e-6)
+    assert all(torch.equal(before[k], v) for k, v in eager.model.state_dict().items())
+    with pytest.raises(bridgedepth.errors.InputError, match="int8"):
+        bridgedepth.load(micro_ckpt, compile=True, precision="int8")
+
+
+def test_cli_predict_compile(micro_ckpt, tmp_path):
+    import cv2
+
+    from bridgedepth.cli import main
+
+    img = tmp_path / "a.png"
+    cv2.imwrite(str(img), (np.random.default_rng(5).random((42, 70, 3)) * 255).astype(np.uint8))
+    for name, extra in (("eager", []), ("compiled", ["--compile"])):
+        assert main(["predict", str(img), "--model", str(micro_ckpt), "--out", str(tmp_path / name),
+                     "--outputs", "npy", *extra]) == 0
+    a, b = (np.load(tmp_path / n / "a_disp.npy") for n in ("eager", "compiled"))
+    assert np.abs(a - b).max() <= 1e-4 * (a.max() - a.min())
+    assert main(["predict", str(img), "--backend", "onnx", "--model", str(tmp_path / "m.onnx"), "--compile"]) != 0

@@ -44,8 +44,8 @@ def add_arguments(p):
                    help="fp32 (default); bf16 autocast (fast on CPUs with AVX512-BF16/AMX and on GPUs); "
                         "int8 dynamic quantisation of the linear layers (CPU). See docs/performance.md")
     p.add_argument("--compile", action="store_true",
-                   help="torch.compile the network with weight freezing: a one-off compile per input size (about "
-                        "20 s for vits on 2 CPU cores), then faster (fp32 1.25x transformers SDPA against 1.11x; "
+                   help="torch.compile the network with weight freezing: a one-off compile per input size (13-17 "
+                        "s for vits on 2 CPU cores), then faster (fp32 1.20x transformers SDPA against 1.11x; "
                         "docs/performance.md); for many images of one size (video, --fixed-size)")
     p.add_argument("--overwrite", action="store_true", help="recompute images whose outputs already exist")
     p.add_argument("--strict", action="store_true",

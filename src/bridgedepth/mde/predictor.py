@@ -350,7 +350,7 @@ class Predictor:
     docs/performance.md): ``fast`` runs an inference-only copy of the model with a fused QKV projection and
     channels-last DPT head (:mod:`bridgedepth.mde.fast`; on by default in :meth:`from_pretrained`, off for a
     model you pass, which stays untouched), ``compile`` wraps it in ``torch.compile`` with inductor's
-    weight freezing (a one-off compile per input shape, about 20 s for vits on 2 CPU cores: worth it for
+    weight freezing (a one-off compile per input shape, 13-17 s for vits on 2 CPU cores: worth it for
     many images of one size, e.g. video frames or ``fixed_size``; not with int8). ``precision``:
     ``"fp32"`` (default), ``"bf16"`` (bfloat16 autocast: matrix products and convolutions in bf16,
     normalisations and the output in fp32; fast where :func:`bf16_native`), ``"int8"`` (the linear
@@ -404,8 +404,9 @@ class Predictor:
             raise InputError("compile: not with precision int8 (its dynamically quantised linear layers do not "
                              "compile); use fp32 or bf16")
         # freezing: inductor folds the (fixed) weights into the graph as constants and prepacks them for
-        # oneDNN/MKL, fusing the element-wise work around the matrix products: 1.25x transformers SDPA in
-        # fp32 on 2 CPU threads against 1.10x without it (docs/performance.md). One compile per input shape.
+        # oneDNN/MKL, fusing the element-wise work around the matrix products: 1.20x transformers SDPA in
+        # fp32 on 2 CPU threads (median of 6 runs) against 1.11x eager (docs/performance.md). One compile
+        # per input shape.
         self._forward = _frozen_compile(self.model) if compile else self.model
 
     @classmethod

@@ -11,6 +11,7 @@ can be chosen from it. Resumable: every trained row is a stage in ``--out/stages
 
     PYTHONPATH=src python benchmarks/row_budget.py --demo runs/demo [--steps 150 600] [--seeds 0 1]
         [--rows source_only generated_pseudo oracle] [--val 96] [--out runs/row_budget]
+        [--init teacher|encoder] [--gen-sources N]
 """
 
 from __future__ import annotations
@@ -31,6 +32,11 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1], help="training seed offsets (the demo's k)")
     ap.add_argument("--rows", nargs="+", default=["source_only", "generated_pseudo", "oracle"])
     ap.add_argument("--val", type=int, default=96, help="real-look renders of the demo's val seed")
+    ap.add_argument("--init", choices=["teacher", "encoder"], default="teacher",
+                    help="what every row starts from: the shipped depth foundation (the demo's rows, which is "
+                         "also the teacher), or only its encoder with a freshly initialised DPT decoder (as the "
+                         "paper's students start from a DINOv2 encoder)")
+    ap.add_argument("--lr", type=float, default=None, help="train.lr of every row (default: the demo's)")
     ap.add_argument("--gen-sources", type=int, default=0,
                     help="generate from this many training depth maps with the demo's reward-tuned D2I and "
                          "label them (0: the demo's own labelled set)")
@@ -80,18 +86,37 @@ def main() -> None:
             cfg, a.demo / "d2i" / "finetuned", src, gen, progress=False, overwrite=True))
         runner.run(f"label ({a.gen_sources} depth maps)", lambda: label(
             cfg, teacher, gen, labelled, progress=False).to_json())
+    init, enc_dir = teacher, None
+    if a.init == "encoder":
+        enc_dir = a.out / "teacher_encoder"
+
+        def encoder():
+            from transformers import Dinov2Model
+
+            from bridgedepth.mde import load_model
+
+            m = load_model(teacher)
+            enc = Dinov2Model(m.config.backbone_config)
+            enc.load_state_dict(m.backbone.state_dict(), strict=True)
+            enc.save_pretrained(enc_dir, safe_serialization=True)
+            return {"parameters": sum(p.numel() for p in enc.parameters())}
+
+        runner.run("the teacher's encoder as a Hugging Face DINOv2 checkpoint", encoder)
+        init = None
     workers = max(1, min(int(d.stage_workers), available_cores()))
     threads = max(1, torch_threads() // workers) if workers > 1 else None
     jobs = []
-    tag = f", {a.gen_sources} generated sources" if a.gen_sources else ""
+    tag = (f", {a.gen_sources} generated sources" if a.gen_sources else "") + (", encoder start" if enc_dir else "")
     for steps in a.steps:
         for k in a.seeds:
             for row in a.rows:
                 data, _, _, stage = recipes[row]
-                c = _with(cfg, stage=stage, steps=steps, seed=cfg.train.seed + k, val_every=0)
+                c = _with(cfg, stage=stage, steps=steps, seed=cfg.train.seed + k, val_every=0,
+                          lr=cfg.train.lr if a.lr is None else a.lr)
+                c.model.encoder_init = None if enc_dir is None else str(enc_dir)
                 dest = a.out / f"steps{steps}" / f"seed{k}" / row
                 jobs.append(ParallelStage(f"{row} {steps} steps (seed {k}){tag}", train_stage,
-                                          (c, data, str(dest), teacher, False, threads)))
+                                          (c, data, str(dest), init, False, threads)))
     t0 = time.time()
     runner.run_parallel(f"rows ({workers} processes)", jobs, workers)
     print(f"trained in {time.time() - t0:.0f} s")

@@ -219,6 +219,30 @@ def test_model_path_with_a_stand_in_depth_model(run_cli, shared_data, tmp_path, 
     doc = json.loads((tmp_path / "m.json").read_text())
     assert doc["prediction_type"] == "disparity" and doc["alignment"] == "disparity"
     assert doc["metrics"]["abs_rel"] < 1e-6 and doc["metrics"]["delta1"] == 1.0
-    assert calls == [(480, 640, 3)] * 3 and sorted(p.name for p in cache.iterdir()) == [f"rgb_{n}.npy" for n in NAMES]
+    assert calls == [(480, 640, 3)] * 3
+    assert sorted(p.name for p in cache.iterdir()) == [f"rgb_{n}.npy" for n in NAMES] + ["settings.json"]
     r = run_cli(*args)  # the rerun reuses the cached predictions
     assert r.code == 0 and len(calls) == 3
+
+
+
+def test_model_precision_and_prediction_cache_settings(run_cli, shared_data, tmp_path):
+    """`--precision` reaches the predictor (int8: other maps, nearly the same metrics); a
+    --save-predictions folder refuses a rerun at another precision (its cached maps would be reused)."""
+    import json
+
+    from bridgedepth.mde import build_model, save_model
+
+    save_model(build_model("micro", seed=0), tmp_path / "ckpt")
+    base = ("eval", "--dataset", "folder", "--root", shared_data / "rgbd/nyu_sync", "--encoding", "png-mm",
+            "--model", tmp_path / "ckpt", "--quiet")
+    res = {}
+    for p in ("fp32", "int8"):
+        r = run_cli(*base, "--precision", p, "--json", tmp_path / f"{p}.json", "--save-predictions", tmp_path / p)
+        assert r.code == 0, r
+        res[p] = json.loads((tmp_path / f"{p}.json").read_text())["metrics"]["abs_rel"]
+        assert json.loads((tmp_path / p / "settings.json").read_text())["precision"] == p
+    a, b = (np.load(tmp_path / p / f"rgb_{NAMES[0]}.npy") for p in ("fp32", "int8"))
+    assert not np.array_equal(a, b) and abs(res["fp32"] - res["int8"]) < 0.01
+    bad = run_cli(*base, "--precision", "int8", "--save-predictions", tmp_path / "fp32")
+    assert bad.code == 2 and "other settings" in bad.err and "precision 'fp32' there, 'int8' now" in bad.err

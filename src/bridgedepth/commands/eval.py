@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -37,6 +38,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--encoding", help="folder dataset: depth encoding of depth/ (png-mm, png-kitti, npy, ...)")
     p.add_argument("--suite", choices=("zero-shot",), help="run every benchmark of the suite that has a root")
     p.add_argument("--roots", metavar="YAML", help="--suite: mapping dataset -> root (or {root, split, encoding})")
+    p.add_argument("--precision", default="fp32", choices=("fp32", "bf16", "int8"),
+                   help="--model: inference precision, as in bridge predict (default fp32; docs/performance.md)")
+    p.add_argument("--compile", action="store_true",
+                   help="--model: torch.compile with weight freezing, as in bridge predict (one compile per "
+                        "network input size: worth it for a benchmark of one image size, e.g. NYUv2)")
     p.add_argument("--save-predictions", metavar="DIR",
                    help="--model: cache predictions here as .npy (a rerun reuses them)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -65,25 +71,55 @@ def _source(args, cfg, dataset: str | None = None):
         d = Path(args.predictions) / dataset if dataset else Path(args.predictions)
         return FolderPredictions(d), args.prediction_type
     if args.model:
-        predictor, ptype = _load_predictor(args.model, cfg)
+        predictor, ptype = _load_predictor(args.model, cfg, precision=getattr(args, "precision", "fp32"),
+                                           compile=getattr(args, "compile", False))
         ptype = args.prediction_type or ptype
         cache = args.save_predictions
         if cache and dataset:
             cache = str(Path(cache) / dataset)
+        if cache:
+            _check_cache(Path(cache), {"model": str(Path(args.model).resolve()),
+                                       "precision": getattr(args, "precision", "fp32")})
         return ModelPredictions(predictor, cache, field_name=ptype), ptype
     raise InputError("pass --predictions DIR --prediction-type T, or --model CKPT")
+
+
+def _check_cache(cache: Path, settings: dict) -> None:
+    """A --save-predictions folder holds one model's predictions at one precision: record them in
+    ``settings.json`` on first use and refuse a rerun with others (it would reuse the wrong maps)."""
+    import json
+
+    from ..errors import InputError
+
+    f = cache / "settings.json"
+    if f.is_file():
+        try:
+            old = json.loads(f.read_text())
+        except (OSError, json.JSONDecodeError) as e:
+            raise InputError(f"{f}: unreadable ({e}); delete it or the folder") from e
+        diff = {k: (old.get(k), v) for k, v in settings.items() if k in old and old[k] != v}
+        if diff:
+            shown = "; ".join(f"{k} {a!r} there, {b!r} now" for k, (a, b) in diff.items())
+            raise InputError(f"{cache}: --save-predictions folder made with other settings ({shown}); "
+                             "its cached maps would be reused: pass another folder or delete it")
+        return
+    cache.mkdir(parents=True, exist_ok=True)
+    tmp = f.with_name(f".settings.json.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(settings, indent=1))
+    os.replace(tmp, f)
 
 
 _PREDICTOR_CACHE: dict = {}
 
 
-def _load_predictor(ckpt: str, cfg):
+def _load_predictor(ckpt: str, cfg, precision: str = "fp32", compile: bool = False):
     """Load a checkpoint through bridgedepth.mde (lazily: evaluation of saved predictions never needs
     the model code). Returns (predictor, prediction type)."""
     from ..errors import InputError
 
-    if ckpt in _PREDICTOR_CACHE:
-        return _PREDICTOR_CACHE[ckpt]
+    key = (ckpt, precision, bool(compile))
+    if key in _PREDICTOR_CACHE:
+        return _PREDICTOR_CACHE[key]
     try:
         from .. import mde
 
@@ -98,17 +134,20 @@ def _load_predictor(ckpt: str, cfg):
     model = load_model(ckpt)
     size = cfg.eval.input_size or cfg.model.input_size
     kind = getattr(getattr(model, "config", None), "depth_estimation_type", "relative")
+    opts = {**({"precision": precision} if precision != "fp32" else {}), **({"compile": True} if compile else {})}
     try:
         # the fast inference path (mde/fast.py: fused QKV, folded layer scale, channels-last head),
         # as `bridge predict` uses it; the model was loaded for this predictor alone
-        predictor = Predictor(model, input_size=size, device=_device(cfg), fast=True, _owned=True)
+        predictor = Predictor(model, input_size=size, device=_device(cfg), fast=True, _owned=True, **opts)
     except TypeError:  # a Predictor without the speed options or a device argument
+        if opts:
+            raise InputError(f"--model {ckpt}: this build's Predictor has no {' / '.join(opts)} option") from None
         try:
             predictor = Predictor(model, input_size=size, device=_device(cfg))
         except TypeError:  # it runs where the model is
             predictor = Predictor(model, input_size=size)
     ptype = "depth" if kind == "metric" else "disparity"
-    _PREDICTOR_CACHE[ckpt] = (predictor, ptype)
+    _PREDICTOR_CACHE[key] = (predictor, ptype)
     return predictor, ptype
 
 

@@ -78,3 +78,20 @@ def test_label_pseudo_labels_use_the_fast_path(ckpt, monkeypatch):
         assert got.shape == rgb.shape[:2]
         _close(got, ref)
     assert made == [1]  # one fast copy, made on first use
+
+
+def test_eval_model_predictor_takes_precision_and_compile(ckpt):
+    # `bridge eval --precision/--compile` reach the predictor (compilation itself is lazy, at the first
+    # call: tests/test_mde_predict.py runs it); each setting is its own cached predictor
+    from bridgedepth.commands import eval as eval_cmd
+
+    cfg = load_config("tiny", ["device=cpu"])
+    eval_cmd._PREDICTOR_CACHE.clear()
+    try:
+        plain, _ = eval_cmd._load_predictor(str(ckpt), cfg)
+        int8, _ = eval_cmd._load_predictor(str(ckpt), cfg, precision="int8")
+        comp, _ = eval_cmd._load_predictor(str(ckpt), cfg, compile=True)
+    finally:
+        eval_cmd._PREDICTOR_CACHE.clear()
+    assert plain.precision == "fp32" and int8.precision == "int8" and comp.precision == "fp32"
+    assert plain._forward is plain.model and comp._forward is not comp.model

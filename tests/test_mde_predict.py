@@ -203,6 +203,17 @@ def test_compiled_predictor_matches_eager(micro_ckpt):
         a, b = eager.predict(im).values, comp.predict(im).values
         assert a.shape == b.shape == im.shape[:2]
         assert np.abs(a - b).max() <= 1e-4 * (a.max() - a.min())
+    # calls from several threads at once leave inductor's process-wide freezing flag as it was
+    import threading
+
+    import torch._inductor.config as inductor_config
+
+    ts = [threading.Thread(target=lambda: [comp.predict(ims[0]) for _ in range(3)]) for _ in range(3)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join()
+    assert inductor_config.freezing is False
     before = {k: v.clone() for k, v in eager.model.state_dict().items()}
     m_comp = bridgedepth.load(micro_ckpt, metric=True, compile=True).predict(ims[0]).values
     m_eager = bridgedepth.load(micro_ckpt, metric=True).predict(ims[0]).values

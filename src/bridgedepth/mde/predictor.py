@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Sequence
@@ -330,16 +331,20 @@ def _frozen_compile(model):
     """``torch.compile(model)`` whose (lazy) compilations run with inductor's ``freezing`` on. The flag is
     read when a graph compiles, at a call, not when ``torch.compile`` is called; ``options={"freezing":
     True}`` did not reach it here (torch 2.13: the profile still showed unfrozen ``addmm``), so every
-    call runs inside the config patch (microseconds)."""
+    call runs inside the config patch (microseconds). The patch sets a process-wide flag: calls hold one
+    lock, so that two threads' patches cannot interleave and leave the flag on for everything else."""
     import torch._inductor.config as inductor_config
 
     compiled = torch.compile(model, dynamic=False)
 
     def forward(*args, **kwargs):
-        with inductor_config.patch(freezing=True):
+        with _COMPILE_LOCK, inductor_config.patch(freezing=True):
             return compiled(*args, **kwargs)
 
     return forward
+
+
+_COMPILE_LOCK = threading.Lock()
 
 
 class Predictor:

@@ -69,6 +69,17 @@ def _hfilter(padded, k, c, dst):
 
 
 @nb.njit(inline="always", **_JIT)
+def _fill_border(p, cols, c, w):
+    """The reflected border of the padded row ``p`` (RADIUS columns each side) copied from its interior:
+    the same values the interior loop computed for those source columns."""
+    for e in range(2 * RADIUS):
+        j = e if e < RADIUS else w + e
+        b = np.uint64(RADIUS * c + cols[j])
+        for ch in range(c):
+            p[j * c + ch] = p[b + ch]
+
+
+@nb.njit(inline="always", **_JIT)
 def _load_one(row, cols, centre, c, w, p1, p2):
     """Padded rows of ``v = row - centre`` and ``v^2`` (reflected borders)."""
     wc = w * c
@@ -78,13 +89,8 @@ def _load_one(row, cols, centre, c, w, p1, p2):
         v = row[m] - centre
         q1[m] = v
         q2[m] = v * v
-    for e in range(2 * RADIUS):
-        j = e if e < RADIUS else w + e
-        b = np.uint64(cols[j])
-        for ch in range(c):
-            v = row[b + ch] - centre
-            p1[j * c + ch] = v
-            p2[j * c + ch] = v * v
+    _fill_border(p1, cols, c, w)
+    _fill_border(p2, cols, c, w)
 
 
 @nb.njit(inline="always", **_JIT)
@@ -100,15 +106,9 @@ def _load_two(rx, ry, cols, centre, c, w, p1, p2, p3):
         q1[m] = u
         q2[m] = u * u
         q3[m] = u * v
-    for e in range(2 * RADIUS):
-        j = e if e < RADIUS else w + e
-        b = np.uint64(cols[j])
-        for ch in range(c):
-            u = rx[b + ch] - centre
-            v = ry[b + ch] - centre
-            p1[j * c + ch] = u
-            p2[j * c + ch] = u * u
-            p3[j * c + ch] = u * v
+    _fill_border(p1, cols, c, w)
+    _fill_border(p2, cols, c, w)
+    _fill_border(p3, cols, c, w)
 
 
 @nb.njit(inline="always", **_JIT)

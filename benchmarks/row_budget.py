@@ -67,21 +67,22 @@ def main() -> None:
     runner = StageRunner(a.out, print)
     val_dir = a.out / "val_real"
 
-    def val_scenes():
-        write_scenes(val_dir, a.val, seed=seeds["val"], look="real", kind=cfg.scenes.kind, size=tuple(d.scene_size),
-                     samples_per_shard=cfg.scenes.samples_per_shard, progress=False)
-        return {"scenes": a.val, "seed": seeds["val"]}
+    def scenes(dest, count, seed, look):
+        def fn():
+            write_scenes(dest, count, seed=seed, look=look, kind=cfg.scenes.kind, size=tuple(d.scene_size),
+                         samples_per_shard=cfg.scenes.samples_per_shard, progress=False)
+            return {"scenes": count, "seed": seed, "look": look}
 
-    runner.run("real-look val scenes", val_scenes)
+        return fn
+
+    runner.run("real-look val scenes", scenes(val_dir, a.val, seeds["val"], "real"))
 
     if a.gen_sources:
         from bridgedepth.d2i.generate import generate
         from bridgedepth.labels.label import label
 
         src, gen = a.out / f"gen_{a.gen_sources}", a.out / f"generated_{a.gen_sources}"
-        runner.run(f"source depth maps ({a.gen_sources})", lambda: write_scenes(
-            src, a.gen_sources, seed=seeds["train"], look="synthetic", kind=cfg.scenes.kind,
-            size=tuple(d.scene_size), samples_per_shard=cfg.scenes.samples_per_shard, progress=False) and None)
+        runner.run(f"source depth maps ({a.gen_sources})", scenes(src, a.gen_sources, seeds["train"], "synthetic"))
         runner.run(f"generate ({a.gen_sources} depth maps)", lambda: generate(
             cfg, a.demo / "d2i" / "finetuned", src, gen, progress=False, overwrite=True))
         runner.run(f"label ({a.gen_sources} depth maps)", lambda: label(

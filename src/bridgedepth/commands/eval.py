@@ -9,7 +9,6 @@
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 
@@ -90,6 +89,7 @@ def _check_cache(cache: Path, settings: dict) -> None:
     import json
 
     from ..errors import InputError
+    from ..evaluation.tables import write_json
 
     f = cache / "settings.json"
     if f.is_file():
@@ -103,10 +103,7 @@ def _check_cache(cache: Path, settings: dict) -> None:
             raise InputError(f"{cache}: --save-predictions folder made with other settings ({shown}); "
                              "its cached maps would be reused: pass another folder or delete it")
         return
-    cache.mkdir(parents=True, exist_ok=True)
-    tmp = f.with_name(f".settings.json.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(settings, indent=1))
-    os.replace(tmp, f)
+    write_json(f, settings)
 
 
 _PREDICTOR_CACHE: dict = {}

@@ -246,3 +246,40 @@ def test_model_precision_and_prediction_cache_settings(run_cli, shared_data, tmp
     assert not np.array_equal(a, b) and abs(res["fp32"] - res["int8"]) < 0.01
     bad = run_cli(*base, "--precision", "int8", "--save-predictions", tmp_path / "fp32")
     assert bad.code == 2 and "other settings" in bad.err and "precision 'fp32' there, 'int8' now" in bad.err
+
+
+def test_library_prediction_cache_knows_its_model(tmp_path):
+    """`ModelPredictions(predictor, cache_dir)` used from Python records the predictor's settings (a
+    digest of its weights among them) and refuses another model's predictor on the same folder, as
+    the CLI does; the same checkpoint loaded again is accepted, and an older folder that recorded
+    fewer keys is completed rather than refused."""
+    import json
+
+    from bridgedepth.errors import InputError
+    from bridgedepth.evaluation import ModelPredictions, check_prediction_cache, predictor_settings
+    from bridgedepth.mde import Predictor, build_model, load_model, save_model
+
+    save_model(build_model("micro", seed=0), tmp_path / "a")
+    save_model(build_model("micro", seed=1), tmp_path / "b")
+    pa, pb = (Predictor(load_model(tmp_path / n)) for n in "ab")
+    cache = tmp_path / "cache"
+    ModelPredictions(pa, cache)
+    rec = json.loads((cache / "settings.json").read_text())
+    assert rec == predictor_settings(pa) and len(rec["weights_sha256"]) == 64 and rec["field"] == "disparity"
+    ModelPredictions(Predictor(load_model(tmp_path / "a")), cache)  # the same weights, loaded again
+    with pytest.raises(InputError, match="other settings.*weights_sha256"):
+        ModelPredictions(pb, cache)
+    with pytest.raises(InputError, match="precision 'fp32' there, 'int8' now"):
+        ModelPredictions(Predictor(load_model(tmp_path / "a"), precision="int8"), cache)
+    with pytest.raises(InputError, match="field 'disparity' there, 'depth' now"):
+        ModelPredictions(pa, cache, field_name="depth")
+    old = tmp_path / "old"
+    old.mkdir()
+    (old / "settings.json").write_text(json.dumps({"model": "/x/ckpt", "precision": "fp32"}))
+    check_prediction_cache(old, {"model": "/x/ckpt", "precision": "fp32", "input_size": 126})
+    assert json.loads((old / "settings.json").read_text())["input_size"] == 126
+    with pytest.raises(InputError, match="input_size 126 there, 518 now"):
+        check_prediction_cache(old, {"model": "/x/ckpt", "input_size": 518})
+    (old / "settings.json").write_text("[1, 2]")
+    with pytest.raises(InputError, match="not a settings object"):
+        check_prediction_cache(old, {"model": "/x/ckpt"})

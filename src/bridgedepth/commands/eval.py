@@ -76,34 +76,11 @@ def _source(args, cfg, dataset: str | None = None):
         cache = args.save_predictions
         if cache and dataset:
             cache = str(Path(cache) / dataset)
-        if cache:
-            _check_cache(Path(cache), {"model": str(Path(args.model).resolve()),
-                                       "precision": getattr(args, "precision", "fp32")})
-        return ModelPredictions(predictor, cache, field_name=ptype), ptype
+        # the folder records what made its maps and refuses a rerun with others
+        settings = {"model": str(Path(args.model).resolve()), "precision": getattr(args, "precision", "fp32"),
+                    "input_size": getattr(predictor, "input_size", None), "field": ptype}
+        return ModelPredictions(predictor, cache, field_name=ptype, settings=settings), ptype
     raise InputError("pass --predictions DIR --prediction-type T, or --model CKPT")
-
-
-def _check_cache(cache: Path, settings: dict) -> None:
-    """A --save-predictions folder holds one model's predictions at one precision: record them in
-    ``settings.json`` on first use and refuse a rerun with others (it would reuse the wrong maps)."""
-    import json
-
-    from ..errors import InputError
-    from ..evaluation.tables import write_json
-
-    f = cache / "settings.json"
-    if f.is_file():
-        try:
-            old = json.loads(f.read_text())
-        except (OSError, json.JSONDecodeError) as e:
-            raise InputError(f"{f}: unreadable ({e}); delete it or the folder") from e
-        diff = {k: (old.get(k), v) for k, v in settings.items() if k in old and old[k] != v}
-        if diff:
-            shown = "; ".join(f"{k} {a!r} there, {b!r} now" for k, (a, b) in diff.items())
-            raise InputError(f"{cache}: --save-predictions folder made with other settings ({shown}); "
-                             "its cached maps would be reused: pass another folder or delete it")
-        return
-    write_json(f, settings)
 
 
 _PREDICTOR_CACHE: dict = {}

@@ -15,20 +15,22 @@ from .runner import (
     EvalResult,
     FolderPredictions,
     ModelPredictions,
+    check_prediction_cache,
     evaluate,
     evaluate_arrays,
     evaluate_dense,
     evaluate_pairs,
     pair_accuracy,
     prediction_to_gt_frame,
+    predictor_settings,
     resize_bilinear,
 )
 from .tables import result_markdown, side_by_side, table1_markdown
 
 __all__ = [
     "ALIGNMENTS", "PREDICTION_TYPES", "METRICS", "Aligned", "EvalResult", "FolderPredictions",
-    "ModelPredictions", "align", "compute_metrics", "evaluate", "evaluate_arrays", "evaluate_dense",
-    "evaluate_pairs", "least_squares_scale_shift", "masked_median", "pair_accuracy",
-    "prediction_to_gt_frame", "resize_bilinear", "result_markdown", "side_by_side", "table1_markdown",
+    "ModelPredictions", "align", "check_prediction_cache", "compute_metrics", "evaluate", "evaluate_arrays",
+    "evaluate_dense", "evaluate_pairs", "least_squares_scale_shift", "masked_median", "pair_accuracy",
+    "prediction_to_gt_frame", "predictor_settings", "resize_bilinear", "result_markdown", "side_by_side", "table1_markdown",
     "Workspace",
 ]

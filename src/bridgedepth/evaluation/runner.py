@@ -63,15 +63,73 @@ def load_prediction(path: Path) -> np.ndarray:
     return arr
 
 
+def predictor_settings(predictor: Any, field_name: str = "disparity") -> dict[str, Any]:
+    """What makes a predictor's maps what they are, as JSON: the output field, the predictor's class,
+    precision and input size where it has them, and a SHA-256 of its model's dense weights and
+    buffers (so two checkpoints never share a cache). Costs one pass over the weights."""
+    import hashlib
+
+    out: dict[str, Any] = {"field": field_name, "predictor": type(predictor).__name__}
+    for name in ("precision", "input_size", "metric"):
+        v = getattr(predictor, name, None)
+        if isinstance(v, (str, int, float, bool)):
+            out[name] = v
+    modules = [getattr(predictor, n, None) for n in ("model", "scale_head")]
+    modules = [m for m in modules if isinstance(m, torch.nn.Module)]
+    if modules:
+        h = hashlib.sha256()
+        for m in modules:
+            for name, v in m.state_dict().items():
+                if torch.is_tensor(v) and v.layout == torch.strided and not v.is_quantized:
+                    h.update(f"{name}:{v.dtype}:{tuple(v.shape)}".encode())
+                    h.update(v.detach().cpu().reshape(-1).contiguous().view(torch.uint8).numpy().tobytes())
+        out["weights_sha256"] = h.hexdigest()
+    return out
+
+
+def check_prediction_cache(cache_dir: str | Path, settings: dict[str, Any]) -> None:
+    """A prediction cache folder holds the maps of one model at one setting: ``settings.json``
+    records them on first use, and a later use with other values for the same keys is refused (it
+    would silently score the old maps). Keys only one side has are not compared, so a folder written
+    with fewer keys stays usable."""
+    import json
+
+    from .tables import write_json
+
+    f = Path(cache_dir) / "settings.json"
+    if f.is_file():
+        try:
+            old = json.loads(f.read_text())
+        except (OSError, json.JSONDecodeError) as e:
+            raise InputError(f"{f}: unreadable ({e}); delete it or the folder") from e
+        if not isinstance(old, dict):
+            raise InputError(f"{f}: not a settings object; delete it or the folder")
+        diff = {k: (old[k], v) for k, v in settings.items() if k in old and old[k] != v}
+        if diff:
+            shown = "; ".join(f"{k} {a!r} there, {b!r} now" for k, (a, b) in diff.items())
+            raise InputError(f"{cache_dir}: prediction cache made with other settings ({shown}); "
+                             "its cached maps would be reused: pass another folder or delete it")
+        missing = {k: v for k, v in settings.items() if k not in old}
+        if missing:  # an older folder: record what it lacked, so that the next run is checked on it
+            write_json(f, {**old, **missing})
+        return
+    write_json(f, settings)
+
+
 class ModelPredictions:
     """Predictions computed by a depth model's predictor (``predict(rgb_uint8) -> result``) on each
     benchmark image (cropped like its ground truth), optionally cached as ``.npy`` files so that a
-    rerun resumes."""
+    rerun resumes. A cache folder records the predictor's settings (``settings``, by default
+    :func:`predictor_settings`) in ``settings.json`` and refuses another predictor's maps."""
 
-    def __init__(self, predictor: Any, cache_dir: str | Path | None = None, field_name: str = "disparity"):
+    def __init__(self, predictor: Any, cache_dir: str | Path | None = None, field_name: str = "disparity",
+                 settings: dict[str, Any] | None = None):
         self.predictor = predictor
         self.cache_dir = Path(cache_dir) if cache_dir else None
         self.field = field_name
+        if self.cache_dir is not None:
+            check_prediction_cache(self.cache_dir, settings if settings is not None
+                                   else predictor_settings(predictor, field_name))
 
     def get(self, key: str, item: Any, benchmark: Any) -> np.ndarray:
         if self.cache_dir is not None:

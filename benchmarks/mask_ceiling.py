@@ -7,15 +7,17 @@ scene: exact geometry, the real look's materials, lighting and camera effects. T
 scenes in both looks with the same seeds and masks each real-look render against its synthetic-look
 render, with the labeller's settings: the ceiling of the accepted fraction in this world.
 
-    PYTHONPATH=src python benchmarks/mask_ceiling.py [--scenes 64] [--size 128] [--seed 0]
+    PYTHONPATH=src python benchmarks/mask_ceiling.py [--scenes 64] [--size 128] [--seed 0] [--look real]
+
+``--look standard`` renders the "photographs" with the real look's shader but without its camera
+model (exposure and white-balance error, vignetting, blur, chromatic aberration, sensor noise, JPEG):
+how much of the gap the camera effects make and how much the materials and lighting make;
+``--without noise,jpeg`` leaves chosen camera effects out of the real look (the others unchanged).
 """
 
 from __future__ import annotations
 
 import argparse
-import tempfile
-from pathlib import Path
-
 import numpy as np
 
 
@@ -24,24 +26,32 @@ def main() -> None:
     ap.add_argument("--scenes", type=int, default=64)
     ap.add_argument("--size", type=int, default=128, help="side of the renders (the demo's: 128)")
     ap.add_argument("--seed", type=int, default=0, help="scene seed (the demo's source scenes: 0)")
+    ap.add_argument("--look", default="real", choices=("real", "standard"),
+                    help="the 'photographs' (standard: the real look's shader without its camera effects)")
+    ap.add_argument("--without", default="", help="comma-separated camera effects to leave out of the real "
+                    "look (exposure, vignetting, blur, aberration, noise, jpeg)")
     a = ap.parse_args()
 
     from bridgedepth.config import LabelConfig
-    from bridgedepth.data.scenes.dataset import write_scenes
-    from bridgedepth.data.shards import iter_samples
+    from bridgedepth.data.scenes import build_scene
+    from bridgedepth.data.scenes.render import camera_effects, render
     from bridgedepth.labels.masks import similarity_mask
 
+    skip = tuple(x for x in a.without.split(",") if x)
     cfg = LabelConfig()
-    with tempfile.TemporaryDirectory() as tmp:
-        kw = dict(kind="mixed", size=(a.size, a.size), samples_per_shard=256, seed=a.seed, progress=False)
-        write_scenes(Path(tmp) / "synthetic", a.scenes, look="synthetic", **kw)
-        write_scenes(Path(tmp) / "real", a.scenes, look="real", **kw)
-        pairs = zip(iter_samples(Path(tmp) / "synthetic"), iter_samples(Path(tmp) / "real"))
-        res = [similarity_mask(real["rgb"], syn["rgb"], cfg) for syn, real in pairs]
+    res = []
+    for i in range(a.scenes):  # the scenes of write_scenes(kind="mixed", seed) in both looks
+        scene, rng = build_scene(a.seed, "mixed", (a.size, a.size), index=i)
+        syn = render(scene, rng, "synthetic")[0]
+        scene, rng = build_scene(a.seed, "mixed", (a.size, a.size), index=i)
+        photo = render(scene, rng, "standard")[0]  # the real look = the standard shader + the camera
+        if a.look == "real":
+            photo = camera_effects(photo, rng, skip=skip)
+        res.append(similarity_mask(photo, syn, cfg))
     final = np.array([r.final_fraction for r in res])
     direct = np.array([r.direct_fraction for r in res])
     accepted = sum(bool(r.accepted) for r in res)
-    print(f"real-look render vs synthetic-look render of the same scene, {len(res)} scenes at {a.size} px:")
+    print(f"{a.look}-look render{' without ' + a.without if a.without else ''} vs synthetic-look render of the same scene, {len(res)} scenes at {a.size} px:")
     print(f"  accepted {accepted} of {len(res)} ({100 * accepted / len(res):.1f} %; accept: final fraction > "
           f"{cfg.accept_fraction})")
     print(f"  final mask fraction mean {final.mean():.4f}, median {np.median(final):.4f}; "

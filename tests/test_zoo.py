@@ -47,6 +47,33 @@ def test_looks_are_deterministic_and_validated():
         render_scene(2, "outdoor", (48, 48), look="painted")
 
 
+def test_camera_effects_can_leave_out_single_effects():
+    """The real look is the standard shader plus the camera model; ``skip`` drops named effects and
+    keeps the others exactly (their parameters are still drawn), for studies of the look gap."""
+    from bridgedepth.data.scenes import build_scene
+    from bridgedepth.data.scenes.render import CAMERA_EFFECTS, camera_effects, render
+
+    def photo(skip=()):
+        scene, rng = build_scene(4, "indoor", (256, 256), index=1)
+        return camera_effects(render(scene, rng, "standard")[0], rng, skip=skip)
+
+    full = photo()
+    np.testing.assert_array_equal(full, render_scene(4, "indoor", (256, 256), index=1, look="real")["rgb"])
+    scene, rng = build_scene(4, "indoor", (256, 256), index=1)
+    standard = render(scene, rng, "standard")[0]
+    # all effects left out: the standard render through the camera's tone shoulder only
+    lin = (standard.astype(np.float32) / 255) ** 2
+    toned = np.sqrt(lin / (1 + 0.15 * lin)) * 255 + 0.5
+    assert np.abs(photo(CAMERA_EFFECTS).astype(np.float32) - np.floor(toned)).max() <= 1
+    # without noise and JPEG: the same exposure (zero-mean effects)
+    quiet = photo(("noise", "jpeg"))
+    assert abs(float(quiet.mean()) - float(full.mean())) < 2.0
+    for name in CAMERA_EFFECTS:  # each one changes the image on its own
+        assert not np.array_equal(photo((name,)), full), name
+    with pytest.raises(ValueError, match="camera effects"):
+        photo(("grain",))
+
+
 def test_write_scenes_refuses_mixing_looks(tmp_path):
     from bridgedepth.data.scenes.dataset import write_scenes
 

@@ -275,24 +275,36 @@ def _render_synthetic(scene: Scene) -> tuple[np.ndarray, np.ndarray, np.ndarray]
     return np.ascontiguousarray(rgb), depth, valid, hit
 
 
-def camera_effects(rgb: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+CAMERA_EFFECTS = ("exposure", "vignetting", "blur", "aberration", "noise", "jpeg")
+
+
+def camera_effects(rgb: np.ndarray, rng: np.random.Generator, skip: tuple | frozenset = ()) -> np.ndarray:
     """A photograph-like camera model applied to an sRGB-ish uint8 render; parameters drawn from ``rng``:
     exposure error (+-0.7 EV) and white balance (+-12 % per channel), vignetting, lens blur,
-    lateral chromatic aberration, signal-dependent sensor noise, JPEG compression (quality 55-90)."""
+    lateral chromatic aberration, signal-dependent sensor noise, JPEG compression (quality 55-90).
+    ``skip`` names effects of :data:`CAMERA_EFFECTS` to leave out (for studies of the look gap); their
+    parameters are still drawn, so the other effects and later draws of ``rng`` stay the same. The
+    tone shoulder (`x / (1 + 0.15 x)` in linear light) is the camera's response and always applies."""
+    unknown = set(skip) - set(CAMERA_EFFECTS)
+    if unknown:
+        raise ValueError(f"camera effects {sorted(unknown)}: expected some of {', '.join(CAMERA_EFFECTS)}")
     H, W = rgb.shape[:2]
     lin = (rgb.astype(np.float32) / np.float32(255.0)) ** 2
     ev = float(rng.uniform(-0.7, 0.7))
     wb = rng.uniform(0.88, 1.12, 3).astype(np.float32)
-    lin = lin * np.float32(2.0**ev) * wb[None, None, :]
+    if "exposure" not in skip:
+        lin = lin * np.float32(2.0**ev) * wb[None, None, :]
     yy, xx = np.mgrid[0:H, 0:W].astype(np.float32)
     r2 = ((xx - (W - 1) / 2) / (W / 2)) ** 2 + ((yy - (H - 1) / 2) / (H / 2)) ** 2
-    lin = lin * (1.0 - np.float32(rng.uniform(0.15, 0.45)) * r2 / 2.0)[..., None]
+    vig = np.float32(rng.uniform(0.15, 0.45))
+    if "vignetting" not in skip:
+        lin = lin * (1.0 - vig * r2 / 2.0)[..., None]
     img = np.sqrt(np.clip(lin / (1.0 + 0.15 * lin), 0.0, 1.0)).astype(np.float32)
     sigma = float(rng.uniform(0.25, 0.9)) * min(H, W) / 256.0
-    if sigma > 0.2:
+    if sigma > 0.2 and "blur" not in skip:
         img = cv2.GaussianBlur(img, (0, 0), sigma)
     ca = float(rng.uniform(0.0, 0.6)) * min(H, W) / 256.0
-    if ca > 0.05:
+    if ca > 0.05 and "aberration" not in skip:
         for ch, sgn in ((0, 1.0), (2, -1.0)):
             m = np.float32([[1 + sgn * ca / W, 0, -sgn * ca / 2], [0, 1 + sgn * ca / H, -sgn * ca / 2]])
             img[..., ch] = cv2.warpAffine(img[..., ch], m, (W, H), flags=cv2.INTER_LINEAR,
@@ -300,11 +312,12 @@ def camera_effects(rgb: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     shot = float(rng.uniform(2e-4, 1.5e-3))
     read = float(rng.uniform(0.002, 0.01))
     noise = rng.standard_normal((H, W, 3), dtype=np.float32)
-    img = img + noise * np.sqrt(shot * np.clip(img, 0, 1) + read * read).astype(np.float32)
+    if "noise" not in skip:
+        img = img + noise * np.sqrt(shot * np.clip(img, 0, 1) + read * read).astype(np.float32)
     out = np.clip(img * 255.0 + 0.5, 0, 255).astype(np.uint8)
     q = int(rng.integers(55, 91))
     ok, buf = cv2.imencode(".jpg", out[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, q])
-    if ok:
+    if ok and "jpeg" not in skip:
         out = np.ascontiguousarray(cv2.imdecode(buf, cv2.IMREAD_COLOR)[..., ::-1])
     return out
 

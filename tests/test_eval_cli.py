@@ -283,3 +283,19 @@ def test_library_prediction_cache_knows_its_model(tmp_path):
     (old / "settings.json").write_text("[1, 2]")
     with pytest.raises(InputError, match="not a settings object"):
         check_prediction_cache(old, {"model": "/x/ckpt"})
+
+
+def test_save_predictions_refuses_a_retrained_checkpoint(run_cli, shared_data, tmp_path):
+    """A checkpoint retrained into the same folder is another model: its --save-predictions folder
+    (made by the old weights) is refused by their digest, not reused because the path matches."""
+    from bridgedepth.commands import eval as eval_cmd
+    from bridgedepth.mde import build_model, save_model
+
+    base = ("eval", "--dataset", "folder", "--root", shared_data / "rgbd/nyu_sync", "--encoding", "png-mm",
+            "--model", tmp_path / "ckpt", "--quiet", "--save-predictions", tmp_path / "cache")
+    save_model(build_model("micro", seed=0), tmp_path / "ckpt")
+    assert run_cli(*base).code == 0
+    eval_cmd._PREDICTOR_CACHE.clear()
+    save_model(build_model("micro", seed=1), tmp_path / "ckpt")
+    bad = run_cli(*base)
+    assert bad.code == 2 and "weights_sha256" in bad.err, bad

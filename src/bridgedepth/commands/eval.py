@@ -62,7 +62,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def _source(args, cfg, dataset: str | None = None):
     """(prediction source, prediction type)."""
     from ..errors import InputError
-    from ..evaluation import FolderPredictions, ModelPredictions
+    from ..evaluation import FolderPredictions, ModelPredictions, predictor_settings
 
     if args.predictions:
         if not args.prediction_type:
@@ -76,9 +76,10 @@ def _source(args, cfg, dataset: str | None = None):
         cache = args.save_predictions
         if cache and dataset:
             cache = str(Path(cache) / dataset)
-        # the folder records what made its maps and refuses a rerun with others
-        settings = {"model": str(Path(args.model).resolve()), "precision": getattr(args, "precision", "fp32"),
-                    "input_size": getattr(predictor, "input_size", None), "field": ptype}
+        settings = None
+        if cache:  # the folder records what made its maps (a retrained checkpoint too) and refuses others
+            settings = {"model": str(Path(args.model).resolve()), "precision": getattr(args, "precision", "fp32"),
+                        **predictor_settings(predictor, ptype)}
         return ModelPredictions(predictor, cache, field_name=ptype, settings=settings), ptype
     raise InputError("pass --predictions DIR --prediction-type T, or --model CKPT")
 

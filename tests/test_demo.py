@@ -63,9 +63,13 @@ def test_demo_fast_end_to_end_and_resume(tmp_path, run_cli, shared_data):
     assert stages["5-6 trained rows (2 processes)"]["cpu_seconds"] > 0
     assert set(metrics["stage_cores_busy"]) == set(metrics["stages"])
 
+    figs = {n: (out / "figures" / n).stat().st_mtime_ns
+            for n in ("d2i_before_after.png", "predictions_real_look_test.png", "predictions_fixtures.png")}
     again = run_cli(*args)
     assert again.code == 0, again
     assert again.out.count("skipped") >= 18
+    # the model figures were drawn from these very checkpoints: the rerun's report keeps them
+    assert {n: (out / "figures" / n).stat().st_mtime_ns for n in figs} == figs
 
     # the same folder with --seeds 2: the seed-0 rows are reused, seed 1 trains, the evaluation reruns
     two = run_cli(*args, "--seeds", 2)

@@ -115,3 +115,31 @@ def test_row_recipes_answer_the_papers_questions(tmp_path):
                      "no_rl_d2i": [("labelled_no_rl", "pseudo")], "dav2_style": [("photos_labelled", "pseudo")],
                      "oracle": [("photos_labelled", "gt")]}
     assert rec["finetune_hybrid"][3] == "student-hybrid" and rec["finetune_pseudo"][3] == "student-pseudo"
+
+
+def test_report_figures_are_redrawn_only_when_their_inputs_change(tmp_path):
+    """A figure newer than every file of its models and sets is kept on a report rerun; a file
+    written after it (a retrained checkpoint) makes it stale; links count by their targets."""
+    import os
+    import time
+
+    from bridgedepth.demo_report import _up_to_date
+
+    ckpt = tmp_path / "ckpt"
+    (ckpt / "sub").mkdir(parents=True)
+    (ckpt / "sub" / "model.safetensors").write_bytes(b"x")
+    target = tmp_path / "shared.png"
+    target.write_bytes(b"y")
+    staged = tmp_path / "staged"
+    staged.mkdir()
+    png = tmp_path / "fig.png"
+    assert not _up_to_date([png], [ckpt])  # never drawn
+    png.write_bytes(b"png")
+    old = time.time() - 100
+    os.utime(ckpt / "sub" / "model.safetensors", (old, old))
+    os.utime(target, (old, old))
+    (staged / "rgb.png").symlink_to(target)  # a link made now, to an old file
+    assert _up_to_date([png], [ckpt, staged, tmp_path / "missing"])
+    os.utime(ckpt / "sub" / "model.safetensors", (time.time() + 100, time.time() + 100))
+    assert not _up_to_date([png], [ckpt])
+    assert not _up_to_date([png, tmp_path / "other.png"], [staged])

@@ -410,7 +410,6 @@ def run_demo(cfg: Config, out: str | os.PathLike = "runs/demo", *, fixtures_root
     """Run the whole pipeline on ``cfg`` (the `tiny` preset by default) and write the report.
 
     Starts from the shipped toy foundations (docs/zoo.md) or, with ``from_scratch``, builds them first."""
-    from .d2i.finetune import finetune
     from .data.scenes.dataset import scene_pool, write_contact_sheet, write_scenes
     from .data.shards import map_dataset
     from .labels.label import label
@@ -461,6 +460,8 @@ def run_demo(cfg: Config, out: str | os.PathLike = "runs/demo", *, fixtures_root
     teacher = foundations["depth"]
 
     def d2i_finetune():
+        from .d2i.finetune import finetune  # imports peft: only when the stage runs
+
         return finetune(cfg, foundations["d2i"], teacher, sc / "gen", out / "d2i" / "finetuned",
                         heldout=sc / "val", steps=d.d2i_finetune_steps, progress=progress)
 

@@ -127,3 +127,20 @@ def test_finetune_with_the_anchor_samples_the_base_for_the_same_noise(pretrained
     log = [json.loads(x) for x in (tmp_path / "ft" / "finetune_log.jsonl").read_text().splitlines()]
     assert log[0]["reward/anchor"] == pytest.approx(0.0, abs=1e-10)  # the LoRA starts at zero: same images
     assert log[1]["reward/anchor"] < 0
+
+
+def test_ablation_without_the_aesthetic_term_still_reports_its_score(pretrained, teacher_dir, tmp_path):
+    """aesthetic_weight 0 (the depth-only ablation) with a scorer configured: the term stays off in
+    the loss, and the held-out measurement still scores the images before and after with that model,
+    so the ablation shows what the aesthetic did without its term."""
+    from bridgedepth.d2i.scorer import ToyAestheticScorer
+
+    ToyAestheticScorer(16, (8, 8)).save(tmp_path / "sc")
+    d2i, _ = pretrained
+    cfg = load_config("tiny", SMALL + [f"finetune.reward.aesthetic_model={tmp_path / 'sc'}",
+                                       "finetune.reward.aesthetic_weight=0"])
+    s = finetune(cfg, d2i, teacher_dir, toy_scenes(6, 24), tmp_path / "ft", steps=1, progress=False)
+    assert s["rewards"]["aesthetic"]["on"] is False
+    assert isinstance(s["heldout_before"]["aesthetic"], float) and isinstance(s["heldout_after"]["aesthetic"], float)
+    log = [json.loads(x) for x in (tmp_path / "ft" / "finetune_log.jsonl").read_text().splitlines()]
+    assert log[0]["reward/aesthetic"] is None  # not part of the objective

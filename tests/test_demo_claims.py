@@ -143,3 +143,11 @@ def test_report_figures_are_redrawn_only_when_their_inputs_change(tmp_path):
     os.utime(ckpt / "sub" / "model.safetensors", (time.time() + 100, time.time() + 100))
     assert not _up_to_date([png], [ckpt])
     assert not _up_to_date([png, tmp_path / "other.png"], [staged])
+
+
+def test_claims_read_a_run_without_aesthetic_figures():
+    """A D2I summary without the aesthetic score (no aesthetic model configured) reads as n/a."""
+    d2i = {"depth_reward_before": 0.70, "depth_reward_after": 0.76, "aesthetic_before": None, "aesthetic_after": None}
+    out = claims({}, d2i, {}, "real_look_test", {})
+    row = [c for c in out if c[0].startswith("Reward fine-tuning raises geometric consistency")][0]
+    assert row[1] == "0.700 -> 0.760; aesthetic n/a -> n/a" and row[2] == "holds here"

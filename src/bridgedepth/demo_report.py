@@ -351,11 +351,16 @@ def claims(rows: dict, d2i: dict, lab: dict, bench: str, metric_rows: dict | Non
     out.append(("Reward fine-tuning the D2I model makes better training data (RL ablation)",
                 "n/a" if r is None else f"AbsRel {100 * r:+.1f} % relative (tuned vs untuned generator)" + spread(sep),
                 verdict(None if r is None else r < 0, sep)))
-    gain = None if not d2i else d2i.get("depth_reward_after", 0) - d2i.get("depth_reward_before", 0)
+    def num(k, fmt):  # a figure the run may not have (an ablation without the aesthetic model)
+        v = (d2i or {}).get(k)
+        return "n/a" if v is None else format(v, fmt)
+
+    dr0, dr1 = (d2i or {}).get("depth_reward_before"), (d2i or {}).get("depth_reward_after")
+    gain = None if dr0 is None or dr1 is None else dr1 - dr0
     out.append(("Reward fine-tuning raises geometric consistency (depth reward on held-out depth maps)",
-                "n/a" if gain is None else f"{d2i.get('depth_reward_before', 0):.3f} -> "
-                f"{d2i.get('depth_reward_after', 0):.3f}; aesthetic {d2i.get('aesthetic_before', 0):.2f} -> "
-                f"{d2i.get('aesthetic_after', 0):.2f}", verdict(None if gain is None else gain > 0)))
+                "n/a" if gain is None else f"{num('depth_reward_before', '.3f')} -> {num('depth_reward_after', '.3f')}; "
+                f"aesthetic {num('aesthetic_before', '.2f')} -> {num('aesthetic_after', '.2f')}",
+                verdict(None if gain is None else gain > 0)))
     dv = _rel(rows, "dav2_style", "generated_pseudo", bench)
     out.append(("BRIDGE's generated data rivals real images with pseudo-labels (DA-V2 style)",
                 "n/a" if dv is None else f"AbsRel {100 * dv:+.1f} % relative to the DA-V2-style row",

@@ -27,7 +27,7 @@ from ..config import Config
 from .backend import BRIDGE_JSON, LORA_FILE, load_backend, read_bridge_json, write_json_atomic
 from .common import load_source, prepare_source
 from .lora import add_lora, load_lora, lora_disabled, lora_parameters, save_lora
-from .rewards import aligned_absrel, build_rewards, masked_cosine
+from .rewards import aesthetic_model, aligned_absrel, build_rewards, masked_cosine
 from .sampler import sample
 from .teacher import load_teacher, teacher_disparity
 
@@ -221,6 +221,12 @@ def finetune(cfg: Config, d2i_dir: str | os.PathLike, teacher, source, out_dir: 
     rewards = build_rewards(fc.reward, teacher, dev, dtype)
     aes_term = rewards.terms.get("aesthetic")
     aesthetic_fn = (lambda img: aes_term.fn(img, {})) if aes_term is not None else None
+    if aesthetic_fn is None and fc.reward.aesthetic_weight == 0:
+        # the term is off (an ablation): still measure the configured model's score on the held-out
+        # maps before and after, so that the run shows what the images' aesthetic did without it
+        monitor, _ = aesthetic_model(fc.reward, dev, dtype)
+        if monitor is not None:
+            aesthetic_fn = lambda img: monitor(img)  # noqa: E731
     num_steps = int(fc.num_steps or backend.default_steps)
 
     sources = parse_sources(source)

@@ -195,6 +195,26 @@ def depth_reward(teacher, mean_centre: bool = True):
     return fn
 
 
+def aesthetic_model(rc, device=None, dtype=None) -> tuple[Callable | None, str]:
+    """The configured aesthetic model as ``fn(images01) -> (B,)`` (the toy scorer of
+    ``aesthetic_model``, or CLIP + ``aesthetic_head``), or (None, why there is none)."""
+    if rc.aesthetic_model:
+        from .scorer import load_scorer
+
+        toy = load_scorer(rc.aesthetic_model)
+        if device is not None:
+            toy.to(device)
+        return toy, ""
+    if not rc.clip_path:
+        return None, "no CLIP model configured (finetune.reward.clip_path)"
+    if not rc.aesthetic_head:
+        return None, "no aesthetic head configured (finetune.reward.aesthetic_head)"
+    scorer = load_aesthetic(rc.clip_path, rc.aesthetic_head, dtype)
+    if device is not None:
+        scorer.to(device)
+    return scorer, ""
+
+
 def build_rewards(rc, teacher, device=None, dtype=None) -> RewardRegistry:
     """Registry from a RewardConfig: depth (needs a teacher) and aesthetic (needs clip_path + head).
     ``dtype``: the frozen aesthetic model's dtype (the CLIP tower; the toy scorer stays fp32)."""
@@ -202,22 +222,12 @@ def build_rewards(rc, teacher, device=None, dtype=None) -> RewardRegistry:
     reg.register("depth", depth_reward(teacher, rc.depth_mean_centre), rc.depth_weight, loss=lambda r: 1 - r)
     if rc.aesthetic_weight == 0:
         reg.disable("aesthetic", "weight is 0")
-    elif rc.aesthetic_model:
-        from .scorer import load_scorer
-
-        toy = load_scorer(rc.aesthetic_model)
-        if device is not None:
-            toy.to(device)
-        reg.register("aesthetic", lambda img, batch: toy(img), rc.aesthetic_weight)
-    elif not rc.clip_path:
-        reg.disable("aesthetic", "no CLIP model configured (finetune.reward.clip_path)")
-    elif not rc.aesthetic_head:
-        reg.disable("aesthetic", "no aesthetic head configured (finetune.reward.aesthetic_head)")
     else:
-        scorer = load_aesthetic(rc.clip_path, rc.aesthetic_head, dtype)
-        if device is not None:
-            scorer.to(device)
-        reg.register("aesthetic", lambda img, batch: scorer(img), rc.aesthetic_weight)
+        scorer, why = aesthetic_model(rc, device, dtype)
+        if scorer is None:
+            reg.disable("aesthetic", why)
+        else:
+            reg.register("aesthetic", lambda img, batch: scorer(img), rc.aesthetic_weight)
     if rc.anchor_weight:
         reg.register("anchor", anchor_reward, rc.anchor_weight)
     return reg

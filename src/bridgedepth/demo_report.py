@@ -351,6 +351,7 @@ def claims(rows: dict, d2i: dict, lab: dict, bench: str, metric_rows: dict | Non
     out.append(("Reward fine-tuning the D2I model makes better training data (RL ablation)",
                 "n/a" if r is None else f"AbsRel {100 * r:+.1f} % relative (tuned vs untuned generator)" + spread(sep),
                 verdict(None if r is None else r < 0, sep)))
+
     def num(k, fmt):  # a figure the run may not have (an ablation without the aesthetic model)
         v = (d2i or {}).get(k)
         return "n/a" if v is None else format(v, fmt)

@@ -31,6 +31,6 @@ __all__ = [
     "ALIGNMENTS", "PREDICTION_TYPES", "METRICS", "Aligned", "EvalResult", "FolderPredictions",
     "ModelPredictions", "align", "check_prediction_cache", "compute_metrics", "evaluate", "evaluate_arrays",
     "evaluate_dense", "evaluate_pairs", "least_squares_scale_shift", "masked_median", "pair_accuracy",
-    "prediction_to_gt_frame", "predictor_settings", "resize_bilinear", "result_markdown", "side_by_side", "table1_markdown",
-    "Workspace",
+    "prediction_to_gt_frame", "predictor_settings", "resize_bilinear", "result_markdown", "side_by_side",
+    "table1_markdown", "Workspace",
 ]

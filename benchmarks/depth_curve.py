@@ -8,8 +8,9 @@ the foundation exactly as `bridge zoo build` does (`zoo.*` of the preset: the to
 scores it every ``--every`` steps on held-out scenes in both looks (the zoo's held-out seed) and on
 the real-look renders of the demo's val seed (the set `row_budget.py` uses). No test set is used.
 
-Resumable (the scenes are a stage; training resumes from the trainer's ``last/`` checkpoint); `--look real`
-trains on real-look renders of the same scenes instead (the in-domain bound for the real look).
+Resumable (the scenes are a stage; training resumes from the trainer's ``last/`` checkpoint).
+``--look real`` trains on real-look renders of the same scenes instead (the in-domain bound for the
+real look).
 
     PYTHONPATH=src python benchmarks/depth_curve.py [--steps 6000] [--every 500] [--look synthetic]
         [--out runs/depth_curve]
@@ -68,14 +69,13 @@ def main() -> None:
         return {"seeds": seeds, "demo_val_seed": val_seed}
 
     runner.run("scenes", scenes)
-    vals = {name: make_shard_validator(sc / name, dcfg) for name in ("heldout_synthetic", "heldout_real", "demo_val_real")}
-    calls = []
+    vals = {name: make_shard_validator(sc / name, dcfg)
+            for name in ("heldout_synthetic", "heldout_real", "demo_val_real")}
 
     def validate(model) -> dict:
         res = {name: v(model) for name, v in vals.items()}
         row = {**{f"{n}_abs_rel": round(r["abs_rel"], 4) for n, r in res.items()},
                **{f"{n}_delta1": round(r["delta1"], 4) for n, r in res.items()}}
-        calls.append(row)
         print(json.dumps(row), flush=True)
         # best/ is kept by the training look's held-out AbsRel (as the zoo build keeps it by its val set);
         # every set's figures go to the trainer's log.jsonl as val_* beside the step

@@ -18,6 +18,7 @@ how much of the gap the camera effects make and how much the materials and light
 from __future__ import annotations
 
 import argparse
+
 import numpy as np
 
 

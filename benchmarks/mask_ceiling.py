@@ -43,8 +43,7 @@ def main() -> None:
     res = []
     for i in range(a.scenes):  # the scenes of write_scenes(kind="mixed", seed) in both looks
         scene, rng = build_scene(a.seed, "mixed", (a.size, a.size), index=i)
-        syn = render(scene, rng, "synthetic")[0]
-        scene, rng = build_scene(a.seed, "mixed", (a.size, a.size), index=i)
+        syn = render(scene, rng, "synthetic")[0]  # draws nothing from rng: the photo's draws stay the same
         photo = render(scene, rng, "standard")[0]  # the real look = the standard shader + the camera
         if a.look == "real":
             photo = camera_effects(photo, rng, skip=skip)
@@ -52,7 +51,9 @@ def main() -> None:
     final = np.array([r.final_fraction for r in res])
     direct = np.array([r.direct_fraction for r in res])
     accepted = sum(bool(r.accepted) for r in res)
-    print(f"{a.look}-look render{' without ' + a.without if a.without else ''} vs synthetic-look render of the same scene, {len(res)} scenes at {a.size} px:")
+    without = f" without {a.without}" if a.without else ""
+    print(f"{a.look}-look render{without} vs synthetic-look render of the same scene, {len(res)} scenes at "
+          f"{a.size} px:")
     print(f"  accepted {accepted} of {len(res)} ({100 * accepted / len(res):.1f} %; accept: final fraction > "
           f"{cfg.accept_fraction})")
     print(f"  final mask fraction mean {final.mean():.4f}, median {np.median(final):.4f}; "

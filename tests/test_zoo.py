@@ -60,6 +60,9 @@ def test_camera_effects_can_leave_out_single_effects():
     full = photo()
     np.testing.assert_array_equal(full, render_scene(4, "indoor", (256, 256), index=1, look="real")["rgb"])
     scene, rng = build_scene(4, "indoor", (256, 256), index=1)
+    state = rng.bit_generator.state
+    render(scene, rng, "synthetic")  # draws nothing: one scene and rng serve both looks (mask_ceiling.py)
+    assert rng.bit_generator.state == state
     standard = render(scene, rng, "standard")[0]
     # all effects left out: the standard render through the camera's tone shoulder only
     lin = (standard.astype(np.float32) / 255) ** 2

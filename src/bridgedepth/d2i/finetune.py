@@ -224,9 +224,7 @@ def finetune(cfg: Config, d2i_dir: str | os.PathLike, teacher, source, out_dir: 
     if aesthetic_fn is None and fc.reward.aesthetic_weight == 0:
         # the term is off (an ablation): still measure the configured model's score on the held-out
         # maps before and after, so that the run shows what the images' aesthetic did without it
-        monitor, _ = aesthetic_model(fc.reward, dev, dtype)
-        if monitor is not None:
-            aesthetic_fn = lambda img: monitor(img)  # noqa: E731
+        aesthetic_fn, _ = aesthetic_model(fc.reward, dev, dtype)
     num_steps = int(fc.num_steps or backend.default_steps)
 
     sources = parse_sources(source)

@@ -227,7 +227,6 @@ def test_crop_box_labelling_equals_opencv_default():
             assert crop_box(m.astype(bool), 30) == (x0, y0, cw, ch)
 
 
-
 def test_crop_box_whole_image_shortcut_keeps_the_rule():
     # a crop at least as large as the image along both axes is the whole image wherever the largest
     # region lies: crop_box returns it without labelling; the rule with labelling gives the same box
@@ -251,6 +250,7 @@ def test_crop_box_whole_image_shortcut_keeps_the_rule():
     m = np.zeros((40, 200), bool)
     m[5:20, 150:190] = True
     assert crop_box(m, 100) == (100, 0, 100, 40)
+
 
 def test_computer_reuse_timings_and_overlay(nyu, room):
     comp = MaskComputer(LabelConfig())

@@ -223,7 +223,7 @@ def test_compiled_predictor_matches_eager(micro_ckpt):
         bridgedepth.load(micro_ckpt, compile=True, precision="int8")
 
 
-def test_cli_predict_compile(micro_ckpt, tmp_path):
+def test_cli_predict_compile(micro_ckpt, tmp_path, capsys):
     import cv2
 
     from bridgedepth.cli import main
@@ -235,4 +235,6 @@ def test_cli_predict_compile(micro_ckpt, tmp_path):
                      "--outputs", "npy", *extra]) == 0
     a, b = (np.load(tmp_path / n / "a_disp.npy") for n in ("eager", "compiled"))
     assert np.abs(a - b).max() <= 1e-4 * (a.max() - a.min())
+    capsys.readouterr()
     assert main(["predict", str(img), "--backend", "onnx", "--model", str(tmp_path / "m.onnx"), "--compile"]) != 0
+    assert "--compile: not for --backend onnx" in capsys.readouterr().err

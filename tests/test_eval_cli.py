@@ -225,7 +225,6 @@ def test_model_path_with_a_stand_in_depth_model(run_cli, shared_data, tmp_path, 
     assert r.code == 0 and len(calls) == 3
 
 
-
 def test_model_precision_and_prediction_cache_settings(run_cli, shared_data, tmp_path):
     """`--precision` reaches the predictor (int8: other maps, nearly the same metrics); a
     --save-predictions folder refuses a rerun at another precision (its cached maps would be reused)."""

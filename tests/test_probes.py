@@ -42,3 +42,18 @@ def test_depth_curve_scores_every_checkpoint_on_both_looks(tmp_path):
     again = _run("depth_curve.py", "--preset", "zoo-fast", "--steps", 6, "--every", 3, "--val", 4,
                  "--out", tmp_path / "dc", cwd=tmp_path)  # a rerun resumes: nothing left to train
     assert "[scenes] done already" in again
+
+
+def test_bench_masks_workers_share_the_mix_evenly():
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from bench_masks import KINDS, worker_share
+
+    kinds = [KINDS[i % len(KINDS)] for i in range(24)]  # make_pairs' kinds
+    split = [worker_share(kinds, k, 2, whole=False) for k in range(2)]
+    assert sorted(split[0] + split[1]) == sorted(kinds)
+    assert "unrelated" not in split[0]  # the parity split: every cheap unregistered pair on one side
+    whole = [worker_share(kinds, k, 2, whole=True) for k in range(2)]
+    for share in whole:
+        assert sorted(share) == sorted(kinds)
+    starts = [worker_share(list(range(24)), k, 2, whole=True)[0] for k in range(2)]
+    assert starts == [0, 12]  # each starts at its own place in the mix

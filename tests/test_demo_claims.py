@@ -151,3 +151,16 @@ def test_claims_read_a_run_without_aesthetic_figures():
     out = claims({}, d2i, {}, "real_look_test", {})
     row = [c for c in out if c[0].startswith("Reward fine-tuning raises geometric consistency")][0]
     assert row[1] == "0.700 -> 0.760; aesthetic n/a -> n/a" and row[2] == "holds here"
+
+
+def test_d2i_finetune_stage_is_named_by_its_weights_and_found_by_the_report():
+    from bridgedepth.config import load_config
+    from bridgedepth.demo_report import d2i_finetune_stage, finetune_summary
+
+    paper = d2i_finetune_stage(load_config("tiny"))
+    assert paper == "2 D2I reward fine-tune (depth 0.9 + aesthetic 0.1)"  # the name finished folders carry
+    depth_only = d2i_finetune_stage(load_config("tiny", ["finetune.reward.aesthetic_weight=0"]))
+    assert depth_only == "2 D2I reward fine-tune (depth 0.9 + aesthetic 0)"
+    stages = {"1 scenes": {"summary": {"train": 4}}, depth_only: {"summary": {"heldout_after": {"depth_reward": 0.8}}}}
+    assert finetune_summary(stages) == {"heldout_after": {"depth_reward": 0.8}}
+    assert finetune_summary({"1 scenes": {}}) == {}

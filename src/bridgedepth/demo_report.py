@@ -300,6 +300,21 @@ def _separated(rows: dict, a: str, b: str, bench: str) -> bool | None:
     return ra["absrel_max"] < rb["absrel_min"] or rb["absrel_max"] < ra["absrel_min"]
 
 
+D2I_FINETUNE_STAGE = "2 D2I reward fine-tune"
+
+
+def d2i_finetune_stage(cfg: Config) -> str:
+    """The D2I fine-tune's stage name, with its reward weights: "2 D2I reward fine-tune (depth 0.9 +
+    aesthetic 0.1)" for the paper's; the report finds the stage by its first words."""
+    r = cfg.finetune.reward
+    return f"{D2I_FINETUNE_STAGE} (depth {float(r.depth_weight):g} + aesthetic {float(r.aesthetic_weight):g})"
+
+
+def finetune_summary(stages: dict) -> dict:
+    """The D2I fine-tune's summary from a ``stages.json`` record, whatever its weights ({} if none)."""
+    return next((v for k, v in stages.items() if k.startswith(D2I_FINETUNE_STAGE)), {}).get("summary", {})
+
+
 def _reward_terms(ft: dict) -> str:
     """" Reward terms: depth 0.9, aesthetic 0.1, anchor 20 (...)." from a fine-tuning summary ('' if none)."""
     terms = {n: t for n, t in (ft.get("rewards") or {}).items() if t.get("on")}
@@ -410,7 +425,7 @@ def write_report(out: Path, cfg: Config, runner, fixtures: dict, foundations: di
                              "with their exact depth (impossible for real photographs).")
     t_metric = _rows_table("Metric depth, no alignment (Tables 4/5 layout)", mrows, list(METRIC_ROWS), benches,
                            note="Metres straight from the model: no per-image scale or shift.")
-    ft = stages.get("2 D2I reward fine-tune (depth 0.9 + aesthetic 0.1)", {}).get("summary", {})
+    ft = finetune_summary(stages)
     lab = stages.get("4a label", {}).get("summary", {})
     cons = stages.get("7b D2I geometric consistency on the test depth maps", {}).get("summary", {})
     before, after = ft.get("heldout_before", {}), ft.get("heldout_after", {})

@@ -465,7 +465,9 @@ def run_demo(cfg: Config, out: str | os.PathLike = "runs/demo", *, fixtures_root
         return finetune(cfg, foundations["d2i"], teacher, sc / "gen", out / "d2i" / "finetuned",
                         heldout=sc / "val", steps=d.d2i_finetune_steps, progress=progress)
 
-    runner.run("2 D2I reward fine-tune (depth 0.9 + aesthetic 0.1)", d2i_finetune)
+    from .demo_report import d2i_finetune_stage
+
+    runner.run(d2i_finetune_stage(cfg), d2i_finetune)
 
     # never more stage processes than cores (one core: everything in this process)
     workers = max(1, min(int(d.stage_workers), available_cores()))

@@ -95,3 +95,32 @@ def test_eval_model_predictor_takes_precision_and_compile(ckpt):
         eval_cmd._PREDICTOR_CACHE.clear()
     assert plain.precision == "fp32" and int8.precision == "int8" and comp.precision == "fp32"
     assert plain._forward is plain.model and comp._forward is not comp.model
+
+
+def test_eval_predictor_cache_knows_a_retrained_checkpoint_and_the_input_size(tmp_path):
+    # one Python process (a notebook, a sweep): a checkpoint saved again into the same folder, or another
+    # eval.input_size, must not reuse the predictor loaded before
+    import os
+
+    from bridgedepth.commands import eval as eval_cmd
+    from bridgedepth.mde import build_model, save_model
+
+    ckpt = tmp_path / "ckpt"
+    save_model(build_model("micro", seed=0), ckpt)
+    cfg = load_config("tiny", ["device=cpu"])
+    eval_cmd._PREDICTOR_CACHE.clear()
+    try:
+        first, _ = eval_cmd._load_predictor(str(ckpt), cfg)
+        assert eval_cmd._load_predictor(str(ckpt), cfg)[0] is first  # unchanged: reused
+        other_size, _ = eval_cmd._load_predictor(str(ckpt), load_config("tiny", ["device=cpu", "eval.input_size=70"]))
+        assert other_size is not first and other_size.input_size == 70
+        save_model(build_model("micro", seed=1), ckpt)
+        for f in ckpt.rglob("*"):  # a retrain within the file system's timestamp resolution
+            if f.is_file():
+                os.utime(f, ns=(f.stat().st_atime_ns, f.stat().st_mtime_ns + 10**9))
+        again, _ = eval_cmd._load_predictor(str(ckpt), cfg)
+    finally:
+        eval_cmd._PREDICTOR_CACHE.clear()
+    assert again is not first
+    rgb = _rgb(0)
+    assert not np.allclose(again.predict(rgb).values, first.predict(rgb).values)

@@ -92,7 +92,9 @@ def _load_predictor(ckpt: str, cfg, precision: str = "fp32", compile: bool = Fal
     the model code). Returns (predictor, prediction type)."""
     from ..errors import InputError
 
-    key = (ckpt, precision, bool(compile))
+    size = cfg.eval.input_size or cfg.model.input_size
+    # a checkpoint retrained or replaced in place, another input size or device: another predictor
+    key = (str(Path(ckpt).resolve()), _files_stamp(Path(ckpt)), precision, bool(compile), size, _device(cfg))
     if key in _PREDICTOR_CACHE:
         return _PREDICTOR_CACHE[key]
     try:
@@ -107,7 +109,6 @@ def _load_predictor(ckpt: str, cfg, precision: str = "fp32", compile: bool = Fal
     if not Path(ckpt).exists():
         raise InputError(f"{ckpt}: checkpoint not found")
     model = load_model(ckpt)
-    size = cfg.eval.input_size or cfg.model.input_size
     kind = getattr(getattr(model, "config", None), "depth_estimation_type", "relative")
     opts = {**({"precision": precision} if precision != "fp32" else {}), **({"compile": True} if compile else {})}
     try:
@@ -124,6 +125,19 @@ def _load_predictor(ckpt: str, cfg, precision: str = "fp32", compile: bool = Fal
     ptype = "depth" if kind == "metric" else "disparity"
     _PREDICTOR_CACHE[key] = (predictor, ptype)
     return predictor, ptype
+
+
+def _files_stamp(path: Path) -> tuple:
+    """(name, size, mtime) of a checkpoint file or of every file in a checkpoint folder."""
+    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+    stamp = []
+    for f in files:
+        try:
+            st = f.stat()
+        except OSError:
+            continue
+        stamp.append((str(f.relative_to(path)) if path.is_dir() else f.name, st.st_size, st.st_mtime_ns))
+    return tuple(stamp)
 
 
 def _device(cfg) -> str:

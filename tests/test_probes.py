@@ -57,3 +57,26 @@ def test_bench_masks_workers_share_the_mix_evenly():
         assert sorted(share) == sorted(kinds)
     starts = [worker_share(list(range(24)), k, 2, whole=True)[0] for k in range(2)]
     assert starts == [0, 12]  # each starts at its own place in the mix
+
+
+def test_metric_probe_reports_bounds_probe_and_offline_head(tmp_path):
+    from bridgedepth.data.scenes.dataset import write_scenes
+    from bridgedepth.mde import build_model, save_model
+    from bridgedepth.mde.model import relative_to_metric
+
+    kw = dict(kind="mixed", size=(48, 48), progress=False)
+    write_scenes(tmp_path / "train", 9, seed=0, look="synthetic", **kw)
+    write_scenes(tmp_path / "val", 6, seed=1, look="synthetic", **kw)
+    save_model(build_model("micro", seed=0), tmp_path / "rel")
+    save_model(relative_to_metric(build_model("micro", seed=0), max_depth=80), tmp_path / "metric")
+    out = _run("metric_probe.py", "--model", tmp_path / "rel", "--train", tmp_path / "train", "--eval-dir",
+               tmp_path / "val", "--metric", tmp_path / "metric", "--input-size", 42, "--steps", 4, cwd=tmp_path)
+    assert re.search(r"metric checkpoint .*metric: AbsRel [0-9.]+; per kind: ", out), out
+    refs = re.findall(r"^affine reference, .*: AbsRel ([0-9.]+)", out, re.M)
+    assert len(refs) == 3 and all(float(v) >= 0 for v in refs), out
+    assert re.search(r"linear probe .* train accuracy [0-9.]+, held-out [0-9.]+", out)
+    assert len(re.findall(r"step \d+: held-out AbsRel", out)) == 2  # step 0 and the last
+    assert "(the factor with the lowest training AbsRel)" in out
+    r = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "metric_probe.py"), "--eval", "test"],
+                       cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(ROOT / "src")}, capture_output=True, text=True)
+    assert r.returncode == 2 and "not for choosing" in r.stderr

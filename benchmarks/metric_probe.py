@@ -66,30 +66,50 @@ def _absrel(pred: np.ndarray, gt: np.ndarray) -> float:
     return float(np.mean(np.abs(pred - gt) / gt))
 
 
+def _stack(cached):
+    """(tokens, disparity, gt, mask) of the cached scenes as batched tensors."""
+    import torch
+
+    return tuple(torch.stack([c[i] for c in cached]) for i in (4, 5, 6, 7))
+
+
+def affine_fits(disp, gt, mask, *, pooled: bool = False):
+    """Least-squares ``1 / gt ~ scale * disp + shift`` over the masked pixels: per image, or (``pooled``)
+    one fit over the pixels of all images (the scale-head stage's start). Returns (scale, shift)."""
+    import torch
+
+    from bridgedepth.evaluation import least_squares_scale_shift
+
+    y = torch.where(mask, 1.0 / gt.double().clamp_min(1e-12), torch.zeros((), dtype=torch.float64))
+    x = disp.double()
+    if pooled:
+        x, y, mask = x[mask][None], y[mask][None], mask[mask][None]
+    s, t, _ = least_squares_scale_shift(x, y, mask)
+    return s, t
+
+
 def affine_references(cached, cap: float) -> dict[str, dict[str, float]]:
     """AbsRel per kind (and "all": mean over images) of three affine maps of the relative disparity."""
-    fits = []
-    for kind, *_, disp, g, m in cached:
-        x, y = disp[m].double().numpy(), 1.0 / g[m].double().numpy()
-        fits.append((kind, x, g[m].numpy(), *np.linalg.lstsq(np.stack([x, np.ones_like(x)], 1), y, rcond=None)[0]))
+    kinds = [c[0] for c in cached]
+    _, d, g, m = _stack(cached)
+    s, t = affine_fits(d, g, m)
     by_kind: dict[str, list] = defaultdict(list)
-    for kind, _, _, a, b in fits:
-        by_kind[kind].append((a, b))
+    for k, a, b in zip(kinds, s.tolist(), t.tolist()):
+        by_kind[k].append((a, b))
     kind_med = {k: tuple(np.median(np.array(v), 0)) for k, v in by_kind.items()}
-    x_all = np.concatenate([f[1] for f in fits])
-    y_all = 1.0 / np.concatenate([f[2] for f in fits])
-    glob = tuple(np.linalg.lstsq(np.stack([x_all, np.ones_like(x_all)], 1), y_all, rcond=None)[0])
+    gs, gt_ = (float(v[0]) for v in affine_fits(d, g, m, pooled=True))
     res = {}
-    for name, pick in (("per-image affine (oracle)", lambda k, a, b: (a, b)),
-                       ("per-kind median affine", lambda k, a, b: kind_med[k]),
-                       ("one global least-squares affine", lambda k, a, b: glob)):
+    for name, pick in (("per-image affine (oracle)", lambda i: (float(s[i]), float(t[i]))),
+                       ("per-kind median affine", lambda i: kind_med[kinds[i]]),
+                       ("one global least-squares affine", lambda i: (gs, gt_))):
         per: dict[str, list] = defaultdict(list)
-        for kind, x, gt, a, b in fits:
-            a2, b2 = pick(kind, a, b)
-            per[kind].append(_absrel(1.0 / np.maximum(a2 * x + b2, 1.0 / cap), gt))
+        for i in range(len(cached)):
+            a, b = pick(i)
+            x = d[i][m[i]].double().numpy()
+            per[kinds[i]].append(_absrel(1.0 / np.maximum(a * x + b, 1.0 / cap), g[i][m[i]].double().numpy()))
         res[name] = {**{k: float(np.mean(v)) for k, v in per.items()},
                      "all": float(np.mean([v for vs in per.values() for v in vs]))}
-    res["global"] = {"scale": float(glob[0]), "shift": float(glob[1])}
+    res["global"] = {"scale": gs, "shift": gt_}
     return res
 
 
@@ -131,14 +151,9 @@ def offline_head(train, held, cap: float, steps: int, lr: float, every: int = 10
     from bridgedepth.mde.losses import silog_loss
     from bridgedepth.mde.model import ScaleHead, apply_scale
 
-    def stack(cached):
-        return (torch.stack([c[4] for c in cached]), torch.stack([c[5] for c in cached]),
-                torch.stack([c[6] for c in cached]), torch.stack([c[7] for c in cached]))
-
-    f, d, g, m = stack(train)
-    fv, dv, gv, mv = stack(held)
-    x, y = d[m].double(), 1.0 / g[m].double()
-    a, b = torch.linalg.lstsq(torch.stack([x, torch.ones_like(x)], 1), y[:, None]).solution[:, 0].tolist()
+    f, d, g, m = _stack(train)
+    fv, dv, gv, mv = _stack(held)
+    a, b = (float(v[0]) for v in affine_fits(d, g, m, pooled=True))
     torch.manual_seed(seed)
     head = ScaleHead(f.shape[-1], max_depth=cap)
     with torch.no_grad():

@@ -207,3 +207,25 @@ def test_cli_reports_bad_file(tmp_path, run_cli):
     r = run_cli("inspect", bad)
     assert r.code == 2 and str(bad) in r.err and "truncated" in r.err
     assert "Traceback" not in r.err
+
+
+def test_file_stamps_see_files_under_folders_through_links_and_skip_missing(tmp_path):
+    import os
+
+    from pathlib import Path
+
+    from bridgedepth.io.common import file_stamps
+
+    ck = tmp_path / "ckpt"
+    (ck / "sub").mkdir(parents=True)
+    (ck / "model.safetensors").write_bytes(b"abc")
+    (ck / "sub" / "config.json").write_text("{}")
+    target = tmp_path / "elsewhere.bin"
+    target.write_bytes(b"12345")
+    (ck / "link.bin").symlink_to(target)
+    stamps = file_stamps([ck, tmp_path / "missing"])
+    assert [Path(p).name for p, _, _ in stamps] == ["link.bin", "model.safetensors", "config.json"]
+    assert [size for _, size, _ in stamps] == [5, 3, 2]  # the link counts with its target's size
+    os.utime(target, ns=(0, target.stat().st_mtime_ns + 10**9))
+    assert file_stamps([ck]) != stamps  # a target rewritten behind its link is noticed
+    assert file_stamps([ck / "model.safetensors"]) == (stamps[1],)

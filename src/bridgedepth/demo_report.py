@@ -60,14 +60,13 @@ def _overlay(img: np.ndarray, mask: np.ndarray) -> np.ndarray:
 def _up_to_date(pngs: list[Path], inputs: list[Path]) -> bool:
     """Whether every figure in ``pngs`` exists and is newer than every file under ``inputs`` (the
     models and sets it is drawn from): a report rerun then keeps it instead of loading models again."""
+    from .io.common import file_stamps
+
     if not all(p.is_file() for p in pngs):
         return False
-    newest = 0.0
-    for d in inputs:  # files only, through links (the staged fixtures are links, re-made on every run)
-        for f in ([d] if d.is_file() else d.rglob("*") if d.is_dir() else []):
-            if f.is_file():
-                newest = max(newest, f.stat().st_mtime)
-    return min(p.stat().st_mtime for p in pngs) >= newest
+    # files only, by their targets' times (the staged fixtures are links, re-made on every run)
+    newest = max((mtime for _, _, mtime in file_stamps(inputs)), default=0)
+    return min(p.stat().st_mtime_ns for p in pngs) >= newest
 
 
 def fig_d2i_before_after(out: Path, cfg: Config, base: Path, n: int = 4) -> Path | None:

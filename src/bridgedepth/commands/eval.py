@@ -92,9 +92,11 @@ def _load_predictor(ckpt: str, cfg, precision: str = "fp32", compile: bool = Fal
     the model code). Returns (predictor, prediction type)."""
     from ..errors import InputError
 
-    size = cfg.eval.input_size or cfg.model.input_size
+    from ..io.common import file_stamps
+
+    size, device = cfg.eval.input_size or cfg.model.input_size, _device(cfg)
     # a checkpoint retrained or replaced in place, another input size or device: another predictor
-    key = (str(Path(ckpt).resolve()), _files_stamp(Path(ckpt)), precision, bool(compile), size, _device(cfg))
+    key = (str(Path(ckpt).resolve()), file_stamps([ckpt]), precision, bool(compile), size, device)
     if key in _PREDICTOR_CACHE:
         return _PREDICTOR_CACHE[key]
     try:
@@ -114,30 +116,17 @@ def _load_predictor(ckpt: str, cfg, precision: str = "fp32", compile: bool = Fal
     try:
         # the fast inference path (mde/fast.py: fused QKV, folded layer scale, channels-last head),
         # as `bridge predict` uses it; the model was loaded for this predictor alone
-        predictor = Predictor(model, input_size=size, device=_device(cfg), fast=True, _owned=True, **opts)
+        predictor = Predictor(model, input_size=size, device=device, fast=True, _owned=True, **opts)
     except TypeError:  # a Predictor without the speed options or a device argument
         if opts:
             raise InputError(f"--model {ckpt}: this build's Predictor has no {' / '.join(opts)} option") from None
         try:
-            predictor = Predictor(model, input_size=size, device=_device(cfg))
+            predictor = Predictor(model, input_size=size, device=device)
         except TypeError:  # it runs where the model is
             predictor = Predictor(model, input_size=size)
     ptype = "depth" if kind == "metric" else "disparity"
     _PREDICTOR_CACHE[key] = (predictor, ptype)
     return predictor, ptype
-
-
-def _files_stamp(path: Path) -> tuple:
-    """(name, size, mtime) of a checkpoint file or of every file in a checkpoint folder."""
-    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
-    stamp = []
-    for f in files:
-        try:
-            st = f.stat()
-        except OSError:
-            continue
-        stamp.append((str(f.relative_to(path)) if path.is_dir() else f.name, st.st_size, st.st_mtime_ns))
-    return tuple(stamp)
 
 
 def _device(cfg) -> str:

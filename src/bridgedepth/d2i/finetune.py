@@ -221,9 +221,9 @@ def finetune(cfg: Config, d2i_dir: str | os.PathLike, teacher, source, out_dir: 
     rewards = build_rewards(fc.reward, teacher, dev, dtype)
     aes_term = rewards.terms.get("aesthetic")
     aesthetic_fn = (lambda img: aes_term.fn(img, {})) if aes_term is not None else None
-    if aesthetic_fn is None and fc.reward.aesthetic_weight == 0:
-        # the term is off (an ablation): still measure the configured model's score on the held-out
-        # maps before and after, so that the run shows what the images' aesthetic did without it
+    if aesthetic_fn is None:
+        # the term is off (weight 0: an ablation): still measure the configured model's score on the
+        # held-out maps before and after, so that the run shows what the images' aesthetic did without it
         aesthetic_fn, _ = aesthetic_model(fc.reward, dev, dtype)
     num_steps = int(fc.num_steps or backend.default_steps)
 

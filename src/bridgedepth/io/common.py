@@ -66,6 +66,23 @@ def check_pixels(path, width: int, height: int, limit: int | None = None) -> Non
         )
 
 
+def file_stamps(paths) -> tuple[tuple[str, int, int], ...]:
+    """(path, size, mtime_ns) of every file at or under ``paths`` (folders walked, links followed to
+    their targets' stats), sorted: what a cache keys on to notice a checkpoint or set rewritten in
+    place. Files that vanish while walking are left out."""
+    out = []
+    for root in paths:
+        root = Path(root)
+        for f in ([root] if root.is_file() else root.rglob("*") if root.is_dir() else []):
+            try:
+                if f.is_file():
+                    st = f.stat()
+                    out.append((str(f), st.st_size, st.st_mtime_ns))
+            except OSError:
+                continue
+    return tuple(sorted(out))
+
+
 def _current_umask() -> int:
     mask = os.umask(0)
     os.umask(mask)

@@ -32,7 +32,7 @@ import numpy as np
 
 
 def _kind(bench, item) -> str:
-    meta = bench._samples()[item.key].get("meta") or {}
+    meta = bench.meta(item)
     return str(meta.get("kind") or item.key.split("_")[0])
 
 

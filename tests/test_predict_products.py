@@ -81,6 +81,25 @@ def test_bad_inputs_are_recorded_and_the_rest_continue(micro_ckpt, images, tmp_p
     assert r.code == 2 and "no input succeeded" in r.err and "bad.png" in r.err
 
 
+def test_every_readable_image_format_is_predicted_from_a_folder(micro_ckpt, shared_data, tmp_path, run_cli):
+    """A folder of images in every format the readers take is predicted whole: NYUv2's raw colour frames
+    are PPM, which `bridge predict` used to skip as "not an image or video file"."""
+    from bridgedepth.io.image import IMAGE_SUFFIXES, read_image, write_image
+
+    src = shared_data / "rgbd/open3d/other_formats/NYU_color.ppm"
+    rgb = read_image(src)[::8, ::8]
+    d = tmp_path / "in"
+    d.mkdir()
+    for suffix in sorted(IMAGE_SUFFIXES):
+        write_image(d / f"nyu{suffix.replace('.', '_')}{suffix}", rgb)
+    (d / "notes.txt").write_text("not an image")
+    r = run_cli("predict", d, src, "--model", micro_ckpt, "--out", tmp_path / "o", "--outputs", "npy")
+    assert r.code == 0 and "failed" not in r.err, r
+    man = json.loads((tmp_path / "o" / "predictions.json").read_text())
+    assert len(man["images"]) == len(IMAGE_SUFFIXES) + 1 and not man["failures"]
+    assert {".ppm", ".jpg", ".png", ".webp", ".tif"} <= IMAGE_SUFFIXES
+
+
 # ------------------------------------------------------------------------------------------------
 # point clouds
 # ------------------------------------------------------------------------------------------------
@@ -129,6 +148,12 @@ def test_cli_ply_relative_needs_a_scale_and_metric_works(micro_ckpt, images, tmp
     assert r.code == 2 and "relative disparity" in r.err and "--depth-scale" in r.err
     r = run_cli("predict", img, "--model", micro_ckpt, "--out", tmp_path / "a", "--outputs", "ply")
     assert r.code == 2 and "--fov" in r.err
+    # --metric on a relative checkpoint without a scale head: names it and says how to get a metric one
+    from bridgedepth.mde import build_model, save_model
+
+    save_model(build_model("micro", seed=0), tmp_path / "relative", input_size=56)
+    r = run_cli("predict", img, "--model", tmp_path / "relative", "--out", tmp_path / "a", "--metric")
+    assert r.code == 2 and str(tmp_path / "relative") in r.err and "--stage scale-head" in r.err, r
     r = run_cli("predict", img, "--model", micro_ckpt, "--out", tmp_path / "b", "--outputs", "ply,npy",
                 "--fx", "40", "--fy", "44", "--depth-scale", "2.0")
     assert r.code == 0, r

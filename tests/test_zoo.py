@@ -323,12 +323,16 @@ def test_shard_set_benchmark_clips_to_the_datas_depth_cap(tmp_path):
     b = ShardSet(tmp_path / "s")
     assert b.max_depth == 80.0
     assert ShardSet(tmp_path / "s", max_depth=20).max_depth == 20.0
+    metas = [b.meta(it) for it in b.items()]  # the public per-sample record (metric_probe reads the kind)
+    assert [m["kind"] for m in metas] == ["outdoor", "outdoor"] and all(m["max_depth"] == 80.0 for m in metas)
 
     def make(i):
         return {"__key__": f"k{i}", "rgb": np.zeros((8, 8, 3), np.uint8), "depth": np.ones((8, 8), np.float32)}
 
     write_dataset(tmp_path / "plain", 1, make, progress=False)
-    assert ShardSet(tmp_path / "plain").max_depth == float("inf")
+    plain = ShardSet(tmp_path / "plain")
+    assert plain.max_depth == float("inf")
+    assert plain.meta(plain.items()[0]) == {}
 
 
 def test_zoo_depth_recipe_takes_its_training_options_from_the_zoo_section():

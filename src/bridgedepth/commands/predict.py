@@ -9,10 +9,10 @@ import time
 from pathlib import Path
 
 from ..errors import InputError
+from ..io.image import IMAGE_SUFFIXES  # .png .jpg .jpeg .ppm .bmp .tif .tiff .webp
 
 HELP = "predict depth for images, folders, globs or lists"
 
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff"}
 VIDEO_SUFFIXES = {".mp4", ".mov", ".avi", ".mkv", ".webm", ".m4v"}  # = bridgedepth.io.video.VIDEO_SUFFIXES
 OUTPUT_KINDS = ("color", "png16", "npy", "side-by-side", "ply")
 MANIFEST = "predictions.json"

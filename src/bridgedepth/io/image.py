@@ -21,6 +21,9 @@ from .common import FormatError, InputError, atomic_write, read_file_bytes
 READ_FORMATS = ("PNG", "JPEG", "MPO", "PPM", "BMP", "TIFF", "WEBP")
 WRITE_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".ppm": "PPM", ".bmp": "BMP",
                  ".tif": "TIFF", ".tiff": "TIFF", ".webp": "WEBP"}
+# suffixes of the colour images the readers take (the formats above); folder listings (bridge predict,
+# bridge sources) use this one set
+IMAGE_SUFFIXES = frozenset(WRITE_FORMATS)
 _ALPHA_MODES = ("RGBA", "RGBa", "LA", "La", "PA")
 _SIXTEEN_BIT = ("I;16", "I;16B", "I;16L", "I;16N", "I")
 

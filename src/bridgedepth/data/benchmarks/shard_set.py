@@ -70,3 +70,8 @@ class ShardSet(Benchmark):
 
     def load_rgb(self, item: Item) -> np.ndarray:
         return np.asarray(self._samples()[item.key]["rgb"])
+
+    def meta(self, item: Item) -> dict:
+        """The sample's ``meta`` record (for procedural scenes: ``kind``, ``seed``, ``max_depth``, the
+        camera...); an empty dict when the sample has none."""
+        return dict(self._samples()[item.key].get("meta") or {})

@@ -9,8 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ...errors import InputError
-
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".ppm", ".bmp", ".tif", ".tiff", ".webp"}
+from ...io.image import IMAGE_SUFFIXES
 _DIGITS = re.compile(r"\d+")
 
 

@@ -11,7 +11,14 @@ Agreement: the shipped toy teacher (``bridgedepth/zoo/models/depth``) predicts t
 the ground truth (least squares in disparity) and scored; the AbsRel change against fp32 of the same
 model is the agreement figure (goal <= 0.002).
 
-    PYTHONPATH=src python benchmarks/bench_precision.py [--rounds 6] [--threads 2]
+Not offered, measured beside them when torchao is installed (``pip install --no-deps torchao==0.18.0``;
+it is no dependency of bridgedepth): **static int8 through PT2E** (``torch.export`` of our fast model,
+torchao's ``X86InductorQuantizer`` for every linear and convolution, activations calibrated on real
+images other than the agreement fixtures, ``reduce_range`` on CPUs without VNNI, then ``torch.compile``
+with weight freezing: oneDNN's int8 kernels). Its figures go to the row's ``extra``, never into its
+``winner``, which is chosen among the precisions ``bridge predict`` offers.
+
+    PYTHONPATH=src python benchmarks/bench_precision.py [--rounds 6] [--threads 2] [--no-static-int8]
 """
 
 from __future__ import annotations
@@ -67,13 +74,116 @@ def absrel_per_image(predictor, items) -> list[float]:
     return out
 
 
-def agreement(ckpt: Path, items, precisions=("fp32", "bf16", "int8")) -> dict[str, dict]:
+def calibration_images(data: Path = DATA) -> list[np.ndarray]:
+    """Real RGB images that are not among the agreement fixtures: the static int8 path's calibration."""
+    import cv2
+
+    rgbd = data / "rgbd"
+    paths = [rgbd / "open3d/color/00001.jpg", rgbd / "open3d/color/00003.jpg",
+             rgbd / "open3d/other_formats/TUM_color.png", rgbd / "open3d/other_formats/SUN_color.jpg"]
+    paths += sorted((rgbd / "stereo").rglob("*.png"))[:4]
+    out = []
+    for p in paths:
+        bgr = cv2.imread(str(p), cv2.IMREAD_COLOR)
+        if bgr is not None:
+            out.append(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
+    return out
+
+
+def static_int8_available() -> bool:
+    try:
+        import torchao.quantization.pt2e.quantize_pt2e  # noqa: F401
+    except Exception:
+        return False
+    return True
+
+
+def cpu_has_vnni() -> bool:
+    """AVX512-VNNI / AVX-VNNI / AMX (int8 dot products without 16-bit saturation)."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text().split()
+    except OSError:
+        return False
+    return any(f in flags for f in ("avx512_vnni", "avx_vnni", "amx_int8"))
+
+
+class StaticInt8:
+    """``forward(pixel_values=x)`` of a predictor's (fast) model quantised statically to int8 with PT2E, one
+    export + calibration + frozen compile per input shape (a benchmark variant, not a product path).
+    ``calibration``: preprocessed float tensors (1, 3, h, w), resized to each shape."""
+
+    def __init__(self, model, calibration, *, reduce_range: bool | None = None):
+        import torch
+
+        class _Net(torch.nn.Module):
+            def __init__(self, m):
+                super().__init__()
+                self.m = m
+
+            def forward(self, x):
+                return self.m(pixel_values=x).predicted_depth
+
+        self.net = _Net(model).eval()
+        self.calibration = list(calibration)
+        self.reduce_range = (not cpu_has_vnni()) if reduce_range is None else reduce_range
+        self.compiled: dict[tuple, object] = {}
+        self.compile_s: list[float] = []
+
+    def _build(self, x):
+        import torch
+        import torch._inductor.config as inductor_config
+        import torch.nn.functional as F
+        import torchao.quantization.pt2e.quantizer.x86_inductor_quantizer as xiq
+        from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
+
+        t = time.perf_counter()
+        graph = torch.export.export(self.net, (x,)).module()
+        quantizer = xiq.X86InductorQuantizer().set_global(
+            xiq.get_default_x86_inductor_quantization_config(reduce_range=self.reduce_range))
+        prepared = prepare_pt2e(graph, quantizer)
+        with torch.no_grad():
+            for c in self.calibration:
+                prepared(F.interpolate(c, size=tuple(x.shape[-2:]), mode="bilinear", align_corners=False))
+        quantized = convert_pt2e(prepared)
+        compiled = torch.compile(quantized, dynamic=False)
+        with torch.no_grad(), inductor_config.patch(freezing=True):
+            compiled(x)
+        self.compile_s.append(time.perf_counter() - t)
+        return compiled
+
+    def __call__(self, pixel_values):
+        import torch._inductor.config as inductor_config
+        from types import SimpleNamespace
+
+        key = tuple(pixel_values.shape)
+        if key not in self.compiled:
+            self.compiled[key] = self._build(pixel_values)
+        with inductor_config.patch(freezing=True):
+            return SimpleNamespace(predicted_depth=self.compiled[key](pixel_values))
+
+
+def static_int8_predictor(ckpt_or_model, calibration_rgbs):
+    """A fp32 fast Predictor whose network runs through :class:`StaticInt8`, calibrated on the images."""
+    from bridgedepth.mde.predictor import Predictor, preprocess
+
+    pred = (Predictor.from_pretrained(ckpt_or_model) if isinstance(ckpt_or_model, (str, Path))
+            else Predictor(ckpt_or_model, fast=True))
+    calib = [preprocess(r, pred.input_size, multiple=pred.patch) for r in calibration_rgbs]
+    pred._forward = StaticInt8(pred.model, calib)
+    return pred
+
+
+def agreement(ckpt: Path, items, precisions=("fp32", "bf16", "int8"), *, static_int8: bool = False) -> dict[str, dict]:
     from bridgedepth.mde.predictor import Predictor
 
     res = {}
     for p in precisions:
         a = absrel_per_image(Predictor.from_pretrained(ckpt, precision=p), items)
         res[p] = {"absrel": float(np.mean(a)), "per_image": a}
+    if static_int8:
+        a = absrel_per_image(static_int8_predictor(ckpt, calibration_images()), items)
+        res["int8-static"] = {"absrel": float(np.mean(a)), "per_image": a}
+    precisions = list(res)
     for p in precisions:
         res[p]["absrel_change"] = abs(res[p]["absrel"] - res["fp32"]["absrel"])
         res[p]["worst_image_change"] = float(np.max(np.abs(np.subtract(res[p]["per_image"], res["fp32"]["per_image"]))))
@@ -85,7 +195,9 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=6)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--size", type=int, default=518)
+    ap.add_argument("--no-static-int8", action="store_true", help="skip the PT2E static int8 variant")
     a = ap.parse_args()
+    static = not a.no_static_int8 and static_int8_available()
 
     import torch
 
@@ -106,6 +218,12 @@ def main() -> None:
     variants = {"hf-sdpa": hf}
     for p, pr in preds.items():
         variants[p] = (lambda pr: (lambda: torch.inference_mode()(pr._run)(x)))(pr)
+    static_pred = None
+    if static:  # calibrated on real images (random weights: the speed is what counts here)
+        static_pred = static_int8_predictor(model, calibration_images())
+        variants["int8-static"] = lambda: torch.no_grad()(static_pred._run)(x)
+    elif not a.no_static_int8:
+        print("static int8 (PT2E) not measured: torchao is not installed (pip install --no-deps torchao==0.18.0)")
     with torch.inference_mode():
         for f in variants.values():
             f()
@@ -119,26 +237,36 @@ def main() -> None:
     print(f"vits {a.size}x{a.size} network only, batch 1, {a.threads} threads, best of {a.rounds} interleaved "
           f"rounds; load {os.getloadavg()[0]:.1f}; bf16 native on this CPU: {bf16_native('cpu')}")
     for k in variants:
-        print(f"  {k:8s} {best[k]:7.3f} s/img   {best['hf-sdpa'] / best[k]:5.2f}x hf-sdpa fp32")
+        print(f"  {k:11s} {best[k]:7.3f} s/img   {best['hf-sdpa'] / best[k]:5.2f}x hf-sdpa fp32")
+    if static_pred is not None:
+        print(f"  (int8-static: PT2E, reduce_range {static_pred._forward.reduce_range}, compile "
+              f"{static_pred._forward.compile_s[0]:.0f} s per input shape; not offered by bridge predict)")
 
     ckpt = Path(__import__("bridgedepth").__file__).parent / "zoo/models/depth"
     items = fixtures()
-    agree = agreement(ckpt, items)
+    agree = agreement(ckpt, items, static_int8=static)
     print(f"agreement on {len(items)} real fixtures (toy teacher {ckpt.name}), AbsRel after disparity alignment:")
     for p, r in agree.items():
-        print(f"  {p:5s} AbsRel {r['absrel']:.4f}  change vs fp32 {r['absrel_change']:.4f} "
+        print(f"  {p:11s} AbsRel {r['absrel']:.4f}  change vs fp32 {r['absrel_change']:.4f} "
               f"(worst image {r['worst_image_change']:.4f}; goal <= 0.002)")
 
     sys.path.insert(0, str(HERE))
     from bench_common import write_row
 
     win = max(("bf16", "int8"), key=lambda p: best["hf-sdpa"] / best[p])
-    agreed = all(r["absrel_change"] <= 0.002 for r in agree.values())
+    agreed = all(r["absrel_change"] <= 0.002 for p, r in agree.items() if p != "int8-static")
     ratio = best["hf-sdpa"] / best[win]
+    static_extra = {}
+    if static_pred is not None:
+        static_extra = {"int8_static": {"ratio": best["hf-sdpa"] / best["int8-static"],
+                                        "absrel_change": agree["int8-static"]["absrel_change"],
+                                        "worst_image_change": agree["int8-static"]["worst_image_change"],
+                                        "reduce_range": static_pred._forward.reduce_range,
+                                        "compile_s": static_pred._forward.compile_s[0], "offered": False}}
     write_row("precision", ours=1 / best[win], reference=1 / best["hf-sdpa"],
               unit=f"img/s, {win} vs hf-sdpa fp32", goal=2.5, met=ratio >= 2.5 and agreed,
               extra={"seconds": best, "threads": a.threads, "winner": win, "agreement_met": agreed,
-                     "absrel_change": {p: r["absrel_change"] for p, r in agree.items()}})
+                     "absrel_change": {p: r["absrel_change"] for p, r in agree.items()}, **static_extra})
 
 
 if __name__ == "__main__":

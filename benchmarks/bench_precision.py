@@ -99,12 +99,11 @@ def static_int8_available() -> bool:
 
 
 def cpu_has_vnni() -> bool:
-    """AVX512-VNNI / AVX-VNNI / AMX (int8 dot products without 16-bit saturation)."""
-    try:
-        flags = Path("/proc/cpuinfo").read_text().split()
-    except OSError:
-        return False
-    return any(f in flags for f in ("avx512_vnni", "avx_vnni", "amx_int8"))
+    """VNNI (int8 dot products without 16-bit saturation), by torch's own CPU probe, as ``bf16_native``."""
+    import torch
+
+    probe = getattr(getattr(torch, "cpu", None), "_is_vnni_supported", None)
+    return bool(probe()) if probe is not None else False
 
 
 class StaticInt8:
@@ -131,10 +130,11 @@ class StaticInt8:
 
     def _build(self, x):
         import torch
-        import torch._inductor.config as inductor_config
         import torch.nn.functional as F
         import torchao.quantization.pt2e.quantizer.x86_inductor_quantizer as xiq
         from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
+
+        from bridgedepth.mde.predictor import _frozen_compile
 
         t = time.perf_counter()
         graph = torch.export.export(self.net, (x,)).module()
@@ -144,22 +144,19 @@ class StaticInt8:
         with torch.no_grad():
             for c in self.calibration:
                 prepared(F.interpolate(c, size=tuple(x.shape[-2:]), mode="bilinear", align_corners=False))
-        quantized = convert_pt2e(prepared)
-        compiled = torch.compile(quantized, dynamic=False)
-        with torch.no_grad(), inductor_config.patch(freezing=True):
+        compiled = _frozen_compile(convert_pt2e(prepared))  # the predictor's frozen compile: oneDNN int8
+        with torch.no_grad():
             compiled(x)
         self.compile_s.append(time.perf_counter() - t)
         return compiled
 
     def __call__(self, pixel_values):
-        import torch._inductor.config as inductor_config
         from types import SimpleNamespace
 
         key = tuple(pixel_values.shape)
         if key not in self.compiled:
             self.compiled[key] = self._build(pixel_values)
-        with inductor_config.patch(freezing=True):
-            return SimpleNamespace(predicted_depth=self.compiled[key](pixel_values))
+        return SimpleNamespace(predicted_depth=self.compiled[key](pixel_values))
 
 
 def static_int8_predictor(ckpt_or_model, calibration_rgbs):

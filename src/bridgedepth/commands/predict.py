@@ -10,10 +10,10 @@ from pathlib import Path
 
 from ..errors import InputError
 from ..io.image import IMAGE_SUFFIXES  # .png .jpg .jpeg .ppm .bmp .tif .tiff .webp
+from ..io.video import VIDEO_SUFFIXES  # .mp4 .mov .avi .mkv .webm .m4v (cv2 is imported lazily there)
 
 HELP = "predict depth for images, folders, globs or lists"
 
-VIDEO_SUFFIXES = {".mp4", ".mov", ".avi", ".mkv", ".webm", ".m4v"}  # = bridgedepth.io.video.VIDEO_SUFFIXES
 OUTPUT_KINDS = ("color", "png16", "npy", "side-by-side", "ply")
 MANIFEST = "predictions.json"
 

@@ -386,7 +386,7 @@ class Predictor:
         self.is_metric_head = model.config.depth_estimation_type == "metric"
         self.scale_head = scale_head.eval().to(self.device) if scale_head is not None else None
         if metric and not self.is_metric_head and self.scale_head is None:
-            where = getattr(model, "name_or_path", "") or getattr(model.config, "_name_or_path", "") or "this model"
+            where = getattr(model, "name_or_path", "") or "this model"
             raise InputError(f"metric output needs a metric model or a checkpoint with a scale head; {where} "
                              "predicts relative disparity and has no scale_head.safetensors (the shipped toy "
                              "depth model is relative). Train one with `bridge train --stage metric` or "

@@ -80,3 +80,14 @@ def test_metric_probe_reports_bounds_probe_and_offline_head(tmp_path):
     r = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "metric_probe.py"), "--eval", "test"],
                        cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(ROOT / "src")}, capture_output=True, text=True)
     assert r.returncode == 2 and "not for choosing" in r.stderr
+
+
+def test_scorer_variant_trains_the_requested_target(tmp_path):
+    from bridgedepth.d2i.scorer import load_scorer
+
+    out = _run("scorer_variant.py", "--target", "quality", "--scenes", 8, "--generated", 4, "--steps", 2,
+               "--size", 64, "--threads", 1, "--out", tmp_path / "sv", cwd=tmp_path)
+    assert "scorer" in out and '"d2i_samples"' in out
+    dest = tmp_path / "sv" / "aesthetic_quality"
+    assert json.loads((dest / "scorer.json").read_text())["target"] == "quality"
+    assert load_scorer(dest).size == 64

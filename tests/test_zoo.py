@@ -356,3 +356,37 @@ def test_zoo_d2i_recipe_takes_its_target_and_average_from_the_zoo_section():
     assert (d.prediction_type, d.pretrain_ema, d.pretrain_max_samples) == ("epsilon", 0.5, 10)
     d = _d2i_cfg(load_config("zoo"), 3000).d2i
     assert (d.prediction_type, d.pretrain_ema, d.pretrain_steps) == ("sample", 0.999, 4500)
+
+
+def test_quality_scorer_rates_clean_renders_high_and_degraded_images_low(tmp_path):
+    """target="quality" (the stand-in for an aesthetic head that judges image quality, not the look):
+    clean synthetic renders are positives like photographs, degraded images and D2I samples are the
+    negatives; the calibration maps held-out photographs to 6 and the held-out negatives' mean to 5."""
+    import json
+
+    import numpy as np
+
+    from bridgedepth.d2i.scorer import SCORE_PHOTO, SCORE_SYNTHETIC, load_scorer, train_scorer
+
+    g = torch.Generator().manual_seed(0)
+    ramp = torch.linspace(0, 1, 32)
+    real = (ramp[None, None, :, None] * torch.rand(40, 3, 1, 1, generator=g)
+            + 0.3 * torch.rand(40, 3, 1, 32, generator=g)).clamp(0, 1).expand(40, 3, 32, 32).contiguous()
+    syn = (ramp[None, None, None, :] * torch.rand(40, 3, 1, 1, generator=g)).expand(40, 3, 32, 32).contiguous()
+    noisy = torch.rand(20, 3, 32, 32, generator=g)
+    rep = train_scorer(real, syn, tmp_path / "q", steps=60, batch_size=16, size=32, progress=False,
+                       heldout_fraction=0.25, generated=noisy, target="quality")
+    assert json.loads((tmp_path / "q" / "scorer.json").read_text())["target"] == "quality"
+    # renders are positives here: held-out renders score above the noise samples, unlike the photo target
+    assert rep["synthetic"]["mean_logit"] > rep["d2i_samples"]["mean_logit"]
+    photo = train_scorer(real, syn, tmp_path / "p", steps=60, batch_size=16, size=32, progress=False,
+                         heldout_fraction=0.25, generated=noisy)
+    gap = {k: r["real"]["mean_logit"] - r["synthetic"]["mean_logit"] for k, r in (("quality", rep), ("photo", photo))}
+    assert gap["photo"] > 0 and gap["quality"] < gap["photo"] / 2, gap
+    negatives = [v["mean_logit"] for k, v in rep.items() if isinstance(v, dict) and k not in ("real", "synthetic", "calibration")]
+    assert "noise" in rep and len(negatives) >= 9  # 8 degradations + the D2I samples
+    m = load_scorer(tmp_path / "q")
+    assert m.offset + m.scale * rep["real"]["mean_logit"] == pytest.approx(SCORE_PHOTO, abs=1e-6)
+    assert m.offset + m.scale * float(np.mean(negatives)) == pytest.approx(SCORE_SYNTHETIC, abs=1e-6)
+    with pytest.raises(ValueError, match="target"):
+        train_scorer(real, syn, tmp_path / "x", steps=1, target="photograph")

@@ -356,6 +356,9 @@ class ZooConfig:
     scorer_steps: int = 1500
     scorer_size: int = 64
     scorer_generated: int = 600  # negatives made by the untuned D2I foundation (0: none)
+    # what the scorer rates high: "photo" (the real look; synthetic renders are negatives) or "quality"
+    # (clean images of either look; degraded images and D2I samples are negatives): docs/zoo.md
+    scorer_target: Literal["photo", "quality"] = "photo"
     threads: Optional[int] = None  # torch threads (None: torch's default)
 
 

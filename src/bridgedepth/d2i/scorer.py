@@ -19,6 +19,11 @@ of the two spreads tried with this scorer, 2 and 1, only 1 let 40 fine-tuning st
 the depth reward (docs/results.md). It is differentiable w.r.t. the input image and is called through the same
 reward registry as the LAION scorer (``finetune.reward.aesthetic_model``).
 
+``train_scorer(..., target="quality")`` (``zoo.scorer_target``) trains the alternative stand-in that
+rates image quality and not the look (clean renders count as positives). Measured on the demo, it does
+not keep the similarity masks open: it rewards added texture (docs/results.md), so the shipped scorer
+stays the photograph-likeness one.
+
 Files: ``scorer.json`` (architecture) + ``model.safetensors``; loaded without unpickling.
 """
 
@@ -120,6 +125,10 @@ def load_scorer(path: str | os.PathLike) -> ToyAestheticScorer:
 
 DEGRADATIONS = ("blur", "noise", "posterize", "cast", "saturate", "washout", "blocky", "speckle")
 
+# what the scorer rates high: "photo" (the real look; synthetic renders are negatives) or "quality"
+# (clean images of either look; only degraded images and D2I samples are negatives)
+TARGETS = ("photo", "quality")
+
 # the calibrated score's anchors (see the module docstring)
 SCORE_PHOTO, SCORE_SYNTHETIC = 6.0, 5.0
 
@@ -175,12 +184,20 @@ def degrade(rgb01: torch.Tensor, kind: str, gen: torch.Generator) -> torch.Tenso
 def train_scorer(real: torch.Tensor, synthetic: torch.Tensor, out_dir: str | os.PathLike, *, steps: int = 1500,
                  batch_size: int = 32, lr: float = 2e-3, seed: int = 0, size: int = 64,
                  progress: bool = True, heldout_fraction: float = 0.1,
-                 generated: torch.Tensor | None = None) -> dict:
+                 generated: torch.Tensor | None = None, target: str = "photo") -> dict:
     """Train a scorer: ``real`` (N, 3, S, S) photograph-like images -> 1; ``synthetic`` renders,
     degraded ``real`` images and (optional) ``generated`` images of an untuned D2I model -> 0 (binary
     cross-entropy). Returns (and stores in scorer.json) the held-out accuracy per negative kind, the
-    mean logit of each kind and the calibration (module docstring)."""
+    mean logit of each kind and the calibration (module docstring).
+
+    ``target="quality"`` rates image quality without penalising the synthetic look: clean ``real``
+    *and* ``synthetic`` images -> 1; degraded copies of either and ``generated`` images -> 0. Its
+    calibration maps held-out photographs to 6.0 and the mean of the held-out negatives (every
+    degradation of the photographs, and the D2I samples) to 5.0."""
     from tqdm.auto import tqdm
+
+    if target not in TARGETS:
+        raise ValueError(f"scorer target {target!r}: expected one of {TARGETS}")
 
     gen = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
@@ -196,16 +213,19 @@ def train_scorer(real: torch.Tensor, synthetic: torch.Tensor, out_dir: str | os.
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.1)
     half = batch_size // 2
+    quality = target == "quality"
+    clean_tr = torch.cat([real_tr, syn_tr]) if quality else real_tr  # what scores high; degraded as negatives
     bar = tqdm(range(steps), desc="aesthetic scorer", disable=not progress)
     for _ in bar:
-        pos = real_tr[torch.randint(0, real_tr.shape[0], (half,), generator=gen)]
+        pos = clean_tr[torch.randint(0, clean_tr.shape[0], (half,), generator=gen)]
         flip = torch.rand(half, generator=gen) < 0.5
         pos = torch.where(flip[:, None, None, None], pos.flip(-1), pos)
-        # negatives: half synthetic renders and half degraded photographs, or thirds with D2I samples
+        # negatives: half synthetic renders and half degraded photographs, or thirds with D2I samples;
+        # "quality": degraded clean images, and a third D2I samples
         n_gen = half // 3 if gen_tr is not None else 0
-        n_syn = (half - n_gen) // 2
+        n_syn = 0 if quality else (half - n_gen) // 2
         neg_syn = syn_tr[torch.randint(0, syn_tr.shape[0], (n_syn,), generator=gen)]
-        base = real_tr[torch.randint(0, real_tr.shape[0], (half - n_syn - n_gen,), generator=gen)]
+        base = clean_tr[torch.randint(0, clean_tr.shape[0], (half - n_syn - n_gen,), generator=gen)]
         kinds = torch.randint(0, len(DEGRADATIONS), (len(base),), generator=gen)
         neg_deg = torch.cat([degrade(base[i:i + 1], DEGRADATIONS[int(k)], gen) for i, k in enumerate(kinds)])
         parts = [pos, neg_syn, neg_deg]
@@ -220,8 +240,14 @@ def train_scorer(real: torch.Tensor, synthetic: torch.Tensor, out_dir: str | os.
         sched.step()
         bar.set_postfix(loss=f"{loss.item():.3f}")
     model.eval()
-    report = evaluate_scorer(model, real_te, syn_te, seed=seed + 1, generated=gen_te)
-    lr_, ls_ = report["real"]["mean_logit"], report["synthetic"]["mean_logit"]
+    report = evaluate_scorer(model, real_te, syn_te, seed=seed + 1, generated=gen_te, target=target)
+    lr_ = report["real"]["mean_logit"]
+    if quality:
+        low_name = "negatives"
+        ls_ = float(np.mean([v["mean_logit"] for k, v in report.items()
+                             if isinstance(v, dict) and k not in ("real", "synthetic")]))
+    else:
+        low_name, ls_ = "synthetic", report["synthetic"]["mean_logit"]
     calibrated = lr_ - ls_ > 1e-3
     if calibrated:  # map the held-out means onto the anchors
         model.scale = (SCORE_PHOTO - SCORE_SYNTHETIC) / (lr_ - ls_)
@@ -229,13 +255,14 @@ def train_scorer(real: torch.Tensor, synthetic: torch.Tensor, out_dir: str | os.
     else:
         import warnings
 
-        warnings.warn(f"{out_dir}: the scorer does not rate held-out photographs above synthetic renders "
+        warnings.warn(f"{out_dir}: the scorer does not rate held-out photographs above the {low_name} "
                       f"(mean logits {lr_:.4f} vs {ls_:.4f}); it is saved uncalibrated (score = logit), so its "
                       "scale does not match the 0.9 / 0.1 reward weights: train longer or on more images",
                       RuntimeWarning, stacklevel=2)
     report["calibration"] = {"scale": model.scale, "offset": model.offset, "calibrated": calibrated,
-                             "anchors": {"photos": SCORE_PHOTO, "synthetic": SCORE_SYNTHETIC}}
-    model.save(out_dir, extra={"training": {"steps": steps, "batch_size": batch_size, "lr": lr, "seed": seed,
+                             "anchors": {"photos": SCORE_PHOTO, low_name: SCORE_SYNTHETIC}}
+    model.save(out_dir, extra={"target": target,
+                               "training": {"steps": steps, "batch_size": batch_size, "lr": lr, "seed": seed,
                                             "real": nr, "synthetic": ns,
                                             "generated": 0 if generated is None else int(generated.shape[0])},
                                 "heldout": {k: v for k, v in report.items() if k != "calibration"}})
@@ -244,14 +271,16 @@ def train_scorer(real: torch.Tensor, synthetic: torch.Tensor, out_dir: str | os.
 
 @torch.no_grad()
 def evaluate_scorer(model: ToyAestheticScorer, real: torch.Tensor, synthetic: torch.Tensor, seed: int = 1,
-                    generated: torch.Tensor | None = None) -> dict:
-    """Held-out accuracy (logit > 0 for real, < 0 for every negative kind) and mean logits."""
+                    generated: torch.Tensor | None = None, target: str = "photo") -> dict:
+    """Held-out accuracy (logit > 0 for real, < 0 for every negative kind; for the ``quality``
+    target synthetic renders count as positives, > 0) and mean logits."""
     gen = torch.Generator().manual_seed(seed)
     out = {}
     sr = model.logits(real)
     out["real"] = {"accuracy": float((sr > 0).float().mean()), "mean_logit": float(sr.mean())}
     ss = model.logits(synthetic)
-    out["synthetic"] = {"accuracy": float((ss < 0).float().mean()), "mean_logit": float(ss.mean())}
+    syn_ok = (ss > 0) if target == "quality" else (ss < 0)
+    out["synthetic"] = {"accuracy": float(syn_ok.float().mean()), "mean_logit": float(ss.mean())}
     for k in DEGRADATIONS:
         s = model.logits(degrade(real, k, gen))
         out[k] = {"accuracy": float((s < 0).float().mean()), "mean_logit": float(s.mean())}

@@ -244,7 +244,7 @@ def build(cfg: Config, out: str | os.PathLike = "runs/zoo", *, install: bool = F
             generated = d2i_samples(out / "d2i", sc / "teacher_train", z.scorer_generated, z.scorer_size,
                                     steps=cfg.d2i.num_steps, seed=z.seed)
         report = train_scorer(real, syn, out / "aesthetic", steps=z.scorer_steps, seed=z.seed,
-                              size=z.scorer_size, progress=progress, generated=generated)
+                              size=z.scorer_size, progress=progress, generated=generated, target=z.scorer_target)
         return {**report, "torch_threads": torch.get_num_threads()}
 
     runner.run("5 toy aesthetic scorer", aesthetic)
@@ -377,9 +377,14 @@ def install_models(cfg: Config, out: Path, quality: dict, runner: StageRunner,
                         f"model's estimated disparity (their ground truth is never used)",
                 "seeds": {"photos": seeds["photos"]}, "steps": z.d2i_steps, "quality": quality.get("d2i"),
                 "config": {k: v for k, v in to_dict(cfg.zoo).items() if k.startswith("d2i")}},
-        "aesthetic": {"data": "real-look photographs (label 1) vs synthetic-look renders, degraded photographs and "
-                              f"{z.scorer_generated} samples of the untuned D2I foundation on training depth maps "
-                              f"(label 0); score calibrated to photographs {SCORE_PHOTO:g}, renders {SCORE_SYNTHETIC:g}",
+        "aesthetic": {"data": ("real-look photographs (label 1) vs synthetic-look renders, degraded photographs and "
+                               f"{z.scorer_generated} samples of the untuned D2I foundation on training depth maps "
+                               f"(label 0); score calibrated to photographs {SCORE_PHOTO:g}, renders {SCORE_SYNTHETIC:g}"
+                               if z.scorer_target == "photo" else
+                               "clean real-look photographs and synthetic-look renders (label 1) vs degraded copies of "
+                               f"either and {z.scorer_generated} samples of the untuned D2I foundation on training depth "
+                               f"maps (label 0); score calibrated to photographs {SCORE_PHOTO:g}, the held-out "
+                               f"negatives' mean {SCORE_SYNTHETIC:g}"),
                       "seeds": {"photos": seeds["photos"], "synthetic": seeds["teacher_train"]},
                       "steps": z.scorer_steps, "quality": quality.get("aesthetic"),
                       "config": {k: v for k, v in to_dict(cfg.zoo).items() if k.startswith("scorer")}},

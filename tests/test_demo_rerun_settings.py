@@ -52,3 +52,34 @@ def test_no_finished_stages_or_an_unreadable_config(tmp_path):
     (out / "config.yaml").write_text("finetune: [unclosed\n")
     with pytest.raises(InputError, match="cannot be read as a configuration"):
         check_same_settings(load_config("tiny"), out)
+
+
+def _scorer(folder, weights=b"w", calibration="{}"):
+    folder.mkdir(parents=True)
+    (folder / "scorer.json").write_text(calibration)
+    (folder / "model.safetensors").write_bytes(weights)
+    return str(folder)
+
+
+def test_another_aesthetic_scorer_is_refused_the_same_one_elsewhere_resumes(tmp_path):
+    """A rerun with ``--set finetune.reward.aesthetic_model=OTHER`` used to skip every finished stage and
+    record the new scorer beside results made with the old one; the scorer is now compared by its files."""
+    out = tmp_path / "demo"
+    cfg = load_config("tiny")
+    cfg.finetune.reward.aesthetic_model = _scorer(tmp_path / "checkout1" / "aesthetic")
+    save_resolved(cfg, out)
+    (out / "stages.json").write_text("{}")
+
+    same = load_config("tiny")  # the shipped scorer seen from another checkout: byte-identical files
+    same.finetune.reward.aesthetic_model = _scorer(tmp_path / "checkout2" / "aesthetic")
+    check_same_settings(same, out)
+
+    for name, kw in (("weights", {"weights": b"other"}), ("calibration", {"calibration": '{"scale": 2}'})):
+        other = load_config("tiny")
+        other.finetune.reward.aesthetic_model = _scorer(tmp_path / name / "aesthetic", **kw)
+        with pytest.raises(InputError, match="aesthetic_model") as e:
+            check_same_settings(other, out)
+        assert "another --out" in str(e.value)
+    none = load_config("tiny")  # the term switched to CLIP or off
+    with pytest.raises(InputError, match="aesthetic_model"):
+        check_same_settings(none, out)

@@ -364,11 +364,37 @@ def resolve_foundations(cfg: Config, out: Path, *, from_scratch: bool, progress:
 
 
 # settings a rerun may change in the same folder: how many seeds (the documented way to add seeds), how the
-# work is spread over the cores, and the scorer's path (the foundations stage's record says which models were
-# used); everything else decides what the finished stages contain
-RERUN_FREE = ("demo.seeds", "demo.threads", "demo.stage_workers", "finetune.reward.aesthetic_model",
+# work is spread over the cores; everything else decides what the finished stages contain
+RERUN_FREE = ("demo.seeds", "demo.threads", "demo.stage_workers",
               "label.mask_threads", "label.workers",
               "overrides")  # the override strings: their effect is in the values compared
+
+
+def _same_scorer(old: Any, new: Any) -> bool:
+    """Whether two ``finetune.reward.aesthetic_model`` settings name the same scorer: the same path, or
+    folders whose ``scorer.json`` and weights are byte-identical (the shipped scorer seen from another
+    checkout). A recorded folder that no longer exists cannot be compared and counts as the same (the
+    folder was made in a checkout that has moved); another scorer than the one the fine-tune used does
+    not."""
+    import filecmp
+
+    from .d2i.scorer import SCORER_JSON, WEIGHTS
+
+    if old == new:
+        return True
+    if not old:
+        return False
+    if not Path(old).is_dir():
+        return True
+    if not new:
+        return False
+    a, b = Path(old), Path(new)
+    return all((a / f).is_file() and (b / f).is_file() and filecmp.cmp(a / f, b / f, shallow=False)
+               for f in (SCORER_JSON, WEIGHTS))
+
+
+# settings compared by what they name rather than by their text
+SAME_BY = {"finetune.reward.aesthetic_model": _same_scorer}
 
 
 def _flat(d: Any, prefix: str = "") -> dict[str, Any]:
@@ -383,8 +409,9 @@ def _flat(d: Any, prefix: str = "") -> dict[str, Any]:
 def check_same_settings(cfg: Config, out: Path) -> None:
     """Refuse to resume a demo folder whose finished stages were made with other settings: a rerun
     skips finished stages, so it would report a mix of old and new results (for example after an
-    update that changes the preset). The keys of ``RERUN_FREE`` may change. Raises InputError naming
-    the folder and the differing keys."""
+    update that changes the preset). The keys of ``RERUN_FREE`` may change; the aesthetic scorer may
+    change its path but not its files (``SAME_BY``). Raises InputError naming the folder and the
+    differing keys."""
     from .config import load_config, to_dict
 
     old_path, done = out / "config.yaml", out / "stages.json"
@@ -397,7 +424,8 @@ def check_same_settings(cfg: Config, out: Path) -> None:
                          "--out") from e
     new = _flat(to_dict(cfg))
     free = lambda k: any(k == f or k.startswith(f + ".") for f in RERUN_FREE)  # noqa: E731
-    diffs = [k for k in sorted(set(old) | set(new)) if not free(k) and old.get(k) != new.get(k)]
+    diffs = [k for k in sorted(set(old) | set(new))
+             if not free(k) and old.get(k) != new.get(k) and not SAME_BY.get(k, lambda *_: False)(old.get(k), new.get(k))]
     if diffs:
         shown = "; ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in diffs[:6])
         more = f" (and {len(diffs) - 6} more)" if len(diffs) > 6 else ""

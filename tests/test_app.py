@@ -67,6 +67,11 @@ def test_core_checks_uploads_and_writes_only_in_its_workspace(micro_ckpt, photo,
             app.run(tmp_path / "wide.png")
         with pytest.raises(UploadRefused, match="no image"):
             app.run(None)
+        sideways = Image.open(photo)  # a phone photo stored sideways: shown (and predicted) upright
+        exif = sideways.getexif()
+        exif[0x0112] = 6
+        sideways.save(tmp_path / "phone.jpg", exif=exif)
+        assert app.run(tmp_path / "phone.jpg").color.shape == (160, 120, 3)
         app.keep = 2
         for _ in range(3):
             app.run(photo)

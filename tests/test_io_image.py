@@ -198,3 +198,48 @@ def test_inspect_sixteen_bit_tiff_is_an_image(tmp_path, run_cli):
     assert r.code == 0, r
     rec = json.loads(r.out)
     assert rec["kind"] == "image" and rec["shape"] == [3, 4] and rec["mode"].startswith("I;16")
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+@pytest.mark.parametrize("suffix", [".jpg", ".png"])
+def test_exif_orientation_applied_on_request_as_pillow_and_opencv_show_it(tmp_path, orientation, suffix):
+    """``orient=True`` gives the pixels a photo viewer shows (Pillow's ``exif_transpose``, and OpenCV's
+    ``imread``, which applies the tag by default); the default keeps them as stored (paired RGB-D data)."""
+    import cv2
+    from PIL import Image, ImageOps
+
+    rgb = (np.random.default_rng(orientation).random((12, 20, 3)) * 255).astype(np.uint8)
+    im = Image.fromarray(rgb)
+    exif = im.getexif()
+    exif[0x0112] = orientation
+    p = tmp_path / f"o{orientation}{suffix}"
+    im.save(p, exif=exif, **({"quality": 100} if suffix == ".jpg" else {}))
+    stored = np.asarray(Image.open(p).convert("RGB"))
+    shown = np.asarray(ImageOps.exif_transpose(Image.open(p)).convert("RGB"))
+    np.testing.assert_array_equal(read_image(p), stored)
+    oriented = read_image(p, orient=True)
+    np.testing.assert_array_equal(oriented, shown)
+    assert oriented.flags.c_contiguous
+    if suffix == ".jpg":  # OpenCV reads JPEG EXIF orientation
+        np.testing.assert_array_equal(oriented, cv2.cvtColor(cv2.imread(str(p)), cv2.COLOR_BGR2RGB))
+
+
+def test_predictor_and_predict_read_photographs_upright(tmp_path, run_cli):
+    """A phone photo stored sideways (Orientation 6) is predicted upright: ``bridge predict`` writes the
+    map in the orientation a viewer shows, and the Python API reads paths the same way."""
+    from PIL import Image
+
+    import bridgedepth
+    from bridgedepth.mde.predictor import read_rgb
+
+    rgb = (np.random.default_rng(0).random((24, 40, 3)) * 255).astype(np.uint8)
+    im = Image.fromarray(rgb)
+    exif = im.getexif()
+    exif[0x0112] = 6
+    p = tmp_path / "phone.jpg"
+    im.save(p, exif=exif, quality=95)
+    assert read_rgb(p).shape == (40, 24, 3)
+    assert bridgedepth.load().predict(p).values.shape == (40, 24)
+    r = run_cli("predict", str(p), "--out", str(tmp_path / "out"))
+    assert r.code == 0, r.err
+    assert read_image(tmp_path / "out" / "phone_color.png").shape == (40, 24, 3)

@@ -83,7 +83,7 @@ class DepthApp:
             raise UploadRefused(f"{p.name}: {w}x{h} pixels is over the app's limit of {self.max_pixels / 1e6:.1f} "
                                 "megapixels; downscale it first")
         try:
-            return read_image(p)
+            return read_image(p, orient=True)  # as the browser showed it (EXIF orientation)
         except InputError as e:
             raise UploadRefused(f"{p.name}: not an image we can read ({_reason(e)})") from None
 

@@ -4,7 +4,8 @@ Readers accept PNG, JPEG, PPM/PGM, BMP, TIFF (and WebP). Every conversion is exp
 dropped (not composited), greyscale is repeated into three channels, 16-bit samples become 8-bit by
 ``round(v / 257)`` (65535 -> 255). Floating-point images are refused (they are depth or HDR data,
 not photographs). Images above :data:`~bridgedepth.io.common.MAX_IMAGE_PIXELS` are refused before
-decoding (decompression bombs).
+decoding (decompression bombs). Pixels are returned as stored; ``read_image(path, orient=True)``
+(the predictor's and the web app's reads of photographs) turns them as the EXIF Orientation tag says.
 """
 
 from __future__ import annotations
@@ -72,11 +73,50 @@ def _load(path, im):
         raise FormatError(path, f"truncated or corrupt {im.format}: {e}") from None
 
 
-def read_image(path) -> np.ndarray:
-    """Decode an image file into RGB uint8 (H, W, 3) (see the module doc for the conversions)."""
+# EXIF Orientation (tag 0x0112) -> the pixels as a photo viewer shows them (values 2-8; 1 = as stored)
+_ORIENT = {
+    2: lambda a: a[:, ::-1],  # mirrored left-right
+    3: lambda a: a[::-1, ::-1],  # turned 180 degrees
+    4: lambda a: a[::-1],  # mirrored top-bottom
+    5: lambda a: a.transpose(1, 0, 2),  # mirrored across the main diagonal
+    6: lambda a: np.rot90(a, -1),  # stored turned 90 degrees anticlockwise: shown turned clockwise
+    7: lambda a: np.rot90(a, 2).transpose(1, 0, 2),  # mirrored across the other diagonal
+    8: lambda a: np.rot90(a, 1),  # shown turned 90 degrees anticlockwise
+}
+
+
+def exif_orientation(im) -> int:
+    """The EXIF Orientation of an opened PIL image (1 when absent or unreadable)."""
+    try:
+        v = int(im.getexif().get(0x0112, 1) or 1)
+    except Exception:  # noqa: BLE001  (damaged EXIF blocks must not stop the read)
+        return 1
+    return v if v in _ORIENT else 1
+
+
+def read_image(path, *, orient: bool = False) -> np.ndarray:
+    """Decode an image file into RGB uint8 (H, W, 3) (see the module doc for the conversions).
+
+    ``orient``: turn the pixels as the file's EXIF Orientation tag says, as photo viewers,
+    ``cv2.imread`` and diffusers' ``load_image`` show them (a phone photo taken upright is often stored
+    sideways with Orientation 6): for photographs given to a model (``bridge predict``,
+    ``bridgedepth.load(...).predict(path)``, the web app). Off by default, for paired data: an RGB-D
+    frame's colour image stays aligned with its depth map as stored."""
+    rgb, o = _decode(path)
+    if orient and o != 1:
+        rgb = np.ascontiguousarray(_ORIENT[o](rgb))
+    return rgb
+
+
+def _decode(path) -> tuple[np.ndarray, int]:
+    """(RGB uint8 as stored, EXIF orientation)."""
     p = Path(path)
     data = read_file_bytes(p, "image file")
     im = _open(p, data)
+    return _pixels(p, data, im), exif_orientation(im)
+
+
+def _pixels(p: Path, data: bytes, im) -> np.ndarray:
     if _is_16bit_colour(im):
         # Pillow keeps only the high byte of 16-bit colour; decode the full samples with OpenCV instead.
         _load(p, im)  # still let Pillow find truncation

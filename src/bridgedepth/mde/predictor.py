@@ -221,8 +221,9 @@ class DepthResult:
 
 
 def read_rgb(path: str | os.PathLike) -> np.ndarray:
-    """RGB uint8 (H, W, 3) of an image file (:func:`bridgedepth.io.read_image`)."""
-    return read_image(path)
+    """RGB uint8 (H, W, 3) of a photograph file, turned as its EXIF Orientation says (as a photo viewer
+    shows it: :func:`bridgedepth.io.read_image` with ``orient=True``)."""
+    return read_image(path, orient=True)
 
 
 def write_rgb(path: str | os.PathLike, rgb: np.ndarray) -> None:

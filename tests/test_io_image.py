@@ -243,3 +243,15 @@ def test_predictor_and_predict_read_photographs_upright(tmp_path, run_cli):
     r = run_cli("predict", str(p), "--out", str(tmp_path / "out"))
     assert r.code == 0, r.err
     assert read_image(tmp_path / "out" / "phone_color.png").shape == (40, 24, 3)
+
+
+@pytest.mark.parametrize("head", [b"\xff\xd8garbage", b"\x89PNG\r\n\x1a\n\x00\x00", b"RIFF\x00\x00\x00\x00WEBPxx"])
+def test_an_image_magic_followed_by_garbage_is_called_corrupt_not_wrong_magic(tmp_path, head):
+    p = tmp_path / "bad.img"
+    p.write_bytes(head)
+    with pytest.raises(FormatError, match="truncated or corrupt (JPEG|PNG|WEBP) header") as e:
+        read_image(p)
+    assert str(p) in str(e.value)
+    p.write_bytes(b"hello, not an image")
+    with pytest.raises(FormatError, match="wrong magic"):
+        read_image(p)

@@ -40,6 +40,10 @@ def _open(path, data: bytes):
     except Image.DecompressionBombError as e:
         raise FormatError(path, f"refused as a possible decompression bomb: {e}") from None
     except UnidentifiedImageError:
+        fmt = _signature(data)
+        if fmt:  # the right magic, then bytes no decoder can parse
+            raise FormatError(path, f"truncated or corrupt {fmt} header (the file starts as a {fmt} "
+                                    f"but cannot be read: {len(data)} bytes)") from None
         raise FormatError(path, f"wrong magic: not an image file ({', '.join(READ_FORMATS)}); "
                                 f"starts with {data[:8]!r}") from None
     except Exception as e:  # damaged headers
@@ -48,6 +52,17 @@ def _open(path, data: bytes):
         raise FormatError(path, f"{im.format} images are not supported; use one of {', '.join(READ_FORMATS)}")
     common.check_pixels(path, im.size[0], im.size[1], common.MAX_IMAGE_PIXELS)
     return im
+
+
+_SIGNATURES = ((b"\x89PNG\r\n\x1a\n", "PNG"), (b"\xff\xd8", "JPEG"), (b"BM", "BMP"), (b"II*\x00", "TIFF"),
+               (b"MM\x00*", "TIFF"))
+
+
+def _signature(data: bytes) -> str | None:
+    """The image format whose magic ``data`` starts with (None when it starts like none of them)."""
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "WEBP"
+    return next((fmt for sig, fmt in _SIGNATURES if data.startswith(sig)), None)
 
 
 def _rawmode(im) -> str:

@@ -226,6 +226,7 @@ def test_video_clip_normalisation_flickers_less(micro_ckpt, tmp_path, run_cli):
     assert r.code == 0, r
     sbs = list(read_frames(tmp_path / "o" / "clip_depth.mp4"))
     assert len(sbs) == 10 and sbs[0].shape == (48, 128, 3)
+    assert "predicted 1 video(s) ->" in r.out and "image(s)" not in r.out  # no "0 image(s)" for a video
     s2 = json.loads((tmp_path / "o" / "clip_depth.mp4.json").read_text())
     assert s2["flicker_clip_normalisation"] <= s["flicker_clip_normalisation"]
     assert not list(tmp_path.glob(".*")) and not list((tmp_path / "o").glob(".*"))

@@ -301,9 +301,12 @@ def run(args) -> int:
         print(f"failed {item}: {why}", file=sys.stderr)
     colour = (f"colour: {'gray' if args.grayscale else 'Spectral_r'}, near = {'white' if args.grayscale else 'red'}, "
               f"far = {'black' if args.grayscale else 'blue'}")
-    print(f"predicted {len(done)} image(s) ({skipped} already done) in {dt:.1f} s"
-          + (f" and {len(video_summaries)} video(s)" if videos else "")
-          + f" -> {out_dir} [{values['meaning']}; {colour}]")
+    parts = []
+    if done or skipped or not videos:
+        parts.append(f"{len(done)} image(s) ({skipped} already done) in {dt:.1f} s")
+    if videos:
+        parts.append(f"{len(video_summaries)} video(s)")
+    print(f"predicted {' and '.join(parts)} -> {out_dir} [{values['meaning']}; {colour}]")
     ok = len(done) + len(video_summaries) + skipped
     if failures:
         print(f"{len(failures)} input(s) failed, {ok} succeeded"

@@ -78,6 +78,27 @@ def test_demo_fast_end_to_end_and_resume(tmp_path, run_cli, shared_data):
     assert agg["seeds"] == 2 and "absrel_std" in agg
     assert "5 row source_only (seed 1)" in json.loads((out / "stages.json").read_text())
 
+    # benchmarks/mask_threshold.py on the finished folder: Table 3 at a threshold that admits images
+    study = _study("mask_threshold.py", "--demo", out, "--thresholds", "0.85", "0.0", "--seeds", "0", "--val", "4",
+                   "--out", tmp_path / "mt", cwd=tmp_path)
+    res = json.loads((tmp_path / "mt" / "results.json").read_text())
+    assert res["labels"]["0.85"]["samples"] == 8 * 4 and res["labels"]["0"]["accepted"] > res["labels"]["0.85"]["accepted"]
+    assert res["labels"]["0"]["gt_pixel_fraction"] > 0 and "hybrid 0" in res["rows"] and "pseudo" in res["rows"]
+    assert "| 0 |" in study and "vs finetune_pseudo" in study
+
+
+def _study(script, *args, cwd):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": str(root / "src")}
+    r = subprocess.run([sys.executable, str(root / "benchmarks" / script), *map(str, args)], cwd=cwd, env=env,
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    return r.stdout
+
 
 def test_demo_seeds_report_mean_and_spread(tmp_path):
     """--seeds N: the aggregate of N per-seed evaluations carries mean, std, min and max."""

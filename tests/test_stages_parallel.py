@@ -111,3 +111,36 @@ def test_run_parallel_says_what_is_running_while_it_waits(tmp_path):
     beats = [m for m in logs if m.startswith("[group]") and "running:" in m]
     assert beats and any("slow for" in m for m in beats)
     assert any("1 of 2 done" in m for m in beats)  # quick finished first, slow still going
+
+
+def test_a_finished_stage_whose_output_was_deleted_runs_again_with_the_stages_after_it(tmp_path):
+    """`rm -r runs/zoo/d2i` then the same `bridge zoo build`: the D2I stage and everything recorded after
+    it run again (the scorer was trained on the old D2I's samples); stages before it stay skipped."""
+    made = []
+
+    def stage(name, path):
+        def fn():
+            made.append(name)
+            path.mkdir(exist_ok=True)
+            return {"name": name}
+        return fn
+
+    a, b, c = (tmp_path / n for n in "abc")
+    r = StageRunner(tmp_path, log=lambda m: None)
+    for n, p in (("1", a), ("2", b), ("3", c)):
+        r.run(n, stage(n, p), outputs=(p,))
+    assert made == ["1", "2", "3"]
+    lines = []
+    r2 = StageRunner(tmp_path, log=lines.append)
+    for n, p in (("1", a), ("2", b), ("3", c)):
+        r2.run(n, stage(n, p), outputs=(p,))
+    assert made == ["1", "2", "3"]  # nothing missing: all skipped
+    b.rmdir()
+    made.clear()
+    lines.clear()
+    r3 = StageRunner(tmp_path, log=lines.append)
+    for n, p in (("1", a), ("2", b), ("3", c)):
+        r3.run(n, stage(n, p), outputs=(p,))
+    assert made == ["2", "3"] and b.is_dir()
+    assert any("is missing: running it again, and the 1 stage(s) recorded after it" in m for m in lines), lines
+    assert list(json.loads((tmp_path / "stages.json").read_text())) == ["1", "2", "3"]

@@ -299,6 +299,16 @@ def test_zoo_fast_build_installs_loadable_models_with_cards(tmp_path, monkeypatc
     build(cfg, tmp_path / "build", install=True, progress=False, log=logs.append)
     after = {e.name: json.loads((e.path / "card.json").read_text())["built"] for e in list_models()}
     assert after == {**dates, "depth": "2099-01-01"}
+    # rebuilding one model: delete its folder, rerun (here with the other scorer target); that stage and
+    # the evaluation after it run again, the earlier ones stay skipped
+    import shutil
+
+    shutil.rmtree(tmp_path / "build" / "aesthetic")
+    logs.clear()
+    build(load_config("zoo-fast", ["zoo.scorer_target=quality"]), tmp_path / "build", progress=False, log=logs.append)
+    assert sum("skipped" in line for line in logs) == 4
+    assert any("aesthetic is missing: running it again, and the 1 stage(s)" in line for line in logs), logs
+    assert json.loads((tmp_path / "build" / "aesthetic" / "scorer.json").read_text())["target"] == "quality"
 
 
 def test_cli_zoo_list(capsys, monkeypatch, tmp_path):

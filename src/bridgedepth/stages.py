@@ -58,7 +58,18 @@ class StageRunner:
         self.done: dict[str, dict] = json.loads(self.path.read_text()) if self.path.exists() else {}
         self.records: list[StageRecord] = []
 
-    def run(self, name: str, fn: Callable[[], dict | None]) -> dict:
+    def run(self, name: str, fn: Callable[[], dict | None], outputs: tuple = ()) -> dict:
+        """Run ``fn`` unless ``name`` has finished before. ``outputs``: paths the stage writes; when a
+        finished stage's output is gone (deleted to rebuild it), the stage runs again, and so does every
+        stage recorded after it (they may have used what it made)."""
+        gone = [Path(p) for p in outputs if not Path(p).exists()] if name in self.done else []
+        if gone:
+            later = list(self.done)[list(self.done).index(name):]
+            self.log(f"[{name}] done before, but {gone[0]} is missing: running it again"
+                     + (f", and the {len(later) - 1} stage(s) recorded after it" if len(later) > 1 else ""))
+            for k in later:
+                del self.done[k]
+            self._write()
         if name in self.done:
             rec = self.done[name]
             self.log(f"[{name}] done already ({rec['seconds']:.0f} s): skipped")
@@ -77,10 +88,13 @@ class StageRunner:
         rec = StageRecord(name, dt, False, summary, overlapped, cpu)
         self.done[name] = {"seconds": dt, "summary": _jsonable(summary), **({"overlapped": True} if overlapped else {}),
                            **({"cpu_seconds": cpu, "cores_busy": rec.cores_busy} if cpu is not None else {})}
+        self._write()
+        self.records.append(rec)
+
+    def _write(self) -> None:
         tmp = self.path.with_name("stages.json.tmp")
         tmp.write_text(json.dumps(self.done, indent=1))
         os.replace(tmp, self.path)
-        self.records.append(rec)
 
     def run_parallel(self, group: str, stages: list[ParallelStage], workers: int,
                      heartbeat: float | None = 60.0) -> dict[str, dict]:

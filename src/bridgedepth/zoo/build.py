@@ -190,7 +190,8 @@ def build(cfg: Config, out: str | os.PathLike = "runs/zoo", *, install: bool = F
         return {"seeds": seeds, "size": list(size), "teacher": z.teacher_scenes, "photos": z.photo_scenes,
                 "heldout": z.val_scenes}
 
-    runner.run("1 scenes", scenes)
+    runner.run("1 scenes", scenes, outputs=(sc / "teacher_train", sc / "teacher_val", sc / "photos",
+                                            sc / "heldout_real", sc / "heldout_synthetic"))
 
     def depth():
         from ..evaluation.validate import make_shard_validator
@@ -204,7 +205,7 @@ def build(cfg: Config, out: str | os.PathLike = "runs/zoo", *, install: bool = F
                 "seconds_this_run": round(time.time() - t0, 1), "resumed_from": r.resumed_from,
                 "torch_threads": torch.get_num_threads()}
 
-    runner.run("2 depth foundation (teacher on the synthetic look)", depth)
+    runner.run("2 depth foundation (teacher on the synthetic look)", depth, outputs=(out / "depth" / "last",))
     teacher_dir = out / "depth" / "last"
 
     def photos():
@@ -224,7 +225,7 @@ def build(cfg: Config, out: str | os.PathLike = "runs/zoo", *, install: bool = F
                         progress=progress)
         return {"samples": m.num_samples}
 
-    runner.run("3 photos pseudo-labelled by the teacher", photos)
+    runner.run("3 photos pseudo-labelled by the teacher", photos, outputs=(out / "photos_labelled",))
 
     def d2i():
         from ..d2i.pretrain import pretrain
@@ -232,7 +233,7 @@ def build(cfg: Config, out: str | os.PathLike = "runs/zoo", *, install: bool = F
         summary = pretrain(_d2i_cfg(cfg, z.photo_scenes), out / "photos_labelled", out / "d2i", progress=progress)
         return {**summary, "torch_threads": torch.get_num_threads()}
 
-    runner.run("4 D2I foundation (photos, teacher-estimated depth)", d2i)
+    runner.run("4 D2I foundation (photos, teacher-estimated depth)", d2i, outputs=(out / "d2i",))
 
     def aesthetic():
         from ..d2i.scorer import train_scorer
@@ -247,12 +248,12 @@ def build(cfg: Config, out: str | os.PathLike = "runs/zoo", *, install: bool = F
                               size=z.scorer_size, progress=progress, generated=generated, target=z.scorer_target)
         return {**report, "torch_threads": torch.get_num_threads()}
 
-    runner.run("5 toy aesthetic scorer", aesthetic)
+    runner.run("5 toy aesthetic scorer", aesthetic, outputs=(out / "aesthetic",))
 
     def evaluate():
         return measure_quality(cfg, out, progress=progress)
 
-    quality = runner.run("6 evaluate", evaluate)
+    quality = runner.run("6 evaluate", evaluate, outputs=(out / "quality.json",))
     installed = []
     if install:
         installed = install_models(cfg, out, quality, runner, log=log)

@@ -142,5 +142,24 @@ def test_a_finished_stage_whose_output_was_deleted_runs_again_with_the_stages_af
     for n, p in (("1", a), ("2", b), ("3", c)):
         r3.run(n, stage(n, p), outputs=(p,))
     assert made == ["2", "3"] and b.is_dir()
-    assert any("is missing: running it again, and the 1 stage(s) recorded after it" in m for m in lines), lines
+    assert any("is missing: running it again, and the 1 stage(s) recorded after it (3)" in m for m in lines), lines
+    # stage 3's output was removed before it ran again (made afresh, not resumed from the stale one)
+    assert any(m.startswith("[3] removing") for m in lines), lines
     assert list(json.loads((tmp_path / "stages.json").read_text())) == ["1", "2", "3"]
+
+
+def test_a_rebuild_removes_only_later_outputs_inside_the_folder(tmp_path):
+    """Outputs are recorded relative to the runner's folder; a path outside it is never removed."""
+    out, outside = tmp_path / "build", tmp_path / "elsewhere"
+    outside.mkdir()
+    (outside / "keep.txt").write_text("not the runner's")
+    r = StageRunner(out, log=lambda m: None)
+    out.mkdir()
+    r.run("1", lambda: (out / "a").mkdir(), outputs=(out / "a",))
+    r.run("2", lambda: (out / "b").write_text("x"), outputs=(out / "b", outside))
+    rec = json.loads((out / "stages.json").read_text())
+    assert rec["2"]["outputs"] == ["b"] and rec["1"]["outputs"] == ["a"]
+    (out / "a").rmdir()
+    StageRunner(out, log=lambda m: None).run("1", lambda: (out / "a").mkdir(), outputs=(out / "a",))
+    assert not (out / "b").exists() and (outside / "keep.txt").exists()
+    assert list(json.loads((out / "stages.json").read_text())) == ["1"]

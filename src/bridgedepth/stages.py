@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import time
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
@@ -59,15 +60,22 @@ class StageRunner:
         self.records: list[StageRecord] = []
 
     def run(self, name: str, fn: Callable[[], dict | None], outputs: tuple = ()) -> dict:
-        """Run ``fn`` unless ``name`` has finished before. ``outputs``: paths the stage writes; when a
-        finished stage's output is gone (deleted to rebuild it), the stage runs again, and so does every
-        stage recorded after it (they may have used what it made)."""
+        """Run ``fn`` unless ``name`` has finished before. ``outputs``: paths the stage writes (kept in
+        its record). When a finished stage's output is gone (deleted to rebuild it), the stage runs
+        again, and so does every stage recorded after it, since they may have used what it made: their
+        recorded outputs are removed first, so that they are made again rather than resumed."""
         gone = [Path(p) for p in outputs if not Path(p).exists()] if name in self.done else []
         if gone:
-            later = list(self.done)[list(self.done).index(name):]
+            later = list(self.done)[list(self.done).index(name) + 1:]
             self.log(f"[{name}] done before, but {gone[0]} is missing: running it again"
-                     + (f", and the {len(later) - 1} stage(s) recorded after it" if len(later) > 1 else ""))
+                     + (f", and the {len(later)} stage(s) recorded after it ({', '.join(later)})" if later else ""))
             for k in later:
+                for rel in self.done[k].get("outputs", []):
+                    p = self.out / rel  # recorded relative to this folder; never anything outside it
+                    if p.exists() and self.out.resolve() in p.resolve().parents:
+                        self.log(f"[{k}] removing {p}: it was made from what is being rebuilt")
+                        shutil.rmtree(p) if p.is_dir() else p.unlink()
+            for k in [name, *later]:
                 del self.done[k]
             self._write()
         if name in self.done:
@@ -80,16 +88,29 @@ class StageRunner:
         t0, c0 = time.perf_counter(), _cpu_seconds()
         summary = fn() or {}
         dt = time.perf_counter() - t0
-        self._record(name, dt, summary, cpu=_cpu_seconds() - c0)
+        self._record(name, dt, summary, cpu=_cpu_seconds() - c0, outputs=outputs)
         self.log(f"[{name}] finished in {dt:.1f} s")
         return summary
 
-    def _record(self, name: str, dt: float, summary: dict, overlapped: bool = False, cpu: float | None = None) -> None:
+    def _record(self, name: str, dt: float, summary: dict, overlapped: bool = False, cpu: float | None = None,
+                outputs: tuple = ()) -> None:
         rec = StageRecord(name, dt, False, summary, overlapped, cpu)
         self.done[name] = {"seconds": dt, "summary": _jsonable(summary), **({"overlapped": True} if overlapped else {}),
-                           **({"cpu_seconds": cpu, "cores_busy": rec.cores_busy} if cpu is not None else {})}
+                           **({"cpu_seconds": cpu, "cores_busy": rec.cores_busy} if cpu is not None else {}),
+                           **({"outputs": self._inside(outputs)} if outputs else {})}
         self._write()
         self.records.append(rec)
+
+    def _inside(self, outputs: tuple) -> list[str]:
+        """The outputs that lie inside this runner's folder, relative to it (the only ones a rebuild of an
+        earlier stage may remove)."""
+        base = self.out.resolve()
+        rel = []
+        for p in outputs:
+            q = Path(p).resolve()
+            if base in q.parents:
+                rel.append(str(q.relative_to(base)))
+        return rel
 
     def _write(self) -> None:
         tmp = self.path.with_name("stages.json.tmp")

@@ -205,7 +205,7 @@ def build(cfg: Config, out: str | os.PathLike = "runs/zoo", *, install: bool = F
                 "seconds_this_run": round(time.time() - t0, 1), "resumed_from": r.resumed_from,
                 "torch_threads": torch.get_num_threads()}
 
-    runner.run("2 depth foundation (teacher on the synthetic look)", depth, outputs=(out / "depth" / "last",))
+    runner.run("2 depth foundation (teacher on the synthetic look)", depth, outputs=(out / "depth",))
     teacher_dir = out / "depth" / "last"
 
     def photos():
@@ -253,7 +253,7 @@ def build(cfg: Config, out: str | os.PathLike = "runs/zoo", *, install: bool = F
     def evaluate():
         return measure_quality(cfg, out, progress=progress)
 
-    quality = runner.run("6 evaluate", evaluate, outputs=(out / "quality.json",))
+    quality = runner.run("6 evaluate", evaluate, outputs=(out / "quality.json", out / "eval"))
     installed = []
     if install:
         installed = install_models(cfg, out, quality, runner, log=log)

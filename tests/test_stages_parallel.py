@@ -113,53 +113,54 @@ def test_run_parallel_says_what_is_running_while_it_waits(tmp_path):
     assert any("1 of 2 done" in m for m in beats)  # quick finished first, slow still going
 
 
-def test_a_finished_stage_whose_output_was_deleted_runs_again_with_the_stages_after_it(tmp_path):
-    """`rm -r runs/zoo/d2i` then the same `bridge zoo build`: the D2I stage and everything recorded after
-    it run again (the scorer was trained on the old D2I's samples); stages before it stay skipped."""
+def test_a_deleted_output_is_rebuilt_and_only_its_readers_are_made_afresh(tmp_path):
+    """`rm -r runs/zoo/d2i`, then the same `bridge zoo build`: the D2I stage runs again, the stages that
+    read the D2I remove what they made from the old one and run again, the others stay skipped."""
     made = []
+    a, b, c, d = (tmp_path / n for n in "abcd")
 
     def stage(name, path):
         def fn():
             made.append(name)
-            path.mkdir(exist_ok=True)
+            path.mkdir()
+            (path / "made").write_text(name)
             return {"name": name}
         return fn
 
-    a, b, c = (tmp_path / n for n in "abc")
-    r = StageRunner(tmp_path, log=lambda m: None)
-    for n, p in (("1", a), ("2", b), ("3", c)):
-        r.run(n, stage(n, p), outputs=(p,))
-    assert made == ["1", "2", "3"]
-    lines = []
-    r2 = StageRunner(tmp_path, log=lines.append)
-    for n, p in (("1", a), ("2", b), ("3", c)):
-        r2.run(n, stage(n, p), outputs=(p,))
-    assert made == ["1", "2", "3"]  # nothing missing: all skipped
-    b.rmdir()
+    plan = [("1", a, ()), ("2", b, (a,)), ("3", c, ()), ("4", d, (b, c))]  # 4 reads 2 and 3; 3 reads nothing
+
+    def build(log):
+        r = StageRunner(tmp_path, log=log)
+        for n, p, ins in plan:
+            r.run(n, stage(n, p), outputs=(p,), inputs=ins)
+
+    build(lambda m: None)
+    assert made == ["1", "2", "3", "4"]
+    build(lambda m: None)
+    assert made == ["1", "2", "3", "4"]  # nothing missing: all skipped
+    import shutil
+
+    shutil.rmtree(b)
     made.clear()
-    lines.clear()
-    r3 = StageRunner(tmp_path, log=lines.append)
-    for n, p in (("1", a), ("2", b), ("3", c)):
-        r3.run(n, stage(n, p), outputs=(p,))
-    assert made == ["2", "3"] and b.is_dir()
-    assert any("is missing: running it again, and the 1 stage(s) recorded after it (3)" in m for m in lines), lines
-    # stage 3's output was removed before it ran again (made afresh, not resumed from the stale one)
-    assert any(m.startswith("[3] removing") for m in lines), lines
-    assert list(json.loads((tmp_path / "stages.json").read_text())) == ["1", "2", "3"]
+    lines = []
+    build(lines.append)
+    assert made == ["2", "4"]  # 1 and 3 skipped; 4 read the rebuilt 2
+    assert any("b is missing: running it again" in m for m in lines), lines
+    assert any(m.startswith("[4] done before, but its input") for m in lines), lines
+    assert any(m.startswith("[4] removing") for m in lines), lines  # made afresh: its old folder was removed
+    assert list(json.loads((tmp_path / "stages.json").read_text())) == ["1", "3", "2", "4"]
 
 
-def test_a_rebuild_removes_only_later_outputs_inside_the_folder(tmp_path):
-    """Outputs are recorded relative to the runner's folder; a path outside it is never removed."""
+def test_a_rebuild_never_removes_outputs_outside_the_folder(tmp_path):
     out, outside = tmp_path / "build", tmp_path / "elsewhere"
+    out.mkdir()
     outside.mkdir()
     (outside / "keep.txt").write_text("not the runner's")
     r = StageRunner(out, log=lambda m: None)
-    out.mkdir()
     r.run("1", lambda: (out / "a").mkdir(), outputs=(out / "a",))
-    r.run("2", lambda: (out / "b").write_text("x"), outputs=(out / "b", outside))
-    rec = json.loads((out / "stages.json").read_text())
-    assert rec["2"]["outputs"] == ["b"] and rec["1"]["outputs"] == ["a"]
+    r.run("2", lambda: (out / "b").write_text("x"), outputs=(out / "b", outside), inputs=(out / "a",))
     (out / "a").rmdir()
-    StageRunner(out, log=lambda m: None).run("1", lambda: (out / "a").mkdir(), outputs=(out / "a",))
-    assert not (out / "b").exists() and (outside / "keep.txt").exists()
-    assert list(json.loads((out / "stages.json").read_text())) == ["1"]
+    r2 = StageRunner(out, log=lambda m: None)
+    r2.run("1", lambda: (out / "a").mkdir(), outputs=(out / "a",))
+    r2.run("2", lambda: (out / "b").write_text("y"), outputs=(out / "b", outside), inputs=(out / "a",))
+    assert (out / "b").read_text() == "y" and (outside / "keep.txt").exists()

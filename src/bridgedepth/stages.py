@@ -58,26 +58,32 @@ class StageRunner:
         self.log = log
         self.done: dict[str, dict] = json.loads(self.path.read_text()) if self.path.exists() else {}
         self.records: list[StageRecord] = []
+        self.rebuilt: set[Path] = set()  # outputs made again in this run (resolved): their readers rerun
 
-    def run(self, name: str, fn: Callable[[], dict | None], outputs: tuple = ()) -> dict:
-        """Run ``fn`` unless ``name`` has finished before. ``outputs``: paths the stage writes (kept in
-        its record). When a finished stage's output is gone (deleted to rebuild it), the stage runs
-        again, and so does every stage recorded after it, since they may have used what it made: their
-        recorded outputs are removed first, so that they are made again rather than resumed."""
-        gone = [Path(p) for p in outputs if not Path(p).exists()] if name in self.done else []
-        if gone:
-            later = list(self.done)[list(self.done).index(name) + 1:]
-            self.log(f"[{name}] done before, but {gone[0]} is missing: running it again"
-                     + (f", and the {len(later)} stage(s) recorded after it ({', '.join(later)})" if later else ""))
-            for k in later:
-                for rel in self.done[k].get("outputs", []):
-                    p = self.out / rel  # recorded relative to this folder; never anything outside it
-                    if p.exists() and self.out.resolve() in p.resolve().parents:
-                        self.log(f"[{k}] removing {p}: it was made from what is being rebuilt")
-                        shutil.rmtree(p) if p.is_dir() else p.unlink()
-            for k in [name, *later]:
-                del self.done[k]
-            self._write()
+    def run(self, name: str, fn: Callable[[], dict | None], outputs: tuple = (), inputs: tuple = ()) -> dict:
+        """Run ``fn`` unless ``name`` has finished before. ``outputs``: the paths the stage makes;
+        ``inputs``: the paths it reads (outputs of earlier stages). A finished stage runs again when one
+        of its outputs is gone (deleted to rebuild it), or when one of its inputs was rebuilt by an
+        earlier stage of this run; in the second case its outputs inside this folder are removed first,
+        so that they are made afresh from the rebuilt input rather than resumed."""
+        if name in self.done:
+            gone = [Path(p) for p in outputs if not Path(p).exists()]
+            stale = [Path(p) for p in inputs if _overlaps(Path(p), self.rebuilt)]
+            if stale:
+                self.log(f"[{name}] done before, but its input {stale[0]} was rebuilt: running it again")
+                base = self.out.resolve()
+                for p in outputs:
+                    q = Path(p).resolve()
+                    if q.exists() and base in q.parents:  # never anything outside this folder
+                        self.log(f"[{name}] removing {p}: made from the old input")
+                        shutil.rmtree(q) if q.is_dir() else q.unlink()
+                self.rebuilt.update(Path(p).resolve() for p in outputs)
+            elif gone:
+                self.log(f"[{name}] done before, but {gone[0]} is missing: running it again")
+                self.rebuilt.update(q.resolve() for q in gone)
+            if stale or gone:
+                del self.done[name]
+                self._write()
         if name in self.done:
             rec = self.done[name]
             self.log(f"[{name}] done already ({rec['seconds']:.0f} s): skipped")
@@ -88,29 +94,16 @@ class StageRunner:
         t0, c0 = time.perf_counter(), _cpu_seconds()
         summary = fn() or {}
         dt = time.perf_counter() - t0
-        self._record(name, dt, summary, cpu=_cpu_seconds() - c0, outputs=outputs)
+        self._record(name, dt, summary, cpu=_cpu_seconds() - c0)
         self.log(f"[{name}] finished in {dt:.1f} s")
         return summary
 
-    def _record(self, name: str, dt: float, summary: dict, overlapped: bool = False, cpu: float | None = None,
-                outputs: tuple = ()) -> None:
+    def _record(self, name: str, dt: float, summary: dict, overlapped: bool = False, cpu: float | None = None) -> None:
         rec = StageRecord(name, dt, False, summary, overlapped, cpu)
         self.done[name] = {"seconds": dt, "summary": _jsonable(summary), **({"overlapped": True} if overlapped else {}),
-                           **({"cpu_seconds": cpu, "cores_busy": rec.cores_busy} if cpu is not None else {}),
-                           **({"outputs": self._inside(outputs)} if outputs else {})}
+                           **({"cpu_seconds": cpu, "cores_busy": rec.cores_busy} if cpu is not None else {})}
         self._write()
         self.records.append(rec)
-
-    def _inside(self, outputs: tuple) -> list[str]:
-        """The outputs that lie inside this runner's folder, relative to it (the only ones a rebuild of an
-        earlier stage may remove)."""
-        base = self.out.resolve()
-        rel = []
-        for p in outputs:
-            q = Path(p).resolve()
-            if base in q.parents:
-                rel.append(str(q.relative_to(base)))
-        return rel
 
     def _write(self) -> None:
         tmp = self.path.with_name("stages.json.tmp")
@@ -209,6 +202,12 @@ class StageRunner:
         total_busy = round(sum(cpu) / wall, 2) if wall > 0 and len(cpu) == len(counted) else None
         rows.append(["total", wall, total_busy, ""])
         return rows
+
+
+def _overlaps(p: Path, paths: set[Path]) -> bool:
+    """Whether ``p`` is one of ``paths``, lies inside one, or contains one."""
+    q = p.resolve()
+    return any(q == r or r in q.parents or q in r.parents for r in paths)
 
 
 def _cpu_seconds() -> float:

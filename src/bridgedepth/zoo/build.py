@@ -205,7 +205,8 @@ def build(cfg: Config, out: str | os.PathLike = "runs/zoo", *, install: bool = F
                 "seconds_this_run": round(time.time() - t0, 1), "resumed_from": r.resumed_from,
                 "torch_threads": torch.get_num_threads()}
 
-    runner.run("2 depth foundation (teacher on the synthetic look)", depth, outputs=(out / "depth",))
+    runner.run("2 depth foundation (teacher on the synthetic look)", depth, outputs=(out / "depth",),
+               inputs=(sc / "teacher_train", sc / "teacher_val"))
     teacher_dir = out / "depth" / "last"
 
     def photos():
@@ -225,7 +226,8 @@ def build(cfg: Config, out: str | os.PathLike = "runs/zoo", *, install: bool = F
                         progress=progress)
         return {"samples": m.num_samples}
 
-    runner.run("3 photos pseudo-labelled by the teacher", photos, outputs=(out / "photos_labelled",))
+    runner.run("3 photos pseudo-labelled by the teacher", photos, outputs=(out / "photos_labelled",),
+               inputs=(sc / "photos", out / "depth"))
 
     def d2i():
         from ..d2i.pretrain import pretrain
@@ -233,7 +235,8 @@ def build(cfg: Config, out: str | os.PathLike = "runs/zoo", *, install: bool = F
         summary = pretrain(_d2i_cfg(cfg, z.photo_scenes), out / "photos_labelled", out / "d2i", progress=progress)
         return {**summary, "torch_threads": torch.get_num_threads()}
 
-    runner.run("4 D2I foundation (photos, teacher-estimated depth)", d2i, outputs=(out / "d2i",))
+    runner.run("4 D2I foundation (photos, teacher-estimated depth)", d2i, outputs=(out / "d2i",),
+               inputs=(out / "photos_labelled",))
 
     def aesthetic():
         from ..d2i.scorer import train_scorer
@@ -248,12 +251,15 @@ def build(cfg: Config, out: str | os.PathLike = "runs/zoo", *, install: bool = F
                               size=z.scorer_size, progress=progress, generated=generated, target=z.scorer_target)
         return {**report, "torch_threads": torch.get_num_threads()}
 
-    runner.run("5 toy aesthetic scorer", aesthetic, outputs=(out / "aesthetic",))
+    runner.run("5 toy aesthetic scorer", aesthetic, outputs=(out / "aesthetic",),
+               inputs=(out / "photos_labelled", sc / "teacher_train", out / "d2i"))
 
     def evaluate():
         return measure_quality(cfg, out, progress=progress)
 
-    quality = runner.run("6 evaluate", evaluate, outputs=(out / "quality.json", out / "eval"))
+    quality = runner.run("6 evaluate", evaluate, outputs=(out / "quality.json", out / "eval"),
+                         inputs=(sc / "heldout_real", sc / "heldout_synthetic", out / "depth", out / "d2i",
+                                 out / "aesthetic"))
     installed = []
     if install:
         installed = install_models(cfg, out, quality, runner, log=log)

@@ -117,18 +117,12 @@ def read_image(path, *, orient: bool = False) -> np.ndarray:
     sideways with Orientation 6): for photographs given to a model (``bridge predict``,
     ``bridgedepth.load(...).predict(path)``, the web app). Off by default, for paired data: an RGB-D
     frame's colour image stays aligned with its depth map as stored."""
-    rgb, o = _decode(path)
-    if orient and o != 1:
-        rgb = np.ascontiguousarray(_ORIENT[o](rgb))
-    return rgb
-
-
-def _decode(path) -> tuple[np.ndarray, int]:
-    """(RGB uint8 as stored, EXIF orientation)."""
     p = Path(path)
     data = read_file_bytes(p, "image file")
     im = _open(p, data)
-    return _pixels(p, data, im), exif_orientation(im)
+    rgb = _pixels(p, data, im)
+    o = exif_orientation(im) if orient else 1  # the EXIF block is parsed only when asked for
+    return np.ascontiguousarray(_ORIENT[o](rgb)) if o != 1 else rgb
 
 
 def _pixels(p: Path, data: bytes, im) -> np.ndarray:

@@ -146,9 +146,20 @@ def test_a_deleted_output_is_rebuilt_and_only_its_readers_are_made_afresh(tmp_pa
     build(lines.append)
     assert made == ["2", "4"]  # 1 and 3 skipped; 4 read the rebuilt 2
     assert any("b is missing: running it again" in m for m in lines), lines
-    assert any(m.startswith("[4] done before, but its input") for m in lines), lines
+    assert any(m.startswith("[4] done before, but its input") and "remade since" in m for m in lines), lines
     assert any(m.startswith("[4] removing") for m in lines), lines  # made afresh: its old folder was removed
     assert list(json.loads((tmp_path / "stages.json").read_text())) == ["1", "3", "2", "4"]
+    build(lambda m: None)
+    assert made == ["2", "4"]  # settled: nothing runs again
+
+    # interrupted after the rebuild and before its reader: the next run still remakes the reader
+    shutil.rmtree(b)
+    made.clear()
+    r = StageRunner(tmp_path, log=lambda m: None)
+    r.run("1", stage("1", a), outputs=(a,))
+    r.run("2", stage("2", b), outputs=(b,), inputs=(a,))  # ... and the job stops here
+    build(lambda m: None)
+    assert made == ["2", "4"]
 
 
 def test_a_rebuild_never_removes_outputs_outside_the_folder(tmp_path):

@@ -58,34 +58,33 @@ class StageRunner:
         self.log = log
         self.done: dict[str, dict] = json.loads(self.path.read_text()) if self.path.exists() else {}
         self.records: list[StageRecord] = []
-        self.rebuilt: set[Path] = set()  # outputs made again in this run (resolved): their readers rerun
 
     def run(self, name: str, fn: Callable[[], dict | None], outputs: tuple = (), inputs: tuple = ()) -> dict:
         """Run ``fn`` unless ``name`` has finished before. ``outputs``: the paths the stage makes;
         ``inputs``: the paths it reads (outputs of earlier stages). A finished stage runs again when one
-        of its outputs is gone (deleted to rebuild it), or when one of its inputs was rebuilt by an
-        earlier stage of this run; in the second case its outputs inside this folder are removed first,
-        so that they are made afresh from the rebuilt input rather than resumed."""
-        if name in self.done:
+        of its outputs is gone (deleted to rebuild it), or when one of its inputs was remade by a stage
+        that finished after it (in this run or an interrupted earlier one: the records say so); in the
+        second case its outputs inside this folder are removed first, so that they are made afresh from
+        the new input rather than resumed."""
+        rec = self.done.get(name)
+        if rec is not None and "remaking" not in rec:
+            stale = [Path(p) for p in inputs if self._remade_after(name, Path(p))]
             gone = [Path(p) for p in outputs if not Path(p).exists()]
-            stale = [Path(p) for p in inputs if _overlaps(Path(p), self.rebuilt)]
             if stale:
-                self.log(f"[{name}] done before, but its input {stale[0]} was rebuilt: running it again")
+                self.log(f"[{name}] done before, but its input {stale[0]} was remade since: running it again")
                 base = self.out.resolve()
                 for p in outputs:
                     q = Path(p).resolve()
                     if q.exists() and base in q.parents:  # never anything outside this folder
                         self.log(f"[{name}] removing {p}: made from the old input")
                         shutil.rmtree(q) if q.is_dir() else q.unlink()
-                self.rebuilt.update(Path(p).resolve() for p in outputs)
+                rec["remaking"] = [self._rel(p) for p in outputs]
             elif gone:
                 self.log(f"[{name}] done before, but {gone[0]} is missing: running it again")
-                self.rebuilt.update(q.resolve() for q in gone)
+                rec["remaking"] = [self._rel(p) for p in gone]
             if stale or gone:
-                del self.done[name]
-                self._write()
-        if name in self.done:
-            rec = self.done[name]
+                self._write()  # remembered until the stage finishes: an interruption does not lose it
+        if rec is not None and "remaking" not in rec:
             self.log(f"[{name}] done already ({rec['seconds']:.0f} s): skipped")
             self.records.append(StageRecord(name, rec["seconds"], True, rec.get("summary", {}),
                                             bool(rec.get("overlapped")), rec.get("cpu_seconds")))
@@ -94,14 +93,33 @@ class StageRunner:
         t0, c0 = time.perf_counter(), _cpu_seconds()
         summary = fn() or {}
         dt = time.perf_counter() - t0
-        self._record(name, dt, summary, cpu=_cpu_seconds() - c0)
+        self._record(name, dt, summary, cpu=_cpu_seconds() - c0, remade=(rec or {}).get("remaking"))
         self.log(f"[{name}] finished in {dt:.1f} s")
         return summary
 
-    def _record(self, name: str, dt: float, summary: dict, overlapped: bool = False, cpu: float | None = None) -> None:
+    def _rel(self, p) -> str:
+        """A path as recorded: relative to this folder when inside it."""
+        q, base = Path(p).resolve(), self.out.resolve()
+        return str(q.relative_to(base)) if base in q.parents else str(q)
+
+    def _remade_after(self, name: str, path: Path) -> bool:
+        """Whether a stage recorded after ``name`` remade ``path`` (or a folder inside or around it)."""
+        names = list(self.done)
+        q = path.resolve()
+        for later in names[names.index(name) + 1:]:
+            for r in self.done[later].get("remade", []):
+                r = (self.out / r).resolve()
+                if q == r or r in q.parents or q in r.parents:
+                    return True
+        return False
+
+    def _record(self, name: str, dt: float, summary: dict, overlapped: bool = False, cpu: float | None = None,
+                remade: list | None = None) -> None:
         rec = StageRecord(name, dt, False, summary, overlapped, cpu)
+        self.done.pop(name, None)  # a stage that ran again goes to the end: after the stages that read it
         self.done[name] = {"seconds": dt, "summary": _jsonable(summary), **({"overlapped": True} if overlapped else {}),
-                           **({"cpu_seconds": cpu, "cores_busy": rec.cores_busy} if cpu is not None else {})}
+                           **({"cpu_seconds": cpu, "cores_busy": rec.cores_busy} if cpu is not None else {}),
+                           **({"remade": remade} if remade else {})}
         self._write()
         self.records.append(rec)
 
@@ -202,12 +220,6 @@ class StageRunner:
         total_busy = round(sum(cpu) / wall, 2) if wall > 0 and len(cpu) == len(counted) else None
         rows.append(["total", wall, total_busy, ""])
         return rows
-
-
-def _overlaps(p: Path, paths: set[Path]) -> bool:
-    """Whether ``p`` is one of ``paths``, lies inside one, or contains one."""
-    q = p.resolve()
-    return any(q == r or r in q.parents or q in r.parents for r in paths)
 
 
 def _cpu_seconds() -> float:

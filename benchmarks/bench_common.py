@@ -96,6 +96,34 @@ def random_vits(size: int):
     return model
 
 
+def demo_study(demo: Path):
+    """(config, scene seeds, teacher checkpoint) of a finished `bridge demo` folder, for the studies
+    that retrain its rows and score them on its val seed (row_budget.py, mask_threshold.py); refuses a
+    folder whose val seed reaches any training set."""
+    import json as _json
+
+    from bridgedepth.config import load_config
+    from bridgedepth.pipeline import demo_seeds
+    from bridgedepth.zoo.build import training_seeds
+
+    cfg = load_config(demo / "config.yaml")
+    seeds = demo_seeds(cfg)
+    if seeds["val"] in training_seeds(load_config(cfg.demo.zoo_preset)) or seeds["val"] in (seeds["train"],
+                                                                                           seeds["photos"]):
+        raise SystemExit(f"the val seed {seeds['val']} reaches a training set: no validation possible")
+    teacher = _json.loads((demo / "stages.json").read_text())["0 foundations"]["summary"]["foundations"]["depth"]
+    return cfg, seeds, teacher
+
+
+def write_demo_scenes(cfg, dest: Path, count: int, seed: int, look: str) -> dict:
+    """``count`` scenes of ``seed`` in ``look``, the demo's kind, size and shard size (a stage function's body)."""
+    from bridgedepth.data.scenes.dataset import write_scenes
+
+    write_scenes(dest, count, seed=seed, look=look, kind=cfg.scenes.kind, size=tuple(cfg.demo.scene_size),
+                 samples_per_shard=cfg.scenes.samples_per_shard, progress=False)
+    return {"scenes": count, "seed": seed, "look": look}
+
+
 def spread(folders: list[Path]) -> str:
     """One line per benchmark over several runs (``make bench BENCH_RUNS=3``): the ratio's median and
     range, the goal, and in how many runs it was met."""

@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import sys
 import time
 from pathlib import Path
 
@@ -40,38 +41,28 @@ def main() -> None:
     ap.add_argument("--val", type=int, default=96, help="real-look renders of the demo's val seed")
     a = ap.parse_args()
 
-    from bridgedepth.config import load_config
     from bridgedepth.data.benchmarks.shard_set import ShardSet
-    from bridgedepth.data.scenes.dataset import write_scenes
     from bridgedepth.labels.label import label
     from bridgedepth.mde.predictor import Predictor
     from bridgedepth.mde.trainer import TrainData
-    from bridgedepth.pipeline import (ParallelStage, StageRunner, _score, _with, available_cores, demo_seeds,
-                                      hybrid_statistics, row_recipes, torch_threads, train_stage)
-    from bridgedepth.zoo.build import training_seeds
+    from bridgedepth.pipeline import (ParallelStage, StageRunner, _score, _with, available_cores, hybrid_statistics,
+                                      row_recipes, torch_threads, train_stage)
 
-    cfg = load_config(a.demo / "config.yaml")
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from bench_common import demo_study, write_demo_scenes
+
+    cfg, seeds, teacher = demo_study(a.demo)
     d = cfg.demo
-    seeds = demo_seeds(cfg)
-    if seeds["val"] in training_seeds(load_config(d.zoo_preset)) or seeds["val"] in (seeds["train"], seeds["photos"]):
-        raise SystemExit(f"the val seed {seeds['val']} reaches a training set: no validation possible")
     init = a.demo / "rows" / f"seed{a.init_seed}" / "generated_pseudo" / "last"
     generated = a.demo / "generated"
     for need in (init, generated):
         if not need.is_dir():
             raise SystemExit(f"{need}: not found (run `bridge demo --out {a.demo}` to the end first)")
-    teacher = json.loads((a.demo / "stages.json").read_text())["0 foundations"]["summary"]["foundations"]["depth"]
     recipes = row_recipes(a.demo, d)
     a.out.mkdir(parents=True, exist_ok=True)
     runner = StageRunner(a.out, print)
     val_dir = a.out / "val_real"
-
-    def val_scenes():
-        write_scenes(val_dir, a.val, seed=seeds["val"], look="real", kind=cfg.scenes.kind,
-                     size=tuple(d.scene_size), samples_per_shard=cfg.scenes.samples_per_shard, progress=False)
-        return {"scenes": a.val, "seed": seeds["val"], "look": "real"}
-
-    runner.run("real-look val scenes", val_scenes)
+    runner.run("real-look val scenes", lambda: write_demo_scenes(cfg, val_dir, a.val, seeds["val"], "real"))
 
     stats: dict[str, dict] = {}
     for t in a.thresholds:
@@ -115,6 +106,9 @@ def main() -> None:
     for name in plans:
         ab = [score(a.out / "rows" / name.replace(" ", "_") / f"seed{k}" / "last") for k in a.seeds]
         rows[name] = {"absrel": float(np.mean(ab)), "min": float(min(ab)), "max": float(max(ab)), "per_seed": ab}
+    for name, r in rows.items():  # hybrid minus pseudo at the same training seed (same data order and start)
+        if name != "pseudo":
+            r["paired_difference"] = np.subtract(r["per_seed"], rows["pseudo"]["per_seed"]).tolist()
     start = score(init)
     results = {"val_scenes": a.val, "seeds": a.seeds, "init": str(init), "init_absrel": start,
                "labels": stats, "rows": rows}
@@ -137,11 +131,9 @@ def main() -> None:
             print(f"| {t:g} | {acc} | {share} | = finetune_pseudo (no ground truth) | 0 | 0 | - |")
         else:
             rel = 100 * (r["absrel"] - p["absrel"]) / p["absrel"]
-            diff = np.subtract(r["per_seed"], p["per_seed"])
-            r["paired_difference"] = diff.tolist()
+            diff = np.asarray(r["paired_difference"])
             print(f"| {t:g} | {acc} | {share} | {r['absrel']:.4f} [{r['min']:.4f}, {r['max']:.4f}] | {rel:+.1f} % "
                   f"| {diff.mean():+.4f} [{diff.min():+.4f}, {diff.max():+.4f}] | {int((diff < 0).sum())} of {len(diff)} |")
-    (a.out / "results.json").write_text(json.dumps(results, indent=1))
 
 
 if __name__ == "__main__":

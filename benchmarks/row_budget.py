@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from pathlib import Path
 
@@ -42,19 +43,16 @@ def main() -> None:
                          "label them (0: the demo's own labelled set)")
     a = ap.parse_args()
 
-    from bridgedepth.config import load_config
     from bridgedepth.data.benchmarks.shard_set import ShardSet
-    from bridgedepth.data.scenes.dataset import write_scenes
     from bridgedepth.mde.predictor import Predictor
-    from bridgedepth.pipeline import (ParallelStage, StageRunner, _score, _with, available_cores, demo_seeds,
-                                      row_recipes, torch_threads, train_stage)
-    from bridgedepth.zoo.build import training_seeds
+    from bridgedepth.pipeline import (ParallelStage, StageRunner, _score, _with, available_cores, row_recipes,
+                                      torch_threads, train_stage)
 
-    cfg = load_config(a.demo / "config.yaml")
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from bench_common import demo_study, write_demo_scenes
+
+    cfg, seeds, teacher = demo_study(a.demo)
     d = cfg.demo
-    seeds = demo_seeds(cfg)
-    if seeds["val"] in training_seeds(load_config(d.zoo_preset)) or seeds["val"] in (seeds["train"], seeds["photos"]):
-        raise SystemExit(f"the val seed {seeds['val']} reaches a training set: no validation possible")
     labelled = None
     if a.gen_sources:
         labelled = a.out / f"labelled_{a.gen_sources}"
@@ -62,18 +60,12 @@ def main() -> None:
     for row in a.rows:
         if row not in recipes or recipes[row][1] is not None:
             raise SystemExit(f"{row}: not a row trained from the foundation ({', '.join(recipes)})")
-    teacher = json.loads((a.demo / "stages.json").read_text())["0 foundations"]["summary"]["foundations"]["depth"]
     a.out.mkdir(parents=True, exist_ok=True)
     runner = StageRunner(a.out, print)
     val_dir = a.out / "val_real"
 
     def scenes(dest, count, seed, look):
-        def fn():
-            write_scenes(dest, count, seed=seed, look=look, kind=cfg.scenes.kind, size=tuple(d.scene_size),
-                         samples_per_shard=cfg.scenes.samples_per_shard, progress=False)
-            return {"scenes": count, "seed": seed, "look": look}
-
-        return fn
+        return lambda: write_demo_scenes(cfg, dest, count, seed, look)
 
     runner.run("real-look val scenes", scenes(val_dir, a.val, seeds["val"], "real"))
 

@@ -78,6 +78,23 @@ def test_demo_fast_end_to_end_and_resume(tmp_path, run_cli, shared_data):
     assert agg["seeds"] == 2 and "absrel_std" in agg
     assert "5 row source_only (seed 1)" in json.loads((out / "stages.json").read_text())
 
+    # a deleted row is retrained, and so is what starts from it or reads it (the fine-tunes, the metric
+    # rows, the evaluation); the other rows and earlier stages stay skipped
+    import shutil
+
+    shutil.rmtree(out / "rows" / "seed0" / "generated_pseudo")
+    redo = run_cli(*args, "--seeds", 2)
+    assert redo.code == 0, redo
+    assert "[5 row generated_pseudo (seed 0)] done before, but" in redo.out and "is missing: running it again" in redo.out
+    for name in ("5 row finetune_pseudo (seed 0)", "5 row finetune_hybrid (seed 0)", "6a metric fine-tune",
+                 "6b scale head", "7a evaluate (2 seeds)"):
+        assert f"[{name}] done before, but its input" in redo.out, name
+        assert f"[{name}] removing" in redo.out or name.startswith("7a"), name
+    for name in ("1 scenes", "4a label", "5 row source_only (seed 0)", "5 row generated_pseudo (seed 1)",
+                 "5 row finetune_hybrid (seed 1)", "7b D2I geometric consistency on the test depth maps"):
+        assert f"[{name}] done already" in redo.out, name
+    assert (out / "rows" / "seed0" / "generated_pseudo" / "last").is_dir()
+
     # benchmarks/mask_threshold.py on the finished folder: Table 3 at a threshold that admits images
     study = _study("mask_threshold.py", "--demo", out, "--thresholds", "0.85", "0.0", "--seeds", "0", "--val", "4",
                    "--out", tmp_path / "mt", cwd=tmp_path)

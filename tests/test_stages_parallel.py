@@ -175,3 +175,95 @@ def test_a_rebuild_never_removes_outputs_outside_the_folder(tmp_path):
     r2.run("1", lambda: (out / "a").mkdir(), outputs=(out / "a",))
     r2.run("2", lambda: (out / "b").write_text("y"), outputs=(out / "b", outside), inputs=(out / "a",))
     assert (out / "b").read_text() == "y" and (outside / "keep.txt").exists()
+
+
+def test_other_settings_remake_the_stage_and_its_readers_only(tmp_path):
+    """`bridge zoo build --set zoo.d2i_steps=...` in the same folder: the stage reading that setting
+    starts afresh (its old checkpoints removed, not resumed), the stages reading its output follow, the
+    others stay skipped; an interrupted rerun whose settings change again starts afresh again."""
+    made = []
+    a, b, c = (tmp_path / n for n in "abc")
+
+    def stage(name, path):
+        def fn():
+            made.append(name)
+            path.mkdir(exist_ok=True)
+            (path / name).write_text(name)
+        return fn
+
+    def build(steps, log=lambda m: None, stop_after=None):
+        r = StageRunner(tmp_path, log=log)
+        r.run("1", stage("1", a), outputs=(a,), settings={"seed": 0})
+        if stop_after == "1":
+            return
+        r.run("2", stage("2", b), outputs=(b,), inputs=(a,), settings={"seed": 0, "steps": steps})
+        r.run("3", stage("3", c), outputs=(c,), inputs=(b,), settings={})
+
+    build(10)
+    build(10)
+    assert made == ["1", "2", "3"]
+    (b / "checkpoint").write_text("from 10 steps")
+    lines: list[str] = []
+    made.clear()
+    build(20, lines.append)
+    assert made == ["2", "3"]
+    assert any(m.startswith("[2] done before with other settings (steps: 10 -> 20)") for m in lines), lines
+    assert any(m.startswith("[2] removing") for m in lines) and not (b / "checkpoint").exists()
+    assert any(m.startswith("[3] done before, but its input") for m in lines), lines
+    assert json.loads((tmp_path / "stages.json").read_text())["2"]["settings"] == {"seed": 0, "steps": 20}
+    made.clear()
+    build(20)
+    assert made == []
+
+    # a rerun with other settings is interrupted; the next run has yet other settings: afresh again
+    r = StageRunner(tmp_path, log=lambda m: None)
+    assert r._needs_run("2", (b,), (a,), {"seed": 0, "steps": 30})  # what build(30) decides first ...
+    assert not b.exists()  # its old output removed before it starts
+    b.mkdir()
+    (b / "checkpoint").write_text("from 30 steps")  # ... it starts, writes a checkpoint, is stopped
+    lines.clear()
+    build(40, lines.append)
+    assert not (b / "checkpoint").exists() and made == ["2", "3"]
+    assert json.loads((tmp_path / "stages.json").read_text())["2"]["settings"]["steps"] == 40
+
+    # a record from before settings were kept: adopted from the old configuration, then compared
+    d = json.loads((tmp_path / "stages.json").read_text())
+    del d["2"]["settings"]
+    (tmp_path / "stages.json").write_text(json.dumps(d))
+    r = StageRunner(tmp_path, log=lambda m: None)
+    r.adopt_settings("2", {"seed": 0, "steps": 40})
+    r.adopt_settings("nope", {"x": 1})  # no record: nothing to adopt
+    made.clear()
+    build(40)
+    assert made == []
+    build(50)
+    assert made == ["2", "3"]
+
+
+def test_run_parallel_decides_a_stage_after_what_it_comes_after(tmp_path):
+    """The demo's rows: deleting the row others start from retrains it and the rows initialised from it,
+    in worker processes as in one; a row with other settings retrains alone."""
+    for workers in (1, 2):
+        folder = tmp_path / f"w{workers}"
+        folder.mkdir()
+        f = str(folder)
+
+        def stages(steps=1):
+            return [ParallelStage("base", jobs.timed, ("base", f, 0.0), outputs=(folder / "base.json",)),
+                    ParallelStage("tune", jobs.timed, ("tune", f, 0.0), after=("base",),
+                                  outputs=(folder / "tune.json",), inputs=(folder / "base.json",)),
+                    ParallelStage("other", jobs.timed, ("other", f, 0.0), outputs=(folder / "other.json",),
+                                  settings={"steps": steps})]
+
+        r = StageRunner(folder, lambda m: None)
+        r.run_parallel("g", stages(), workers)
+        first = {n: json.loads((folder / f"{n}.json").read_text())["start"] for n in ("base", "tune", "other")}
+        (folder / "base.json").unlink()
+        lines: list[str] = []
+        StageRunner(folder, lines.append).run_parallel("g", stages(), workers)
+        now = {n: json.loads((folder / f"{n}.json").read_text())["start"] for n in ("base", "tune", "other")}
+        assert now["base"] > first["base"] and now["tune"] > first["tune"] and now["other"] == first["other"]
+        assert any(m.startswith("[tune] done before, but its input") for m in lines), lines
+        StageRunner(folder, lambda m: None).run_parallel("g", stages(steps=2), workers)
+        last = {n: json.loads((folder / f"{n}.json").read_text())["start"] for n in ("base", "tune", "other")}
+        assert last["other"] > now["other"] and last["base"] == now["base"] and last["tune"] == now["tune"]

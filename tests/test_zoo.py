@@ -299,19 +299,42 @@ def test_zoo_fast_build_installs_loadable_models_with_cards(tmp_path, monkeypatc
     build(cfg, tmp_path / "build", install=True, progress=False, log=logs.append)
     after = {e.name: json.loads((e.path / "card.json").read_text())["built"] for e in list_models()}
     assert after == {**dates, "depth": "2099-01-01"}
-    # rebuilding one model: delete its folder, rerun (here with the other scorer target); that stage and
-    # the evaluation after it run again, the earlier ones stay skipped
+    # another setting of one model (here the scorer's target) in the same folder: that stage starts
+    # afresh and the evaluation after it runs again, the earlier ones stay skipped; settings no stage
+    # reads (threads, the demo's) change nothing
+    logs.clear()
+    build(load_config("zoo-fast", ["zoo.threads=1", "demo.seeds=3"]), tmp_path / "build", progress=False,
+          log=logs.append)
+    assert sum("skipped" in line for line in logs) == 6
+    logs.clear()
+    build(load_config("zoo-fast", ["zoo.scorer_target=quality"]), tmp_path / "build", progress=False, log=logs.append)
+    assert sum("skipped" in line for line in logs) == 4
+    assert any(line.startswith("[5 toy aesthetic scorer] done before with other settings "
+                               "(zoo.scorer_target: 'photo' -> 'quality')") for line in logs), logs
+    assert any(line.startswith("[6 evaluate] done before, but its input") for line in logs), logs
+    assert any(line.startswith("[6 evaluate] removing") for line in logs), logs  # remade, not resumed
+    assert (tmp_path / "build" / "eval" / "generated_heldout").is_dir()
+    assert json.loads((tmp_path / "build" / "aesthetic" / "scorer.json").read_text())["target"] == "quality"
+    # deleting a model's folder rebuilds it (and what reads it) with the settings of this run
     import shutil
 
     shutil.rmtree(tmp_path / "build" / "aesthetic")
     logs.clear()
     build(load_config("zoo-fast", ["zoo.scorer_target=quality"]), tmp_path / "build", progress=False, log=logs.append)
-    assert sum("skipped" in line for line in logs) == 4
     assert any("aesthetic is missing: running it again" in line for line in logs), logs
-    assert any(line.startswith("[6 evaluate] done before, but its input") for line in logs), logs
-    assert any(line.startswith("[6 evaluate] removing") for line in logs), logs  # remade, not resumed
-    assert (tmp_path / "build" / "eval" / "generated_heldout").is_dir()
-    assert json.loads((tmp_path / "build" / "aesthetic" / "scorer.json").read_text())["target"] == "quality"
+    assert sum("skipped" in line for line in logs) == 4
+    # a build folder from before settings were recorded: they are taken from its saved config.yaml
+    done = json.loads((tmp_path / "build" / "stages.json").read_text())
+    for rec in done.values():
+        rec.pop("settings", None)
+    (tmp_path / "build" / "stages.json").write_text(json.dumps(done))
+    logs.clear()
+    build(load_config("zoo-fast", ["zoo.scorer_target=quality"]), tmp_path / "build", progress=False, log=logs.append)
+    assert sum("skipped" in line for line in logs) == 6
+    logs.clear()
+    build(load_config("zoo-fast", ["zoo.scorer_steps=7"]), tmp_path / "build", progress=False, log=logs.append)
+    assert any("other settings (zoo.scorer_steps: " in line and "zoo.scorer_target: 'quality' -> 'photo'" in line
+               for line in logs), logs
 
 
 def test_cli_zoo_list(capsys, monkeypatch, tmp_path):
@@ -403,3 +426,25 @@ def test_quality_scorer_rates_clean_renders_high_and_degraded_images_low(tmp_pat
     assert m.offset + m.scale * float(np.mean(negatives)) == pytest.approx(SCORE_SYNTHETIC, abs=1e-6)
     with pytest.raises(ValueError, match="target"):
         train_scorer(real, syn, tmp_path / "x", steps=1, target="photograph")
+
+
+def test_zoo_stage_settings_name_what_each_stage_reads():
+    """A changed setting remakes only the stages that read it (docs/zoo.md "Rebuilding one model")."""
+    from bridgedepth.zoo.build import STAGES, stage_settings
+
+    base = stage_settings(load_config("zoo"))
+    assert set(base) == set(STAGES.values())
+
+    def changed(*overrides):
+        new = stage_settings(load_config("zoo", list(overrides)))
+        return {k for k, v in STAGES.items() if new[v] != base[v]}
+
+    assert changed("zoo.depth_steps=10") == {"depth"}
+    assert changed("train.loss.gm_weight=1") == {"depth"}  # the teacher's loss, through the derived config
+    assert changed("zoo.d2i_steps=10") == {"d2i"}
+    assert changed("zoo.scorer_target=quality") == {"aesthetic"}
+    assert changed("zoo.seed=7") == {"scenes", "depth", "d2i", "aesthetic", "evaluate"}
+    assert changed("zoo.photo_scenes=10") == {"scenes", "d2i"}
+    # what no zoo stage reads, and cadence or threads, remakes nothing
+    assert changed("zoo.threads=1", "demo.seeds=3", "label.ssim_threshold=0.5", "finetune.steps=3",
+                   "device=cpu") == set()

@@ -397,32 +397,23 @@ def _same_scorer(old: Any, new: Any) -> bool:
 SAME_BY = {"finetune.reward.aesthetic_model": _same_scorer}
 
 
-def _flat(d: Any, prefix: str = "") -> dict[str, Any]:
-    if isinstance(d, dict):
-        out: dict[str, Any] = {}
-        for k, v in d.items():
-            out.update(_flat(v, f"{prefix}{k}."))
-        return out
-    return {prefix[:-1]: d}
-
-
 def check_same_settings(cfg: Config, out: Path) -> None:
     """Refuse to resume a demo folder whose finished stages were made with other settings: a rerun
     skips finished stages, so it would report a mix of old and new results (for example after an
     update that changes the preset). The keys of ``RERUN_FREE`` may change; the aesthetic scorer may
     change its path but not its files (``SAME_BY``). Raises InputError naming the folder and the
     differing keys."""
-    from .config import load_config, to_dict
+    from .config import flatten, load_config, to_dict
 
     old_path, done = out / "config.yaml", out / "stages.json"
     if not (old_path.exists() and done.exists()):
         return
     try:  # through the dataclasses: a key added since then compares as its default
-        old = _flat(to_dict(load_config(old_path)))
+        old = flatten(to_dict(load_config(old_path)))
     except Exception as e:  # noqa: BLE001  (unreadable YAML, keys of another version)
         raise InputError(f"{old_path}: cannot be read as a configuration ({e}); delete {out} or use another "
                          "--out") from e
-    new = _flat(to_dict(cfg))
+    new = flatten(to_dict(cfg))
     free = lambda k: any(k == f or k.startswith(f + ".") for f in RERUN_FREE)  # noqa: E731
     diffs = [k for k in sorted(set(old) | set(new))
              if not free(k) and old.get(k) != new.get(k) and not SAME_BY.get(k, lambda *_: False)(old.get(k), new.get(k))]
@@ -484,7 +475,7 @@ def run_demo(cfg: Config, out: str | os.PathLike = "runs/demo", *, fixtures_root
         return {"train": d.train_scenes, "val": d.val_scenes, "test": d.test_scenes, "photos": d.photo_scenes,
                 "gen": min(d.gen_sources, d.train_scenes), "seeds": seeds}
 
-    runner.run("1 scenes", scenes)
+    runner.run("1 scenes", scenes, outputs=tuple(sc / n for n in ("train", "val", "test", "photos", "gen")))
     teacher = foundations["depth"]
 
     def d2i_finetune():
@@ -495,7 +486,8 @@ def run_demo(cfg: Config, out: str | os.PathLike = "runs/demo", *, fixtures_root
 
     from .demo_report import d2i_finetune_stage
 
-    runner.run(d2i_finetune_stage(cfg), d2i_finetune)
+    runner.run(d2i_finetune_stage(cfg), d2i_finetune, outputs=(out / "d2i" / "finetuned",),
+               inputs=(sc / "gen", sc / "val"))
 
     # never more stage processes than cores (one core: everything in this process)
     workers = max(1, min(int(d.stage_workers), available_cores()))
@@ -504,10 +496,12 @@ def run_demo(cfg: Config, out: str | os.PathLike = "runs/demo", *, fixtures_root
     runner.run_parallel("3 generate (both D2I models)", [
         ParallelStage("3a generate (reward-tuned D2I)", generate_stage,
                       (cfg, str(out / "d2i" / "finetuned"), str(sc / "gen"), str(out / "generated"),
-                       progress and workers == 1, threads)),
+                       progress and workers == 1, threads),
+                      outputs=(out / "generated",), inputs=(out / "d2i" / "finetuned", sc / "gen")),
         ParallelStage("3b generate (untuned D2I, for the RL ablation)", generate_stage,
                       (cfg, str(foundations["d2i"]), str(sc / "gen"), str(out / "generated_no_rl"),
-                       progress and workers == 1, threads))], workers)
+                       progress and workers == 1, threads),
+                      outputs=(out / "generated_no_rl",), inputs=(sc / "gen",))], workers)
 
     def lab(src, dest):
         def fn():
@@ -517,8 +511,11 @@ def run_demo(cfg: Config, out: str | os.PathLike = "runs/demo", *, fixtures_root
 
         return fn
 
-    runner.run("4a label", lab("generated", "labelled"))
-    runner.run("4b label (untuned D2I)", lab("generated_no_rl", "labelled_no_rl"))
+    # the generated samples refer to their source scenes (depth, valid, render) in scenes/gen
+    runner.run("4a label", lab("generated", "labelled"), outputs=(out / "labelled",),
+               inputs=(out / "generated", sc / "gen"))
+    runner.run("4b label (untuned D2I)", lab("generated_no_rl", "labelled_no_rl"), outputs=(out / "labelled_no_rl",),
+               inputs=(out / "generated_no_rl", sc / "gen"))
 
     def photos():
         from .mde.predictor import Predictor
@@ -532,7 +529,8 @@ def run_demo(cfg: Config, out: str | os.PathLike = "runs/demo", *, fixtures_root
                         progress=progress)
         return {"samples": m.num_samples}
 
-    runner.run("4c teacher pseudo-labels for real-look images (DA-V2 style)", photos)
+    runner.run("4c teacher pseudo-labels for real-look images (DA-V2 style)", photos,
+               outputs=(out / "photos_labelled",), inputs=(sc / "photos",))
 
     recipes = row_recipes(out, d)
 
@@ -549,15 +547,18 @@ def run_demo(cfg: Config, out: str | os.PathLike = "runs/demo", *, fixtures_root
             init = str(base / init_row / "last") if init_row else teacher
             c = _with(cfg, stage=stage, steps=steps, seed=cfg.train.seed + k, val_every=0)
             after = (f"5 row {init_row} (seed {k})",) if init_row else ()
+            reads = (*(Path(t.path) for t in data), *((base / init_row,) if init_row else ()))
             jobs.append(ParallelStage(f"5 row {row} (seed {k})", train_stage,
-                                      (c, data, str(base / row), init, progress and workers == 1, threads), after))
+                                      (c, data, str(base / row), init, progress and workers == 1, threads), after,
+                                      outputs=(base / row,), inputs=reads))
     hybrid_last = str(out / "rows" / "seed0" / "finetune_hybrid" / "last")
     metric_data = [TrainData(str(sc / "train"), "metric")]
     for name, stage, dest, steps in (("6a metric fine-tune", "metric", "metric", d.metric_steps),
                                      ("6b scale head", "scale-head", "scale-head", d.scale_head_steps)):
         jobs.append(ParallelStage(name, train_stage, (_with(cfg, stage=stage, steps=steps, val_every=0), metric_data,
                                                       str(out / dest), hybrid_last, progress and workers == 1,
-                                                      threads), ("5 row finetune_hybrid (seed 0)",)))
+                                                      threads), ("5 row finetune_hybrid (seed 0)",),
+                                  outputs=(out / dest,), inputs=(sc / "train", Path(hybrid_last).parent)))
     runner.run_parallel(f"5-6 trained rows ({workers} processes)", jobs, workers)
 
     fx_root = fixtures_root or d.fixtures or default_fixtures_root()
@@ -571,9 +572,12 @@ def run_demo(cfg: Config, out: str | os.PathLike = "runs/demo", *, fixtures_root
 
     # the evaluation covers every seed's rows: a rerun with another --seeds evaluates again
     n_seeds = max(1, int(d.seeds))
-    runner.run("7a evaluate" if n_seeds == 1 else f"7a evaluate ({n_seeds} seeds)", evaluate)
+    runner.run("7a evaluate" if n_seeds == 1 else f"7a evaluate ({n_seeds} seeds)", evaluate,
+               outputs=(out / "eval" / "results.json",),
+               inputs=(out / "rows", out / "metric", out / "scale-head", sc / "test", sc / "train"))
     runner.run("7b D2I geometric consistency on the test depth maps",
-               lambda: d2i_consistency(out, cfg, foundations, progress=progress))
+               lambda: d2i_consistency(out, cfg, foundations, progress=progress),
+               outputs=(out / "eval" / "generated_test",), inputs=(out / "d2i" / "finetuned", sc / "test"))
 
     from .demo_report import write_report
 

@@ -4,6 +4,16 @@ A finished stage leaves a record (seconds, JSON summary) in ``stages.json``; a r
 stage's own outputs are resumable too, so an interrupted stage continues where it stopped.
 :meth:`StageRunner.run_parallel` runs a group of stages with dependencies between them, in order in
 this process or side by side in worker processes.
+
+A finished stage runs again, rather than being skipped, when what it made can no longer be trusted:
+
+- one of its ``outputs`` is gone (deleted by the user to rebuild it);
+- one of its ``inputs`` was remade by a stage that finished after it;
+- its ``settings`` (the configuration values it reads) differ from those it was made with.
+
+In the last two cases its outputs inside the runner's folder are removed first, so that it starts
+afresh instead of resuming from work made from the old input or with the old settings; the stages
+that read those outputs are then remade in turn.
 """
 
 from __future__ import annotations
@@ -46,6 +56,10 @@ class ParallelStage:
     fn: Callable[..., dict | None]
     args: tuple = ()
     after: tuple[str, ...] = ()
+    # as for StageRunner.run; an input made by a stage of the same group must come from one it is `after`
+    outputs: tuple = ()
+    inputs: tuple = ()
+    settings: dict | None = None
 
 
 class StageRunner:
@@ -59,43 +73,108 @@ class StageRunner:
         self.done: dict[str, dict] = json.loads(self.path.read_text()) if self.path.exists() else {}
         self.records: list[StageRecord] = []
 
-    def run(self, name: str, fn: Callable[[], dict | None], outputs: tuple = (), inputs: tuple = ()) -> dict:
+    def run(self, name: str, fn: Callable[[], dict | None], outputs: tuple = (), inputs: tuple = (),
+            settings: dict | None = None) -> dict:
         """Run ``fn`` unless ``name`` has finished before. ``outputs``: the paths the stage makes;
-        ``inputs``: the paths it reads (outputs of earlier stages). A finished stage runs again when one
-        of its outputs is gone (deleted to rebuild it), or when one of its inputs was remade by a stage
-        that finished after it (in this run or an interrupted earlier one: the records say so); in the
-        second case its outputs inside this folder are removed first, so that they are made afresh from
-        the new input rather than resumed."""
+        ``inputs``: the paths it reads (outputs of earlier stages); ``settings``: the configuration
+        values it reads (flat ``{key: value}``, JSON-able). A finished stage runs again when one of its
+        outputs is gone (deleted to rebuild it), when one of its inputs was remade by a stage that
+        finished after it (in this run or an interrupted earlier one: the records say so), or when its
+        settings differ from those recorded; in the last two cases its outputs inside this folder are
+        removed first, so that they are made afresh rather than resumed."""
+        if not self._needs_run(name, outputs, inputs, settings):
+            return self._skip(name)
         rec = self.done.get(name)
-        if rec is not None and "remaking" not in rec:
-            stale = [Path(p) for p in inputs if self._remade_after(name, Path(p))]
-            gone = [Path(p) for p in outputs if not Path(p).exists()]
-            if stale:
-                self.log(f"[{name}] done before, but its input {stale[0]} was remade since: running it again")
-                base = self.out.resolve()
-                for p in outputs:
-                    q = Path(p).resolve()
-                    if q.exists() and base in q.parents:  # never anything outside this folder
-                        self.log(f"[{name}] removing {p}: made from the old input")
-                        shutil.rmtree(q) if q.is_dir() else q.unlink()
-                rec["remaking"] = [self._rel(p) for p in outputs]
-            elif gone:
-                self.log(f"[{name}] done before, but {gone[0]} is missing: running it again")
-                rec["remaking"] = [self._rel(p) for p in gone]
-            if stale or gone:
-                self._write()  # remembered until the stage finishes: an interruption does not lose it
-        if rec is not None and "remaking" not in rec:
-            self.log(f"[{name}] done already ({rec['seconds']:.0f} s): skipped")
-            self.records.append(StageRecord(name, rec["seconds"], True, rec.get("summary", {}),
-                                            bool(rec.get("overlapped")), rec.get("cpu_seconds")))
-            return rec.get("summary", {})
         self.log(f"[{name}] running ...")
         t0, c0 = time.perf_counter(), _cpu_seconds()
         summary = fn() or {}
         dt = time.perf_counter() - t0
-        self._record(name, dt, summary, cpu=_cpu_seconds() - c0, remade=(rec or {}).get("remaking"))
+        self._record(name, dt, summary, cpu=_cpu_seconds() - c0, remade=(rec or {}).get("remaking"),
+                     settings=settings)
         self.log(f"[{name}] finished in {dt:.1f} s")
         return summary
+
+    def adopt_settings(self, name: str, settings: dict) -> None:
+        """Give a record from before settings were recorded the settings it was made with (read by the
+        caller from the configuration saved with that build), so that :meth:`run` can compare them."""
+        rec = self.done.get(name)
+        if rec is not None and "settings" not in rec:
+            rec["settings"] = _jsonable(settings)
+            self._write()
+
+    def _skip(self, name: str) -> dict:
+        rec = self.done[name]
+        self.log(f"[{name}] done already ({rec['seconds']:.0f} s): skipped")
+        self.records.append(StageRecord(name, rec["seconds"], True, rec.get("summary", {}),
+                                        bool(rec.get("overlapped")), rec.get("cpu_seconds")))
+        return rec.get("summary", {})
+
+    def _remove_outputs(self, name: str, outputs: tuple, why: str) -> None:
+        base = self.out.resolve()
+        for p in outputs:
+            q = Path(p).resolve()
+            if q.exists() and base in q.parents:  # never anything outside this folder
+                self.log(f"[{name}] removing {p}: {why}")
+                shutil.rmtree(q) if q.is_dir() else q.unlink()
+
+    def _needs_run(self, name: str, outputs: tuple, inputs: tuple, settings: dict | None) -> bool:
+        """Whether ``name`` must run (see :meth:`run`); removes what must be made afresh and remembers
+        in ``stages.json`` that the stage is being remade, so that an interruption does not lose it."""
+        rec = self.done.get(name)
+        if rec is None:
+            return True
+        want = _jsonable(settings) if settings is not None else None
+        if "remaking" in rec:  # an interrupted rerun
+            if want is not None and rec.get("remaking_settings", want) != want:
+                # the settings changed again since that rerun began: what it made so far is stale too
+                self._remove_outputs(name, outputs, "made with other settings")
+                rec["remaking"], rec["remaking_settings"] = [self._rel(p) for p in outputs], want
+                self._write()
+            return True
+        changed = want is not None and "settings" in rec and rec["settings"] != want
+        stale = [Path(p) for p in inputs if self._remade_after(name, Path(p))]
+        gone = [Path(p) for p in outputs if not Path(p).exists()]
+        if changed:
+            self.log(f"[{name}] done before with other settings ({_diff(rec['settings'], want)}): running it again")
+            self._remove_outputs(name, outputs, "made with other settings")
+            rec["remaking"] = [self._rel(p) for p in outputs]
+        elif stale:
+            self.log(f"[{name}] done before, but its input {stale[0]} was remade since: running it again")
+            self._remove_outputs(name, outputs, "made from the old input")
+            rec["remaking"] = [self._rel(p) for p in outputs]
+        elif gone:
+            self.log(f"[{name}] done before, but {gone[0]} is missing: running it again")
+            rec["remaking"] = [self._rel(p) for p in gone]
+        elif want is not None and "settings" not in rec:
+            rec["settings"] = want  # a record from before settings were kept, with no saved configuration
+            self._write()
+            return False
+        else:
+            return False
+        if want is not None:
+            rec["remaking_settings"] = want
+        self._write()  # remembered until the stage finishes: an interruption does not lose it
+        return True
+
+    def _may_run(self, stages: list[ParallelStage]) -> set[str]:
+        """Names of ``stages`` that may run (without deciding or changing anything): no record, an
+        interrupted rerun, a missing output, other settings, or after a stage that may run."""
+        out = set()
+        for st in stages:
+            rec = self.done.get(st.name)
+            want = _jsonable(st.settings) if st.settings is not None else None
+            if (rec is None or "remaking" in rec or any(not Path(p).exists() for p in st.outputs)
+                    or (want is not None and "settings" in rec and rec["settings"] != want)
+                    or any(self._remade_after(st.name, Path(p)) for p in st.inputs)):
+                out.add(st.name)
+        grew = True
+        while grew:
+            grew = False
+            for st in stages:
+                if st.name not in out and any(a in out for a in st.after):
+                    out.add(st.name)
+                    grew = True
+        return out
 
     def _rel(self, p) -> str:
         """A path as recorded: relative to this folder when inside it."""
@@ -114,12 +193,13 @@ class StageRunner:
         return False
 
     def _record(self, name: str, dt: float, summary: dict, overlapped: bool = False, cpu: float | None = None,
-                remade: list | None = None) -> None:
+                remade: list | None = None, settings: dict | None = None) -> None:
         rec = StageRecord(name, dt, False, summary, overlapped, cpu)
         self.done.pop(name, None)  # a stage that ran again goes to the end: after the stages that read it
         self.done[name] = {"seconds": dt, "summary": _jsonable(summary), **({"overlapped": True} if overlapped else {}),
                            **({"cpu_seconds": cpu, "cores_busy": rec.cores_busy} if cpu is not None else {}),
-                           **({"remade": remade} if remade else {})}
+                           **({"remade": remade} if remade else {}),
+                           **({"settings": _jsonable(settings)} if settings is not None else {})}
         self._write()
         self.records.append(rec)
 
@@ -132,77 +212,97 @@ class StageRunner:
                      heartbeat: float | None = 60.0) -> dict[str, dict]:
         """Run ``stages`` (skipping finished ones) on ``workers`` spawned processes, each stage as soon as
         the stages it comes ``after`` have finished; ``workers <= 1`` runs them in order in this process.
+        Whether a finished stage runs again (its ``outputs``, ``inputs`` and ``settings``, as for
+        :meth:`run`) is decided when the stages it comes after have settled, so that a stage reading a
+        rerun stage's output runs again too.
         Worker processes show no progress bars; every ``heartbeat`` seconds (None: never) a line says
         what is running and for how long.
         Each stage is recorded when it finishes (an interrupted group resumes with the missing ones);
         the group's wall time is recorded as ``group`` (its stages are marked as overlapped, so the
         timing total counts the wall time once). A failing stage raises after the running ones end."""
         out: dict[str, dict] = {}
-        todo: list[ParallelStage] = []
+        names = {st.name for st in stages}
+        before = set(self.done) - names  # finished stages outside this group
         for st in stages:
-            if st.name in self.done:
-                out[st.name] = self.run(st.name, lambda: None)  # logs "skipped", keeps the record
-            else:
-                todo.append(st)
-        known = {st.name for st in stages} | set(self.done)
-        for st in todo:
-            missing = [a for a in st.after if a not in known]
+            missing = [a for a in st.after if a not in names and a not in before]
             if missing:
                 raise ValueError(f"stage {st.name!r} comes after unknown stages {missing}")
-        if not todo:
+        may = self._may_run(stages)
+        if not may:
+            for st in stages:
+                out[st.name] = self._skip(st.name)
             if group in self.done:
-                self.run(group, lambda: None)  # its wall time, for the timing total
+                self._skip(group)  # its wall time, for the timing total
             return out
         workers = max(1, int(workers))
         t_group, c_group = time.perf_counter(), _cpu_seconds()
-        if workers == 1 or len(todo) == 1:
-            finished, pending = set(self.done), list(todo)
+        finished, pending = set(before), list(stages)
+        ran: list[str] = []
+
+        def ready(st: ParallelStage) -> bool:
+            return all(a in finished for a in st.after)
+
+        if workers == 1 or len(may) == 1:
             while pending:  # in list order, but never before what a stage comes after
-                st = next((s for s in pending if all(a in finished for a in s.after)), None)
+                st = next((s for s in pending if ready(s)), None)
                 if st is None:
                     raise ValueError(f"stages {[s.name for s in pending]} wait on each other")
                 pending.remove(st)
-                out[st.name] = self.run(st.name, lambda st=st: st.fn(*st.args))
+                if self._needs_run(st.name, st.outputs, st.inputs, st.settings):
+                    out[st.name] = self.run(st.name, lambda st=st: st.fn(*st.args), st.outputs, st.inputs,
+                                            st.settings)
+                    ran.append(st.name)
+                else:
+                    out[st.name] = self._skip(st.name)
                 finished.add(st.name)
         else:
             import multiprocessing as mp
 
-            finished = set(self.done)
-            pending = list(todo)
             running: dict = {}
-            with ProcessPoolExecutor(min(workers, len(todo)), mp_context=mp.get_context("spawn")) as ex:
+            with ProcessPoolExecutor(min(workers, len(may)), mp_context=mp.get_context("spawn")) as ex:
                 try:
                     while pending or running:
                         for st in list(pending):
                             if len(running) >= workers:
                                 break
-                            if all(a in finished for a in st.after):
-                                self.log(f"[{st.name}] running (worker process) ...")
-                                running[ex.submit(st.fn, *st.args)] = (st, time.perf_counter())
-                                pending.remove(st)
-                        if not running:  # a cycle among the remaining stages
-                            raise ValueError(f"stages {[s.name for s in pending]} wait on each other")
+                            if not ready(st):
+                                continue
+                            pending.remove(st)
+                            if not self._needs_run(st.name, st.outputs, st.inputs, st.settings):
+                                out[st.name] = self._skip(st.name)
+                                finished.add(st.name)
+                                continue
+                            self.log(f"[{st.name}] running (worker process) ...")
+                            running[ex.submit(st.fn, *st.args)] = (st, time.perf_counter())
+                        if not running:
+                            if pending and not any(ready(s) for s in pending):  # a cycle among the rest
+                                raise ValueError(f"stages {[s.name for s in pending]} wait on each other")
+                            continue
                         done_now, _ = wait(running, timeout=heartbeat, return_when=FIRST_COMPLETED)
                         if not done_now:
                             now = time.perf_counter()
                             busy = ", ".join(f"{st.name} for {now - t0:.0f} s" for st, t0 in running.values())
-                            self.log(f"[{group}] {len(finished & {s.name for s in todo})} of {len(todo)} "
+                            self.log(f"[{group}] {len(finished & names)} of {len(stages)} "
                                      f"done; running: {busy}")
                         for f in done_now:
                             st, t0 = running.pop(f)
                             summary = f.result() or {}
                             dt = time.perf_counter() - t0
-                            self._record(st.name, dt, summary, overlapped=True)
+                            self._record(st.name, dt, summary, overlapped=True,
+                                         remade=self.done.get(st.name, {}).get("remaking"), settings=st.settings)
                             finished.add(st.name)
+                            ran.append(st.name)
                             out[st.name] = summary
                             self.log(f"[{st.name}] finished in {dt:.1f} s")
                 except BaseException:
                     ex.shutdown(wait=True, cancel_futures=True)
                     raise
+        if workers > 1 and len(may) > 1 and ran:
             wall = time.perf_counter() - t_group  # the pool has joined its workers: their CPU time is in
-            self._record(group, wall, {"stages": [st.name for st in todo], "workers": workers},
-                         cpu=_cpu_seconds() - c_group)
-            self.log(f"[{group}] {len(todo)} stages on {workers} processes in {wall:.1f} s")
+            self._record(group, wall, {"stages": ran, "workers": workers}, cpu=_cpu_seconds() - c_group)
+            self.log(f"[{group}] {len(ran)} stages on {workers} processes in {wall:.1f} s")
+        elif group in self.done:
+            self._skip(group)
         return out
 
     def timing_table(self) -> list[list]:
@@ -241,3 +341,10 @@ def _jsonable(x: Any) -> Any:
     if isinstance(x, (str, int, float, bool)) or x is None:
         return x
     return str(x)
+
+
+def _diff(old: dict, new: dict, limit: int = 3) -> str:
+    """``key: old -> new`` for the first ``limit`` keys that differ between two settings dicts."""
+    keys = [k for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
+    shown = "; ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in keys[:limit])
+    return shown + (f" and {len(keys) - limit} more" if len(keys) > limit else "")

@@ -19,7 +19,10 @@ The recipe mirrors how the paper's foundations came to be, in the toy world of t
 7. ``install``    (``--install``) model folders with cards into the package (``bridgedepth/zoo/models``).
 
 Every stage is resumable (each training checkpoints; the stage runner skips finished stages), so an
-interrupted build continues with the same command. Everything runs on the CPU (a GPU is used when
+interrupted build continues with the same command. A finished stage is made again when its output
+folder is deleted, when a stage it reads from was made again, or when a setting it reads changed
+(:func:`stage_settings`): ``--set zoo.d2i_steps=6000`` in the same folder retrains the D2I foundation
+from the start and remakes the scorer and the evaluation, but keeps the scenes and the depth model. Everything runs on the CPU (a GPU is used when
 ``device`` allows it, nothing depends on one).
 """
 
@@ -36,7 +39,7 @@ from typing import Callable
 
 import numpy as np
 
-from ..config import Config, save_resolved, to_dict
+from ..config import Config, flatten, load_config, save_resolved, to_dict
 from ..errors import InputError
 from ..io import usual_permissions
 from ..stages import StageRunner, _jsonable
@@ -87,6 +90,44 @@ def _d2i_cfg(cfg: Config, photo_count: int) -> Config:
     d.save_every = max(50, z.d2i_steps // 20)
     d.seed = z.seed
     return c
+
+
+STAGES = {"scenes": "1 scenes", "depth": "2 depth foundation (teacher on the synthetic look)",
+          "photos": "3 photos pseudo-labelled by the teacher",
+          "d2i": "4 D2I foundation (photos, teacher-estimated depth)", "aesthetic": "5 toy aesthetic scorer",
+          "evaluate": "6 evaluate"}
+
+
+def _pick(flat: dict, *keys: str, drop: tuple[str, ...] = ()) -> dict:
+    """The entries of a flattened config whose key is one of ``keys`` or starts with one ending in
+    ``.`` or ``_``, less those ending in one of ``drop``."""
+    def wanted(k: str) -> bool:
+        return any(k == p or (p[-1] in "._" and k.startswith(p)) for p in keys) and not k.endswith(drop)
+
+    return {k: v for k, v in flat.items() if wanted(k)}
+
+
+def stage_settings(cfg: Config) -> dict[str, dict]:
+    """Each stage's name -> the configuration values its result depends on (flat keys). A rerun in
+    the same folder makes a stage again when they differ (``StageRunner.run``); the depth and D2I
+    stages are described by the training configuration the recipe derives for them, so a ``zoo.*``
+    setting and a ``model.*`` / ``train.*`` / ``d2i.*`` one count alike. Left out: thread counts, the
+    device, checkpoint or validation cadence, memory layout and activation checkpointing (they do not
+    change what is learnt)."""
+    z = flatten(to_dict(cfg))
+    depth = flatten(to_dict(_depth_cfg(cfg)))
+    d2i = flatten(to_dict(_d2i_cfg(cfg, cfg.zoo.photo_scenes)))
+    return {
+        STAGES["scenes"]: _pick(z, "zoo.seed", "zoo.scene_size", "zoo.teacher_scenes", "zoo.val_scenes",
+                                "zoo.photo_scenes"),
+        STAGES["depth"]: _pick(depth, "model.", "train.", "data.shuffle_group",
+                               drop=(".save_every", ".val_every", ".val_limit", ".val", ".channels_last",
+                                     ".gradient_checkpointing")),
+        STAGES["photos"]: {},  # the teacher's checkpoint (an input) says everything it uses
+        STAGES["d2i"]: _pick(d2i, "d2i.", drop=(".save_every", ".cache_dir")),
+        STAGES["aesthetic"]: _pick(z, "zoo.seed", "zoo.scorer_", "d2i.num_steps"),
+        STAGES["evaluate"]: _pick(z, "zoo.seed", "eval.disparity_floor"),
+    }
 
 
 def _rgb_tensor(rgb: np.ndarray, size: int):
@@ -173,8 +214,10 @@ def build(cfg: Config, out: str | os.PathLike = "runs/zoo", *, install: bool = F
         torch.set_num_threads(int(z.threads))
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    save_resolved(cfg, out)
     runner = StageRunner(out, log)
+    settings = stage_settings(cfg)
+    _adopt_old_settings(runner, out / "config.yaml", log)
+    save_resolved(cfg, out)
     seeds = build_seeds(cfg)
     size = tuple(z.scene_size)
     sc = out / "scenes"
@@ -190,8 +233,9 @@ def build(cfg: Config, out: str | os.PathLike = "runs/zoo", *, install: bool = F
         return {"seeds": seeds, "size": list(size), "teacher": z.teacher_scenes, "photos": z.photo_scenes,
                 "heldout": z.val_scenes}
 
-    runner.run("1 scenes", scenes, outputs=(sc / "teacher_train", sc / "teacher_val", sc / "photos",
-                                            sc / "heldout_real", sc / "heldout_synthetic"))
+    runner.run(STAGES["scenes"], scenes, outputs=(sc / "teacher_train", sc / "teacher_val", sc / "photos",
+                                                  sc / "heldout_real", sc / "heldout_synthetic"),
+               settings=settings[STAGES["scenes"]])
 
     def depth():
         from ..evaluation.validate import make_shard_validator
@@ -205,8 +249,8 @@ def build(cfg: Config, out: str | os.PathLike = "runs/zoo", *, install: bool = F
                 "seconds_this_run": round(time.time() - t0, 1), "resumed_from": r.resumed_from,
                 "torch_threads": torch.get_num_threads()}
 
-    runner.run("2 depth foundation (teacher on the synthetic look)", depth, outputs=(out / "depth",),
-               inputs=(sc / "teacher_train", sc / "teacher_val"))
+    runner.run(STAGES["depth"], depth, outputs=(out / "depth",), inputs=(sc / "teacher_train", sc / "teacher_val"),
+               settings=settings[STAGES["depth"]])
     teacher_dir = out / "depth" / "last"
 
     def photos():
@@ -226,8 +270,8 @@ def build(cfg: Config, out: str | os.PathLike = "runs/zoo", *, install: bool = F
                         progress=progress)
         return {"samples": m.num_samples}
 
-    runner.run("3 photos pseudo-labelled by the teacher", photos, outputs=(out / "photos_labelled",),
-               inputs=(sc / "photos", out / "depth"))
+    runner.run(STAGES["photos"], photos, outputs=(out / "photos_labelled",), inputs=(sc / "photos", out / "depth"),
+               settings=settings[STAGES["photos"]])
 
     def d2i():
         from ..d2i.pretrain import pretrain
@@ -235,8 +279,8 @@ def build(cfg: Config, out: str | os.PathLike = "runs/zoo", *, install: bool = F
         summary = pretrain(_d2i_cfg(cfg, z.photo_scenes), out / "photos_labelled", out / "d2i", progress=progress)
         return {**summary, "torch_threads": torch.get_num_threads()}
 
-    runner.run("4 D2I foundation (photos, teacher-estimated depth)", d2i, outputs=(out / "d2i",),
-               inputs=(out / "photos_labelled",))
+    runner.run(STAGES["d2i"], d2i, outputs=(out / "d2i",), inputs=(out / "photos_labelled",),
+               settings=settings[STAGES["d2i"]])
 
     def aesthetic():
         from ..d2i.scorer import train_scorer
@@ -251,19 +295,33 @@ def build(cfg: Config, out: str | os.PathLike = "runs/zoo", *, install: bool = F
                               size=z.scorer_size, progress=progress, generated=generated, target=z.scorer_target)
         return {**report, "torch_threads": torch.get_num_threads()}
 
-    runner.run("5 toy aesthetic scorer", aesthetic, outputs=(out / "aesthetic",),
-               inputs=(out / "photos_labelled", sc / "teacher_train", out / "d2i"))
+    runner.run(STAGES["aesthetic"], aesthetic, outputs=(out / "aesthetic",),
+               inputs=(out / "photos_labelled", sc / "teacher_train", out / "d2i"), settings=settings[STAGES["aesthetic"]])
 
     def evaluate():
         return measure_quality(cfg, out, progress=progress)
 
-    quality = runner.run("6 evaluate", evaluate, outputs=(out / "quality.json", out / "eval"),
+    quality = runner.run(STAGES["evaluate"], evaluate, outputs=(out / "quality.json", out / "eval"),
                          inputs=(sc / "heldout_real", sc / "heldout_synthetic", out / "depth", out / "d2i",
-                                 out / "aesthetic"))
+                                 out / "aesthetic"), settings=settings[STAGES["evaluate"]])
     installed = []
     if install:
         installed = install_models(cfg, out, quality, runner, log=log)
     return {"quality": quality, "stages": {r.name: r.seconds for r in runner.records}, "installed": installed}
+
+
+def _adopt_old_settings(runner: StageRunner, saved: Path, log: Callable[[str], None]) -> None:
+    """Stages recorded before settings were kept get those of the configuration saved with that build
+    (``config.yaml``, about to be replaced), so that a changed setting is still noticed."""
+    if not saved.exists() or all("settings" in r for r in runner.done.values()):
+        return
+    try:
+        old = stage_settings(load_config(saved))
+    except Exception as e:  # noqa: BLE001  (unreadable YAML, keys of another version)
+        log(f"{saved}: cannot be read ({e}); the finished stages are kept as they are")
+        return
+    for name, values in old.items():
+        runner.adopt_settings(name, values)
 
 
 def measure_quality(cfg: Config, out: Path, progress: bool = False) -> dict:

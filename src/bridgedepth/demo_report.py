@@ -261,7 +261,7 @@ def _cell(agg: dict | None, key: str) -> Any:
 
 
 def _rows_table(title: str, rows: dict, ids: list[str], benches: list[str], note: str = "") -> Table:
-    from .pipeline import METRIC_ROWS, RELATIVE_ROWS
+    from .demo_rows import METRIC_ROWS, RELATIVE_ROWS
 
     labels = {**{k: v[0] for k, v in RELATIVE_ROWS.items()}, **{k: v[0] for k, v in METRIC_ROWS.items()}}
     cols = ["row", "id"]
@@ -393,7 +393,7 @@ def claims(rows: dict, d2i: dict, lab: dict, bench: str, metric_rows: dict | Non
 
 
 def write_report(out: Path, cfg: Config, runner, fixtures: dict, foundations: dict) -> dict:
-    from .pipeline import METRIC_ROWS, REAL_LOOK_TEST, RELATIVE_ROWS
+    from .demo_rows import METRIC_ROWS, REAL_LOOK_TEST, RELATIVE_ROWS
 
     res_path = out / "eval" / "results.json"
     results = json.loads(res_path.read_text()) if res_path.exists() else {"rows": {}, "metric_rows": {}, "full": {}}

@@ -37,41 +37,34 @@ def main() -> None:
     import torch
 
     from bridgedepth.config import load_config
-    from bridgedepth.d2i.scorer import train_scorer
-    from bridgedepth.data.scenes.dataset import write_scenes
     from bridgedepth.zoo import model_path
-    from bridgedepth.zoo.build import _images, build_seeds, d2i_samples
+    from bridgedepth.zoo.build import d2i_samples, train_zoo_scorer, write_zoo_scenes
 
     torch.set_num_threads(a.threads)
-    cfg = load_config("zoo", [])
+    over = [f"zoo.scorer_target={a.target}"]
+    over += [f"zoo.scorer_generated={a.generated}"] if a.generated is not None else []
+    over += [f"zoo.scorer_steps={a.steps}"] if a.steps else []
+    over += [f"zoo.scene_size=[{a.size},{a.size}]"] if a.size else []
+    cfg = load_config("zoo", over)
     z = cfg.zoo
-    seeds = build_seeds(cfg)
     out = Path(a.out)
     sc = out / "scenes"
     t0 = time.time()
-    n = a.scenes or z.photo_scenes
-    size = (a.size, a.size) if a.size else tuple(z.scene_size)
-    kw = dict(kind="mixed", size=size, samples_per_shard=256, progress=False, workers=a.threads)
-    write_scenes(sc / "teacher_train", n, seed=seeds["teacher_train"], look="synthetic", **kw)
-    write_scenes(sc / "photos", n, seed=seeds["photos"], look="real", **kw)
+    write_zoo_scenes(cfg, sc, ("teacher_train", "photos"), count=a.scenes or z.photo_scenes, workers=a.threads)
     print(f"scenes {time.time() - t0:.0f} s", flush=True)
-    real = _images(sc / "photos", z.scorer_size)
-    syn = _images(sc / "teacher_train", z.scorer_size, limit=real.shape[0])
     t1 = time.time()
     gen_path = out / "generated.pt"
-    if gen_path.exists():
-        generated = torch.load(gen_path, weights_only=True)
-    else:
-        generated = d2i_samples(model_path("d2i"), sc / "teacher_train", a.generated or z.scorer_generated, z.scorer_size,
+    generated = torch.load(gen_path, weights_only=True) if gen_path.exists() else None
+    dest = out / f"aesthetic_{a.target}"
+    if generated is None and z.scorer_generated > 0:  # made once: a rerun trains another variant on the same samples
+        generated = d2i_samples(model_path("d2i"), sc / "teacher_train", z.scorer_generated, z.scorer_size,
                                 steps=cfg.d2i.num_steps, seed=z.seed)
         tmp = gen_path.with_suffix(".tmp")
         torch.save(generated, tmp)
         tmp.replace(gen_path)
     print(f"D2I samples {time.time() - t1:.0f} s", flush=True)
     t2 = time.time()
-    dest = out / f"aesthetic_{a.target}"
-    rep = train_scorer(real, syn, dest, steps=a.steps or z.scorer_steps, seed=z.seed, size=z.scorer_size, progress=False,
-                       generated=generated, target=a.target)
+    rep = train_zoo_scorer(cfg, sc / "photos", sc / "teacher_train", model_path("d2i"), dest, generated=generated)
     print(f"scorer {time.time() - t2:.0f} s -> {dest}")
     print(json.dumps({k: (round(v["mean_logit"], 3) if isinstance(v, dict) and "mean_logit" in v else v)
                       for k, v in rep.items()}, indent=1))

@@ -189,6 +189,48 @@ def d2i_samples(d2i_dir: Path, depth_dir: Path, count: int, size: int, *, steps:
     return torch.cat(out)
 
 
+def train_zoo_scorer(cfg: Config, photos: Path, synthetic: Path, d2i_dir: Path, dest: Path, *,
+                     generated=None, progress: bool = False) -> dict:
+    """The recipe's toy aesthetic scorer (stage 5): trained on the photographs in ``photos``, as many
+    synthetic renders from ``synthetic`` and ``zoo.scorer_generated`` samples of the untuned D2I
+    foundation in ``d2i_dir`` on those renders' depth maps (``generated``: samples made before, as a
+    (N, 3, S, S) tensor), with the ``zoo.scorer_*`` settings; written to ``dest``. Returns the report
+    of :func:`bridgedepth.d2i.scorer.train_scorer`."""
+    from ..d2i.scorer import train_scorer
+
+    z = cfg.zoo
+    real = _images(photos, z.scorer_size)
+    syn = _images(synthetic, z.scorer_size, limit=real.shape[0])
+    if generated is None and z.scorer_generated > 0:
+        generated = d2i_samples(d2i_dir, synthetic, z.scorer_generated, z.scorer_size, steps=cfg.d2i.num_steps,
+                                seed=z.seed)
+    return train_scorer(real, syn, dest, steps=z.scorer_steps, seed=z.seed, size=z.scorer_size, progress=progress,
+                        generated=generated, target=z.scorer_target)
+
+
+def write_zoo_scenes(cfg: Config, dest: Path, sets: tuple[str, ...] = ("teacher_train", "teacher_val", "photos",
+                                                                        "heldout_real", "heldout_synthetic"),
+                     *, count: int | None = None, progress: bool = False, workers: int = 1) -> dict:
+    """Render the recipe's scene sets into ``dest/NAME`` (stage 1): ``teacher_train``, ``teacher_val``
+    (synthetic look), ``photos`` (real look), ``heldout_real`` and ``heldout_synthetic`` (the same held-out
+    scenes in both looks), each with its seed (:func:`build_seeds`) and ``zoo.*`` count; ``count``
+    overrides every count. Returns the summary the stage records."""
+    from ..data.scenes.dataset import write_scenes
+
+    z, seeds = cfg.zoo, build_seeds(cfg)
+    plan = {"teacher_train": (z.teacher_scenes, "teacher_train", "synthetic"),
+            "teacher_val": (z.val_scenes, "teacher_val", "synthetic"),
+            "photos": (z.photo_scenes, "photos", "real"),
+            "heldout_real": (z.val_scenes, "heldout", "real"),
+            "heldout_synthetic": (z.val_scenes, "heldout", "synthetic")}
+    kw = dict(kind="mixed", size=tuple(z.scene_size), samples_per_shard=256, progress=progress, workers=workers)
+    for name in sets:
+        n, seed, look = plan[name]
+        write_scenes(dest / name, count or n, seed=seeds[seed], look=look, **kw)
+    return {"seeds": seeds, "size": list(z.scene_size), "teacher": z.teacher_scenes, "photos": z.photo_scenes,
+            "heldout": z.val_scenes}
+
+
 def _hardware() -> dict:
     import torch
 
@@ -206,7 +248,6 @@ def build(cfg: Config, out: str | os.PathLike = "runs/zoo", *, install: bool = F
     Returns ``{"quality": ..., "stages": ..., "installed": [paths]}``."""
     import torch
 
-    from ..data.scenes.dataset import write_scenes
     from ..data.shards import map_dataset
 
     z = cfg.zoo
@@ -218,20 +259,10 @@ def build(cfg: Config, out: str | os.PathLike = "runs/zoo", *, install: bool = F
     settings = stage_settings(cfg)
     _adopt_old_settings(runner, out / "config.yaml", log)
     save_resolved(cfg, out)
-    seeds = build_seeds(cfg)
-    size = tuple(z.scene_size)
     sc = out / "scenes"
-    sps = 256
 
     def scenes():
-        kw = dict(kind="mixed", size=size, samples_per_shard=sps, progress=progress)
-        write_scenes(sc / "teacher_train", z.teacher_scenes, seed=seeds["teacher_train"], look="synthetic", **kw)
-        write_scenes(sc / "teacher_val", z.val_scenes, seed=seeds["teacher_val"], look="synthetic", **kw)
-        write_scenes(sc / "photos", z.photo_scenes, seed=seeds["photos"], look="real", **kw)
-        write_scenes(sc / "heldout_real", z.val_scenes, seed=seeds["heldout"], look="real", **kw)
-        write_scenes(sc / "heldout_synthetic", z.val_scenes, seed=seeds["heldout"], look="synthetic", **kw)
-        return {"seeds": seeds, "size": list(size), "teacher": z.teacher_scenes, "photos": z.photo_scenes,
-                "heldout": z.val_scenes}
+        return write_zoo_scenes(cfg, sc, progress=progress)
 
     runner.run(STAGES["scenes"], scenes, outputs=(sc / "teacher_train", sc / "teacher_val", sc / "photos",
                                                   sc / "heldout_real", sc / "heldout_synthetic"),
@@ -283,16 +314,8 @@ def build(cfg: Config, out: str | os.PathLike = "runs/zoo", *, install: bool = F
                settings=settings[STAGES["d2i"]])
 
     def aesthetic():
-        from ..d2i.scorer import train_scorer
-
-        real = _images(out / "photos_labelled", z.scorer_size)
-        syn = _images(sc / "teacher_train", z.scorer_size, limit=real.shape[0])
-        generated = None
-        if z.scorer_generated > 0:
-            generated = d2i_samples(out / "d2i", sc / "teacher_train", z.scorer_generated, z.scorer_size,
-                                    steps=cfg.d2i.num_steps, seed=z.seed)
-        report = train_scorer(real, syn, out / "aesthetic", steps=z.scorer_steps, seed=z.seed,
-                              size=z.scorer_size, progress=progress, generated=generated, target=z.scorer_target)
+        report = train_zoo_scorer(cfg, out / "photos_labelled", sc / "teacher_train", out / "d2i", out / "aesthetic",
+                                  progress=progress)
         return {**report, "torch_threads": torch.get_num_threads()}
 
     runner.run(STAGES["aesthetic"], aesthetic, outputs=(out / "aesthetic",),

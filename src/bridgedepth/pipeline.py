@@ -51,7 +51,6 @@ FIXTURES: dict[str, tuple[str, str, str, str]] = {
 }
 
 
-
 def available_cores() -> int:
     """Cores this process may run on (its CPU affinity where the OS tells it, else the CPU count)."""
     try:

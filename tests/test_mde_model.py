@@ -189,3 +189,24 @@ def test_parameter_groups_and_gradient_checkpointing():
     assert sum(a is not None for a in ref) > 50
     assert all((a is None and p.grad is None) or torch.allclose(a, p.grad, atol=1e-6)
                for a, p in zip(ref, model.parameters()))
+
+
+def test_loading_prints_no_progress_bar_and_leaves_the_setting_alone(tmp_path, capfd):
+    """`bridge predict` and the demo's worker processes printed transformers' "Loading weights" bar on
+    every load, even with --no-progress."""
+    from transformers.utils import logging as hf_logging
+
+    from bridgedepth.mde.model import build_model, load_model, save_model
+
+    save_model(build_model("tiny", seed=0), tmp_path / "m")
+    capfd.readouterr()
+    assert hf_logging.is_progress_bar_enabled()
+    load_model(tmp_path / "m")
+    assert "Loading weights" not in capfd.readouterr().err
+    assert hf_logging.is_progress_bar_enabled()  # restored for the caller's own transformers use
+    hf_logging.disable_progress_bar()
+    try:
+        load_model(tmp_path / "m")
+        assert not hf_logging.is_progress_bar_enabled()
+    finally:
+        hf_logging.enable_progress_bar()

@@ -14,6 +14,8 @@ Checkpoints are Hugging Face directories (``config.json`` + ``model.safetensors`
 
 from __future__ import annotations
 
+import contextlib
+
 import json
 import os
 import shutil
@@ -188,7 +190,8 @@ def init_encoder(model, encoder_dir: str | os.PathLike) -> None:
                 f"{d}: encoder {k}={getattr(src_cfg, k)} does not match the model's {getattr(bcfg, k)}"
             )
     # from_pretrained applies transformers' own key conversions (legacy names on disk)
-    sd = Dinov2Model.from_pretrained(d, use_safetensors=True, local_files_only=True).state_dict()
+    with quiet_loading():
+        sd = Dinov2Model.from_pretrained(d, use_safetensors=True, local_files_only=True).state_dict()
     target = model.backbone.state_dict()
     pos = "embeddings.position_embeddings"
     if pos in sd and sd[pos].shape != target[pos].shape:
@@ -373,9 +376,10 @@ def load_model(ckpt_dir: str | os.PathLike, *, attn_implementation: str = "sdpa"
 
     meta = read_metadata(d)
     try:
-        model, info = DepthAnythingForDepthEstimation.from_pretrained(
-            d, use_safetensors=True, local_files_only=True, output_loading_info=True
-        )
+        with quiet_loading():
+            model, info = DepthAnythingForDepthEstimation.from_pretrained(
+                d, use_safetensors=True, local_files_only=True, output_loading_info=True
+            )
     except (OSError, ValueError, RuntimeError, KeyError, TypeError, SafetensorError) as e:  # incl. size mismatches
         first = (str(e).strip().splitlines() or [""])[0][:300]
         raise InputError(f"{d}: cannot load the model ({type(e).__name__}: {first})") from None
@@ -391,6 +395,22 @@ def load_model(ckpt_dir: str | os.PathLike, *, attn_implementation: str = "sdpa"
     if device is not None:
         model.to(device)
     return model.eval()
+
+
+@contextlib.contextmanager
+def quiet_loading():
+    """transformers' "Loading weights" progress bar off while a checkpoint loads (local files load in
+    about a second; the bar was printed by every `bridge predict` and by each of the demo's worker
+    processes, even with --no-progress); its previous state is restored after."""
+    from transformers.utils import logging as hf_logging
+
+    was = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was:
+            hf_logging.enable_progress_bar()
 
 
 def load_scale_head(ckpt_dir: str | os.PathLike) -> ScaleHead | None:

@@ -4,7 +4,8 @@
     bridge zoo build [--out runs/zoo] [--install] [--preset zoo|zoo-fast] [--set zoo.d2i_steps=...]
 
 `build` is resumable: rerun the same command after an interruption and it continues from the last
-checkpoint of the stage it was in (finished stages are skipped).
+checkpoint of the stage it was in (finished stages are skipped). In a finished folder, a deleted
+model folder or a changed setting remakes only the stages that depend on it (docs/zoo.md).
 """
 
 from __future__ import annotations
@@ -21,7 +22,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     sub = p.add_subparsers(dest="zoo_command", metavar="ACTION", required=True)
     ls = sub.add_parser("list", help="what ships: each model, its role, size and measured quality")
     ls.add_argument("--json", action="store_true", help="print JSON")
-    b = sub.add_parser("build", help="train the toy foundations (CPU hours; resumable)")
+    b = sub.add_parser("build", help="train the toy foundations (CPU hours; resumable)",
+                       description="Train the toy foundations from procedural scenes (docs/zoo.md). Resumable; "
+                                   "in a finished folder, a deleted model folder (e.g. OUT/d2i) or a changed "
+                                   "setting (--set zoo.d2i_steps=...) remakes only the stages that depend on it.")
     b.add_argument("--out", default="runs/zoo", help="build folder (checkpoints, data, quality.json)")
     b.add_argument("--resume", action="store_true",
                    help="continue an interrupted build in --out (the default behaviour; kept for clarity)")

@@ -140,3 +140,58 @@ def test_label_batches_equal_size_images_with_the_one_by_one_result(generated, t
         np.testing.assert_allclose(b[k]["pseudo"].astype(np.float32), a[k]["pseudo"].astype(np.float32),
                                    rtol=2e-3, atol=2e-3)
         assert np.array_equal(a[k]["mask"], b[k]["mask"]) and a[k]["meta"]["mask"] == b[k]["meta"]["mask"]
+
+
+def test_label_rerun_with_other_settings_is_refused_or_overwritten(generated, tmp_path, run_cli):
+    """A rerun into the same --out skipped its finished shards, so a relabel at another SSIM threshold
+    (or with a retrained teacher) kept the old labels under a config.yaml that named the new ones."""
+    from bridgedepth.errors import InputError
+    from bridgedepth.labels.label import label
+    from bridgedepth.mde import build_model, save_model
+
+    cfg = load_config("tiny", ["model.input_size=70", "device=cpu"])
+    out = tmp_path / "lab"
+    first = label(cfg, generated / "teacher", generated / "gen", out, progress=False)
+    # how the work is spread may change: resumed
+    label(load_config("tiny", ["model.input_size=70", "device=cpu", "label.workers=2", "label.batch_size=1"]),
+          generated / "teacher", generated / "gen", out, progress=False)
+    loose = load_config("tiny", ["model.input_size=70", "device=cpu", "label.ssim_threshold=0.05"])
+    with pytest.raises(InputError, match=r"label.ssim_threshold: 0.85 in the folder, 0.05 now.*--overwrite"):
+        label(loose, generated / "teacher", generated / "gen", out, progress=False)
+    with pytest.raises(InputError, match="input_size"):
+        label(load_config("tiny", ["model.input_size=56", "device=cpu"]), generated / "teacher", generated / "gen", out,
+              progress=False)
+    save_model(build_model("micro", seed=1), tmp_path / "teacher")  # retrained: same place, other weights
+    import shutil
+
+    moved = tmp_path / "t2"
+    shutil.copytree(generated / "teacher", moved)
+    for f in (tmp_path / "teacher").glob("*.safetensors"):
+        shutil.copy2(f, moved / f.name)
+    with pytest.raises(InputError, match="teacher's weights"):
+        label(cfg, moved, generated / "gen", out, progress=False)
+    again = label(loose, generated / "teacher", generated / "gen", out, progress=False, overwrite=True)
+    assert again.accepted > first.accepted  # labelled afresh at the looser threshold, not resumed
+    assert all(x["meta"]["accepted"] for x in iter_samples(out, fields=["meta"]))
+    r = run_cli("label", "--teacher", generated / "teacher", "--generated", generated / "gen", "--out", out,
+                "--no-progress", "--set", "model.input_size=70", "--set", "device=cpu")
+    assert r.code == 2 and "label.ssim_threshold: 0.05 in the folder, 0.85 now" in r.err
+    r = run_cli("label", "--teacher", generated / "teacher", "--generated", generated / "gen", "--out", out,
+                "--no-progress", "--set", "model.input_size=70", "--set", "device=cpu", "--overwrite", "--json")
+    assert r.code == 0 and json.loads(r.out)["accepted"] == first.accepted
+
+    # a folder labelled before settings were recorded: compared on its teacher path and label settings
+    from bridgedepth.data.shards import MANIFEST
+
+    man = json.loads((out / MANIFEST).read_text())
+    man["meta"].pop("settings")
+    (out / MANIFEST).write_text(json.dumps(man))
+    label(cfg, generated / "teacher", generated / "gen", out, progress=False)
+    with pytest.raises(InputError, match="ssim_threshold"):
+        label(loose, generated / "teacher", generated / "gen", out, progress=False)
+    with pytest.raises(InputError, match="teacher"):
+        label(cfg, moved, generated / "gen", out, progress=False)
+    other = tmp_path / "other"  # a folder holding another kind of dataset
+    write_dataset(other, 1, lambda i: {"__key__": "a", "meta": {}}, desc="x", progress=False)
+    with pytest.raises(InputError, match="not labels"):
+        label(cfg, generated / "teacher", generated / "gen", other, progress=False)

@@ -191,15 +191,16 @@ def test_parameter_groups_and_gradient_checkpointing():
                for a, p in zip(ref, model.parameters()))
 
 
-def test_loading_prints_no_progress_bar_and_leaves_the_setting_alone(tmp_path, capfd):
+def test_saving_and_loading_print_no_progress_bar_and_leave_the_setting_alone(tmp_path, capfd):
     """`bridge predict` and the demo's worker processes printed transformers' "Loading weights" bar on
     every load, even with --no-progress."""
     from transformers.utils import logging as hf_logging
 
     from bridgedepth.mde.model import build_model, load_model, save_model
 
-    save_model(build_model("tiny", seed=0), tmp_path / "m")
     capfd.readouterr()
+    save_model(build_model("tiny", seed=0), tmp_path / "m")
+    assert "Writing model shards" not in capfd.readouterr().err
     assert hf_logging.is_progress_bar_enabled()
     load_model(tmp_path / "m")
     assert "Loading weights" not in capfd.readouterr().err

@@ -19,6 +19,9 @@ def add_arguments(p):
     p.add_argument("--embed-source", action="store_true",
                    help="store the source depth, valid mask and RGB in each labelled sample instead of the "
                         "generated samples' source_ref (a self-contained set)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="label again from the start a --out folder labelled with another teacher or other "
+                        "label settings (default: refuse it; a rerun with the same settings resumes)")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--strict", action="store_true",
@@ -30,7 +33,7 @@ def run(args) -> int:
 
     cfg = config_from_args(args)
     s = label(cfg, args.teacher, args.generated, args.out, workers=args.workers, progress=not args.no_progress,
-              embed_source=args.embed_source)
+              embed_source=args.embed_source, overwrite=args.overwrite)
     failed = 1 if (s.skipped and (args.strict or s.samples == 0)) else 0
     if args.json:
         print(json.dumps(s.to_json(), indent=2))

@@ -216,8 +216,67 @@ def mask_in_generated_frame(mask: np.ndarray, stats: dict, generated_hw: tuple[i
     return to_generated_frame(np.asarray(mask, bool), transform, generated_hw)
 
 
+# label settings that change how the work is spread, not a single label: a rerun may change them
+LABEL_FREE = ("workers", "batch_size", "mask_threads")
+
+
+def label_settings(cfg: LabelConfig, teacher_dir: str | os.PathLike, input_size: int | None,
+                   embed_source: bool) -> dict:
+    """What a labelled set depends on: the teacher's weights (sha256 of its safetensors files), the
+    network input size, the ``label.*`` settings (less ``LABEL_FREE``) and whether sources are embedded."""
+    from ..data.shards import sha256_file
+
+    d = Path(teacher_dir)
+    weights = {f.name: sha256_file(f, cache=True) for f in sorted(d.glob("*.safetensors"))}
+    return {"teacher_weights": weights, "input_size": input_size, "embed_source": bool(embed_source),
+            "label": {k: v for k, v in to_dict(cfg).items() if k not in LABEL_FREE}}
+
+
+def check_label_output(out: Path, settings: dict, teacher_dir: str | os.PathLike, overwrite: bool) -> None:
+    """Refuse (or, with ``overwrite``, clear) an output folder whose shards were labelled with other
+    settings: a rerun skips finished shards, so it would mix old and new labels under the new
+    config.yaml. Folders from before settings were recorded are compared on what they recorded (the
+    teacher's path and the label settings)."""
+    from ..data.shards import MANIFEST, _read_manifest_json
+
+    if not (out / MANIFEST).exists():
+        return
+    old = _read_manifest_json(out).get("meta", {}) or {}
+    if old.get("stage") != "label":
+        raise InputError(f"{out}: holds a {old.get('stage') or 'non-labelled'} dataset, not labels; choose another --out")
+    if "settings" in old:
+        was, now = old["settings"] or {}, settings
+    else:
+        was = {"teacher": (old.get("teacher") or {}).get("path"),
+               "label": {k: v for k, v in (old.get("label") or {}).items() if k not in LABEL_FREE}}
+        now = {"teacher": str(Path(teacher_dir).resolve()), "label": settings["label"]}
+        now["label"] = {k: v for k, v in now["label"].items() if k in was["label"]}  # keys added since then
+    diff = ["the teacher's weights (another or a retrained teacher)" if k == "teacher_weights" else
+            f"{k}: {a!r} in the folder, {b!r} now" for k, a, b in _diff(was, now)]
+    if not diff:
+        return
+    if not overwrite:
+        shown = "; ".join(diff[:4]) + (f" (and {len(diff) - 4} more)" if len(diff) > 4 else "")
+        raise InputError(f"{out}: its shards were labelled with other settings ({shown}); a rerun would mix old "
+                         f"and new labels. Use another --out, or --overwrite to label them again")
+    for f in out.iterdir():
+        if f.name.startswith("shard-") or f.name in (MANIFEST, "label_summary.json"):
+            f.unlink()
+
+
+def _diff(old: dict, new: dict, prefix: str = "") -> list[tuple[str, object, object]]:
+    out = []
+    for k in sorted(set(old) | set(new)):
+        a, b = old.get(k), new.get(k)
+        if isinstance(a, dict) and isinstance(b, dict) and k != "teacher_weights":
+            out += _diff(a, b, f"{prefix}{k}.")
+        elif a != b:
+            out.append((f"{prefix}{k}", a, b))
+    return out
+
+
 def _label_rank(teacher_dir, generated_dir, out_dir, cfg: LabelConfig, device, input_size, rank, world_size,
-                progress, embed_source=False) -> None:
+                progress, embed_source=False, settings: dict | None = None) -> None:
     from ..data.shards import map_dataset
 
     labeller = Labeller(teacher_dir, cfg, device=device, input_size=input_size, generated_dir=generated_dir,
@@ -225,7 +284,7 @@ def _label_rank(teacher_dir, generated_dir, out_dir, cfg: LabelConfig, device, i
     map_dataset(generated_dir, out_dir, labeller.batch, chunk=max(1, cfg.batch_size), desc=f"labelling (rank {rank})",
                 rank=rank,
                 world_size=world_size, meta={"stage": "label", "teacher": labeller.teacher_id,
-                                             "label": to_dict(cfg)}, progress=progress)
+                                             "label": to_dict(cfg), "settings": settings}, progress=progress)
 
 
 def _worker(args) -> None:
@@ -269,34 +328,39 @@ def summarize(out_dir: str | os.PathLike) -> LabelSummary:
 
 def label(cfg: Config, teacher_dir: str | os.PathLike, generated_dir: str | os.PathLike,
           out_dir: str | os.PathLike, *, workers: int | None = None, rank: int | None = None,
-          world_size: int | None = None, progress: bool = True, embed_source: bool = False) -> LabelSummary:
+          world_size: int | None = None, progress: bool = True, embed_source: bool = False,
+          overwrite: bool = False) -> LabelSummary:
     """Label every generated sample; returns (and writes ``label_summary.json``) the summary.
 
     Generated samples that reference their source (``source_ref``) are resolved for the mask and the
     labelled sample keeps the reference (only what labelling computes, the generated ``rgb`` and
-    ``meta`` are stored); ``embed_source`` stores the source fields instead (self-contained set)."""
+    ``meta`` are stored); ``embed_source`` stores the source fields instead (self-contained set).
+    A rerun into the same folder resumes; one with another teacher or other label settings is refused
+    (:func:`check_label_output`), or with ``overwrite`` labels the folder again from the start."""
     if not Path(teacher_dir).is_dir():
         raise InputError(f"{teacher_dir}: teacher checkpoint folder not found")
     if not Path(generated_dir).is_dir():
         raise InputError(f"{generated_dir}: generated shard folder not found")
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    save_resolved(cfg, out)
     rank = int(os.environ.get("RANK", 0)) if rank is None else rank
     world_size = int(os.environ.get("WORLD_SIZE", 1)) if world_size is None else world_size
+    input_size = cfg.model.input_size
+    settings = label_settings(cfg.label, teacher_dir, input_size, embed_source)
+    check_label_output(out, settings, teacher_dir, overwrite and rank == 0)
+    out.mkdir(parents=True, exist_ok=True)
+    save_resolved(cfg, out)
     workers = max(1, cfg.label.workers if workers is None else workers)
     device = (f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}" if cfg.device in ("auto", "cuda") and _cuda()
               else "cpu")
-    input_size = cfg.model.input_size
     t0 = time.perf_counter()
     if workers == 1:
         _label_rank(teacher_dir, generated_dir, out, cfg.label, device, input_size, rank, world_size, progress,
-                    embed_source)
+                    embed_source, settings)
     else:
         import multiprocessing as mp
 
         jobs = [(str(teacher_dir), str(generated_dir), str(out), cfg.label, device, input_size,
-                 rank * workers + w, world_size * workers, progress and w == 0, embed_source)
+                 rank * workers + w, world_size * workers, progress and w == 0, embed_source, settings)
                 for w in range(workers)]
         try:
             with mp.get_context("spawn").Pool(workers) as pool:

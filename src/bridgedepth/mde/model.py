@@ -190,7 +190,7 @@ def init_encoder(model, encoder_dir: str | os.PathLike) -> None:
                 f"{d}: encoder {k}={getattr(src_cfg, k)} does not match the model's {getattr(bcfg, k)}"
             )
     # from_pretrained applies transformers' own key conversions (legacy names on disk)
-    with quiet_loading():
+    with quiet_progress():
         sd = Dinov2Model.from_pretrained(d, use_safetensors=True, local_files_only=True).state_dict()
     target = model.backbone.state_dict()
     pos = "embeddings.position_embeddings"
@@ -320,7 +320,8 @@ def save_model(
     }
     tmp = Path(tempfile.mkdtemp(prefix=".tmp-ckpt-", dir=out))
     try:
-        model.save_pretrained(tmp, safe_serialization=True)
+        with quiet_progress():  # transformers' "Writing model shards" bar, printed at every checkpoint
+            model.save_pretrained(tmp, safe_serialization=True)
         image_processor_for(input_size, int(model.config.patch_size)).save_pretrained(tmp)
         if scale_head is not None:
             save_file({k: v.detach().contiguous().cpu() for k, v in scale_head.state_dict().items()},
@@ -376,7 +377,7 @@ def load_model(ckpt_dir: str | os.PathLike, *, attn_implementation: str = "sdpa"
 
     meta = read_metadata(d)
     try:
-        with quiet_loading():
+        with quiet_progress():
             model, info = DepthAnythingForDepthEstimation.from_pretrained(
                 d, use_safetensors=True, local_files_only=True, output_loading_info=True
             )
@@ -398,10 +399,11 @@ def load_model(ckpt_dir: str | os.PathLike, *, attn_implementation: str = "sdpa"
 
 
 @contextlib.contextmanager
-def quiet_loading():
-    """transformers' "Loading weights" progress bar off while a checkpoint loads (local files load in
-    about a second; the bar was printed by every `bridge predict` and by each of the demo's worker
-    processes, even with --no-progress); its previous state is restored after."""
+def quiet_progress():
+    """transformers' progress bars off while a checkpoint loads or saves (local files take about a
+    second; "Loading weights" was printed by every `bridge predict` and by each of the demo's worker
+    processes, "Writing model shards" at every training checkpoint, even with --no-progress); their
+    previous state is restored after."""
     from transformers.utils import logging as hf_logging
 
     was = hf_logging.is_progress_bar_enabled()

@@ -85,6 +85,32 @@ def test_resume_reproduces_uninterrupted_losses(shards, tmp_path):
     np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-6)
 
 
+def test_resume_with_other_settings_is_refused_and_steps_may_grow(shards, tmp_path, run_cli):
+    """Rerunning into the same --out with another learning rate or data mixture resumed the old
+    checkpoint silently (a model trained half with each, its card naming the new settings)."""
+    from bridgedepth.errors import InputError
+
+    data = [TrainData(str(shards / "src"), "gt", 1.0)]
+    out = tmp_path / "run"
+    train(_cfg(steps=3), data, out, progress=False)
+    before = (out / "config.yaml").read_text()
+    with pytest.raises(InputError, match=r"other settings \(train.lr: 0.0001 -> 0.001\).*--init-from"):
+        train(_cfg(steps=3, **{"train.lr": "1e-3"}), data, out, progress=False)
+    assert (out / "config.yaml").read_text() == before  # the refused run left the folder's record alone
+    with pytest.raises(InputError, match="the mixture"):
+        train(_cfg(steps=3), data + [TrainData(str(shards / "gen"), "gt", 1.0)], out, progress=False)
+    with pytest.raises(InputError, match="train.loss.trim"):
+        train(_cfg(steps=3, **{"train.loss.trim": "0.2"}), data, out, progress=False)
+    # a longer run, another validation cadence or memory layout: resumed (extends the run)
+    longer = train(_cfg(steps=5, **{"train.save_every": "2", "train.channels_last": "false"}), data, out,
+                   progress=False)
+    assert longer.resumed_from == 3 and longer.steps == 5
+    r = run_cli("train", "--preset", "tiny", "--stage", "teacher", "--data", f"{shards / 'src'}:gt", "--out", out,
+                "--steps", "6", "--no-progress", "--set", "model.name=micro", "--set", "train.crop_size=42",
+                "--set", "train.batch_size=3", "--set", "device=cpu")
+    assert r.code == 2 and "train.batch_size: 2 -> 3" in r.err and "Traceback" not in r.err
+
+
 def test_channels_last_decoder_trains_the_same_as_nchw(shards, tmp_path):
     """train.channels_last (the default) changes the memory layout of the DPT neck/head only: the same
     gradients as NCHW, the same training losses, and a checkpoint that loads as a contiguous one."""

@@ -421,6 +421,41 @@ def _load_resume(out: Path) -> tuple[Path, dict] | None:
         raise InputError(f"{state_file}: unreadable trainer state ({e}); delete {last} to start over") from e
 
 
+# train.* settings a resumed run may change: the length (to extend a run), cadences, validation and
+# memory/speed options that do not change what is learnt; every other train.*, model.* and the data
+# mixture must match the checkpoint's
+RESUME_FREE = ("train.steps", "train.save_every", "train.val_every", "train.val_limit", "train.val",
+               "train.channels_last", "train.gradient_checkpointing", "train.data", "model.input_size")
+
+
+def resume_mismatch(ckpt: Path, cfg: Config, data: list) -> list[str]:
+    """``key: old -> new`` for every training setting (``train.*`` less ``RESUME_FREE``, ``model.*``,
+    ``data.shuffle_group``, the data mixture) that differs between checkpoint ``ckpt`` (its
+    ``bridge.json``) and this run. Empty for a checkpoint that did not record its configuration."""
+    from ..config import flatten
+    from .model import read_metadata
+
+    extra = read_metadata(ckpt).get("extra") or {}
+    old_cfg = extra.get("config") if isinstance(extra, dict) else None
+    if not isinstance(old_cfg, dict):
+        return []
+    new_cfg = to_dict(cfg)
+
+    def view(c: dict, mixture: list) -> dict:
+        flat = flatten({"train": c.get("train") or {}, "model": c.get("model") or {}})
+        flat = {k: v for k, v in flat.items() if not any(k == f or k.startswith(f + ".") for f in RESUME_FREE)}
+        flat["data.shuffle_group"] = (c.get("data") or {}).get("shuffle_group")
+        if mixture is not None:
+            flat["data (the mixture)"] = [(os.path.normpath(str(m.get("path"))), m.get("target"),
+                                           float(m.get("weight", 1.0))) for m in mixture]
+        return flat
+
+    was = view(old_cfg, extra.get("data"))
+    now = view(new_cfg, [d.__dict__ for d in data])
+    keys = [k for k in sorted(set(was) | set(now)) if k in was and was.get(k) != now.get(k)]
+    return [f"{k}: {was.get(k)!r} -> {now.get(k)!r}" for k in keys]
+
+
 def _load_optimizer_blob(path: Path) -> dict:
     """``optimizer.pt`` through ``torch.load(weights_only=True)``: tensors and plain containers only; a
     pickle that would build any other object (run code) is refused before anything of it runs."""
@@ -595,9 +630,16 @@ def train(
     set_seed(t.seed)
     if accelerator.is_main_process:
         out.mkdir(parents=True, exist_ok=True)
-        save_resolved(cfg, out)
     resume = _load_resume(out)
     start_step, state, blob = 0, {}, None
+    if resume is not None and (diff := resume_mismatch(resume[0], cfg, data)):
+        shown = "; ".join(diff[:4]) + (f" (and {len(diff) - 4} more)" if len(diff) > 4 else "")
+        raise InputError(f"{resume[0]}: this run would resume a checkpoint trained with other settings ({shown}); "
+                         f"it would mix them. Use another --out, start from it with --init-from {resume[0]} in "
+                         f"another --out, or delete {out} to start over (train.steps may change: that extends "
+                         "or shortens a run)")
+    if accelerator.is_main_process:
+        save_resolved(cfg, out)  # after the check: a refused run leaves the folder's record as it was
     if resume is not None:
         init_from = str(resume[0])
         state = resume[1]

@@ -32,9 +32,9 @@ def test_saved_model_is_the_warmed_up_average(tmp_path, monkeypatch):
     first: list[list[torch.Tensor]] = []
     real_save, real_create = pm._save_checkpoint, pm.TinyBackend.create
 
-    def save(backend, opt, step, ckpt, ema=None):
+    def save(backend, opt, step, ckpt, ema=None, settings=None):
         raw[step] = _params(backend.denoiser)
-        real_save(backend, opt, step, ckpt, ema)
+        real_save(backend, opt, step, ckpt, ema, settings)
 
     def create(*a, **k):
         b = real_create(*a, **k)
@@ -67,8 +67,8 @@ def test_average_survives_an_interruption(tmp_path, monkeypatch):
     data = toy_scenes(8, 24)
     real_save = pm._save_checkpoint
 
-    def save_then_stop(backend, opt, step, ckpt, ema=None):
-        real_save(backend, opt, step, ckpt, ema)
+    def save_then_stop(backend, opt, step, ckpt, ema=None, settings=None):
+        real_save(backend, opt, step, ckpt, ema, settings)
         if step == 2:
             raise KeyboardInterrupt
 

@@ -47,6 +47,34 @@ def test_pretrain_writes_diffusers_layout_and_resumes(pretrained, tmp_path):
     assert s2["resumed_from"] == 2 and not (d / "checkpoint").exists()
 
 
+def test_pretrain_resume_refuses_other_settings_and_survives_a_kill_between_renames(tmp_path):
+    """A rerun into the same --out with other d2i settings (other channels: another UNet) resumed the
+    old checkpoint; a kill between removing the old checkpoint and renaming the new one lost both."""
+    from dataclasses import replace
+
+    from bridgedepth.d2i import pretrain as pm
+    from bridgedepth.errors import InputError
+
+    cfg = load_config("tiny", SMALL)
+    d = tmp_path / "r"
+    pretrain(cfg, toy_scenes(8, 24), d, steps=2, progress=False)
+
+    def interrupted_at_2(c):  # the checkpoint an interrupted run of config c leaves after step 2
+        dc = replace(c.d2i, resolution=16, num_steps=3)
+        be = load_backend(d)
+        pm._save_checkpoint(be, torch.optim.AdamW(be.denoiser.parameters()), 2, d / "checkpoint",
+                            settings=pm._resume_settings(dc, None))
+
+    interrupted_at_2(cfg)
+    with pytest.raises(InputError, match=r"other settings \(d2i.pretrain_lr: 0.002 -> 0.01\)"):
+        pretrain(load_config("tiny", SMALL + ["d2i.pretrain_lr=1e-2"]), toy_scenes(8, 24), d, steps=3, progress=False)
+    # a kill between the renames: only checkpoint.old is left; it is put back and resumed, and a longer
+    # run (d2i.pretrain_steps / --steps) may resume it
+    (d / "checkpoint").rename(d / "checkpoint.old")
+    s = pretrain(load_config("tiny", SMALL + ["d2i.save_every=100"]), toy_scenes(8, 24), d, steps=4, progress=False)
+    assert s["resumed_from"] == 2 and not (d / "checkpoint").exists() and not (d / "checkpoint.old").exists()
+
+
 def test_finetune_lora_logs_grids_resume(pretrained, teacher_dir, tmp_path):
     d2i, _ = pretrained
     cfg = load_config("tiny", SMALL)
@@ -94,6 +122,15 @@ def test_finetune_lora_logs_grids_resume(pretrained, teacher_dir, tmp_path):
     finally:
         fm.sample = real
     assert (out2 / "checkpoints" / "last" / LORA_FILE).exists()
+    # resuming with another learning rate or LoRA rank is refused (it would mix them) ...
+    from bridgedepth.errors import InputError
+
+    for change, key in (("finetune.lr=1e-3", "finetune.lr: 0.01 -> 0.001"), ("finetune.lora_rank=4", "lora_rank")):
+        with pytest.raises(InputError, match=key.replace(".", r"\.")):
+            finetune(load_config("tiny", SMALL + ["finetune.save_every=2", change]), d2i, teacher_dir,
+                     toy_scenes(6, 24), out2, steps=3, progress=False)
+    # ... another save or sample cadence is not
+    cfg3 = load_config("tiny", SMALL + ["finetune.save_every=5", "finetune.sample_every=7"])
     s3 = finetune(cfg3, d2i, teacher_dir, toy_scenes(6, 24), out2, steps=3, progress=False)
     assert s3["resumed_from"] == 2
     full = [json.loads(x) for x in (out2 / "finetune_log.jsonl").read_text().splitlines()]

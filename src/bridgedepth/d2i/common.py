@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
+import shutil
+from pathlib import Path
 from typing import Iterable, Iterator
 
 import numpy as np
@@ -155,3 +158,60 @@ def pick_device(name: str = "auto") -> torch.device:
         if name == "auto":
             return torch.device("cpu")
     return torch.device(name)
+
+
+# ------------------------------------------------------------------------------------------------
+# Resumable checkpoints (pretraining and reward fine-tuning)
+# ------------------------------------------------------------------------------------------------
+
+SETTINGS_JSON = "settings.json"
+
+
+def recover_checkpoint(ckpt: Path) -> None:
+    """A run killed between the two renames of :func:`swap_in_checkpoint` left the previous checkpoint
+    in ``NAME.old`` and none under ``NAME``: put it back. A half-written ``NAME.tmp`` is never loaded."""
+    old = ckpt.with_name(ckpt.name + ".old")
+    if not (ckpt / "state.pt").exists() and (old / "state.pt").exists():
+        if ckpt.exists():
+            shutil.rmtree(ckpt)
+        os.replace(old, ckpt)
+    elif old.exists():
+        shutil.rmtree(old)
+
+
+def swap_in_checkpoint(tmp: Path, ckpt: Path, settings: dict | None = None) -> None:
+    """Make the filled folder ``tmp`` the checkpoint ``ckpt`` (with ``settings.json``, what it was
+    trained with): move ``ckpt`` to ``NAME.old``, rename, remove the old one. At every point a complete
+    checkpoint exists (:func:`recover_checkpoint`)."""
+    from .. import faults
+
+    if settings is not None:
+        (tmp / SETTINGS_JSON).write_text(json.dumps(settings, indent=1))
+    old = ckpt.with_name(ckpt.name + ".old")
+    faults.point("ckpt-write", tmp)
+    if old.exists():
+        shutil.rmtree(old)
+    if ckpt.exists():
+        os.replace(ckpt, old)
+    faults.point("ckpt-swap", ckpt)
+    os.replace(tmp, ckpt)
+    if old.exists():
+        shutil.rmtree(old)
+
+
+def check_resume_settings(ckpt: Path, settings: dict, out: Path, what: str, may_change: str) -> None:
+    """Refuse to resume checkpoint ``ckpt`` when the settings it was written with (its
+    ``settings.json``; older checkpoints have none and are resumed as before) differ from ``settings``
+    (flat ``{key: value}``, JSON-able): the run would mix the two. ``what`` names the job,
+    ``may_change`` what a resumed run may change."""
+    try:
+        old = json.loads((ckpt / SETTINGS_JSON).read_text())
+    except (OSError, ValueError):
+        return
+    now = json.loads(json.dumps(settings))  # tuples as lists, as read back
+    diff = [f"{k}: {old.get(k)!r} -> {now.get(k)!r}" for k in sorted(set(old) | set(now)) if old.get(k) != now.get(k)]
+    if diff:
+        shown = "; ".join(diff[:4]) + (f" (and {len(diff) - 4} more)" if len(diff) > 4 else "")
+        raise InputError(f"{ckpt}: this run would resume a {what} checkpoint written with other settings ({shown}); "
+                         f"it would mix them. Use another output folder, or delete {out} to start over "
+                         f"({may_change} may change)")

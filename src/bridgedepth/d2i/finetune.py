@@ -25,7 +25,7 @@ from tqdm.auto import tqdm
 from .. import faults
 from ..config import Config
 from .backend import BRIDGE_JSON, LORA_FILE, load_backend, read_bridge_json, write_json_atomic
-from .common import load_source, prepare_source
+from .common import check_resume_settings, load_source, prepare_source, recover_checkpoint, swap_in_checkpoint
 from .lora import add_lora, load_lora, lora_disabled, lora_parameters, save_lora
 from .rewards import aesthetic_model, aligned_absrel, build_rewards, masked_cosine
 from .sampler import sample
@@ -245,10 +245,14 @@ def finetune(cfg: Config, d2i_dir: str | os.PathLike, teacher, source, out_dir: 
     opt = accelerator.prepare(opt)  # the denoiser is not wrapped: see sync_gradients
 
     ckpt = out / "checkpoints" / "last"
-    _recover_ckpt(ckpt)
+    recover_checkpoint(ckpt)
+    settings = resume_settings(fc, backend, d2i_dir, teacher_dir, sources, hs if heldout is not None else None)
     start = 0
     before = None
     if (ckpt / "state.pt").exists():
+        check_resume_settings(ckpt, settings, out, "reward fine-tuning",
+                              "finetune.steps (to extend the run), the log, sample and save cadences and "
+                              "activation checkpointing")
         load_lora(backend.denoiser, ckpt / LORA_FILE)
         state = torch.load(ckpt / "state.pt", map_location="cpu", weights_only=True)
         opt.load_state_dict(state["optimizer"])
@@ -301,7 +305,7 @@ def finetune(cfg: Config, d2i_dir: str | os.PathLike, teacher, source, out_dir: 
             _write_png(out / "samples" / f"step-{step + 1:06d}.png",
                        _grid({k: v.cpu() for k, v in batch.items()}, roll.images, pred))
         if accelerator.is_main_process and fc.save_every and (step + 1) % fc.save_every == 0 and step + 1 < steps:
-            _save_ckpt(backend.denoiser, opt, step + 1, rng, before, ckpt)
+            _save_ckpt(backend.denoiser, opt, step + 1, rng, before, ckpt, settings)
     accelerator.wait_for_everyone()
     after = evaluate_depth(backend, teacher, held_data, num_steps=num_steps, seeds=held_seeds,
                            mean_centre=fc.reward.depth_mean_centre, aesthetic=aesthetic_fn)
@@ -373,20 +377,11 @@ def _truncate_log(log_path: Path, start: int) -> None:
     os.replace(tmp, log_path)
 
 
-def _recover_ckpt(ckpt: Path) -> None:
-    """A run killed between the two renames of :func:`_save_ckpt` left the previous checkpoint in
-    ``last.old`` and no ``last``: put it back. A half-written ``last.tmp`` is never loaded."""
-    old = ckpt.with_name(ckpt.name + ".old")
-    if not ckpt.exists() and (old / "state.pt").exists():
-        os.replace(old, ckpt)
-    elif old.exists():
-        shutil.rmtree(old)
-
-
-def _save_ckpt(model, opt, step: int, rng: random.Random, before: dict, ckpt: Path) -> None:
-    """Write the resume state atomically: fill ``last.tmp``, move ``last`` to ``last.old``, rename
-    ``last.tmp`` to ``last``, remove ``last.old``. At every point a complete checkpoint exists."""
-    tmp, old = ckpt.with_name(ckpt.name + ".tmp"), ckpt.with_name(ckpt.name + ".old")
+def _save_ckpt(model, opt, step: int, rng: random.Random, before: dict, ckpt: Path,
+               settings: dict | None = None) -> None:
+    """Write the resume state into ``last.tmp`` and swap it in atomically (:func:`swap_in_checkpoint`:
+    at every point a complete checkpoint exists)."""
+    tmp = ckpt.with_name(ckpt.name + ".tmp")
     if tmp.exists():
         shutil.rmtree(tmp)
     tmp.mkdir(parents=True)
@@ -395,12 +390,34 @@ def _save_ckpt(model, opt, step: int, rng: random.Random, before: dict, ckpt: Pa
     torch.save({"optimizer": opt.state_dict(), "step": step,
                 "rng": [version, list(internal), gauss]}, tmp / "state.pt")
     (tmp / "before.json").write_text(json.dumps(before))
-    faults.point("ckpt-write", tmp)
-    if old.exists():
-        shutil.rmtree(old)
-    if ckpt.exists():
-        os.replace(ckpt, old)
-    faults.point("ckpt-swap", ckpt)
-    os.replace(tmp, ckpt)
-    if old.exists():
-        shutil.rmtree(old)
+    swap_in_checkpoint(tmp, ckpt, settings)
+
+
+# finetune.* settings a resumed run may change: its length, cadences, the source reader's cache and
+# activation checkpointing (memory only); every other one changes what the LoRA learns
+RESUME_FREE = ("steps", "log_every", "sample_every", "save_every", "open_shards", "max_samples", "checkpointing",
+               "checkpoint_granularity", "decoder_checkpointing", "teacher_checkpointing")
+
+
+def resume_settings(fc, backend, d2i_dir, teacher_dir: str | None, sources, heldout) -> dict:
+    """What a fine-tune checkpoint depends on: ``finetune.*`` (less ``RESUME_FREE``), the generator's
+    resolved sampling settings, the base model's and the teacher's weights, the (held-out) sources
+    (parsed :class:`~bridgedepth.d2i.source.Source` lists)."""
+    from dataclasses import asdict
+
+    from ..config import flatten
+    from ..data.shards import sha256_file
+    from .backend import model_fingerprint
+
+    out = {f"finetune.{k}": v for k, v in flatten(asdict(fc)).items() if k.split(".")[0] not in RESUME_FREE}
+    out.update({f"d2i.{k}": v for k, v in backend.settings().items()})
+    out["base"] = model_fingerprint(d2i_dir)
+    if teacher_dir:
+        out["teacher"] = {f.name: sha256_file(f, cache=True) for f in sorted(Path(teacher_dir).glob("*.safetensors"))}
+    def named(srcs):
+        return [[str(Path(x.data).resolve()) if x.is_dir else "samples", float(x.weight)] for x in srcs]
+
+    out["sources"] = named(sources)
+    if heldout is not None:
+        out["heldout"] = named(heldout)
+    return out

@@ -27,7 +27,7 @@ from ..config import Config
 from ..errors import InputError
 from ..io import usual_permissions
 from .backend import write_json_atomic
-from .common import load_source, pick_device, prepare_source
+from .common import check_resume_settings, load_source, pick_device, prepare_source, recover_checkpoint, swap_in_checkpoint
 from .tiny import TinyBackend, build_scheduler
 
 
@@ -83,7 +83,11 @@ def pretrain(cfg: Config, source, out_dir: str | os.PathLike, *, steps: int | No
                                      patch=dc.patch, prediction_type=dc.prediction_type)
     start = 0
     opt = torch.optim.AdamW(backend.denoiser.parameters(), lr=dc.pretrain_lr, weight_decay=1e-4)
+    settings = _resume_settings(dc, source)
+    recover_checkpoint(ckpt)
     if (ckpt / "state.pt").exists():
+        check_resume_settings(ckpt, settings, out, "pretraining",
+                              "d2i.pretrain_steps (to extend the run), d2i.save_every and d2i.pretrain_ema")
         backend.denoiser = UNet2DModel.from_pretrained(ckpt / "unet").to(memory_format=torch.channels_last)
         opt = torch.optim.AdamW(backend.denoiser.parameters(), lr=dc.pretrain_lr, weight_decay=1e-4)
         state = torch.load(ckpt / "state.pt", map_location="cpu", weights_only=True)
@@ -129,7 +133,7 @@ def pretrain(cfg: Config, source, out_dir: str | os.PathLike, *, steps: int | No
             f.write(json.dumps({"step": step + 1, "loss": losses[-1], "grad_norm": float(gn),
                                 "lr": sched.get_last_lr()[0]}) + "\n")
         if dc.save_every and (step + 1) % dc.save_every == 0 and step + 1 < steps:
-            _save_checkpoint(backend, opt, step + 1, ckpt, ema)
+            _save_checkpoint(backend, opt, step + 1, ckpt, ema, settings)
     if ema is not None:
         ema.copy_to(backend.denoiser.parameters())
     backend.denoiser.eval()
@@ -162,7 +166,28 @@ def _initial(d: Path, dc) -> TinyBackend:
     return b
 
 
-def _save_checkpoint(backend: TinyBackend, opt, step: int, ckpt: Path, ema: EMAModel | None = None) -> None:
+# d2i settings a resumed pretraining may change: its length (to extend it), the checkpoint cadence, the
+# sampling steps written into the finished model's bridge.json and the weight average (which only
+# watches the training: a checkpoint without one starts it from the resumed weights)
+RESUME_FREE = ("pretrain_steps", "save_every", "num_steps", "guidance_scale", "dtype", "cache_dir", "path",
+               "pretrain_ema")
+
+
+def _resume_settings(dc, source) -> dict:
+    """What a pretraining checkpoint's weights depend on: the ``d2i.*`` settings less ``RESUME_FREE``
+    and the source folder (when given as a path)."""
+    from dataclasses import asdict
+
+    out = {f"d2i.{k}": v for k, v in asdict(dc).items() if k not in RESUME_FREE}
+    if isinstance(source, (str, os.PathLike)):
+        out["source"] = str(Path(source).resolve())
+    return out
+
+
+def _save_checkpoint(backend: TinyBackend, opt, step: int, ckpt: Path, ema: EMAModel | None = None,
+                     settings: dict | None = None) -> None:
+    """Write the checkpoint into ``checkpoint.tmp`` and swap it in (:func:`swap_in_checkpoint`: a kill
+    at any point leaves a complete checkpoint)."""
     tmp = ckpt.with_name(ckpt.name + ".tmp")
     if tmp.exists():
         shutil.rmtree(tmp)
@@ -172,6 +197,4 @@ def _save_checkpoint(backend: TinyBackend, opt, step: int, ckpt: Path, ema: EMAM
     torch.save({"optimizer": opt.state_dict(), "step": step}, tmp / "state.pt")
     if ema is not None:
         torch.save(ema.state_dict(), tmp / "ema.pt")
-    if ckpt.exists():
-        shutil.rmtree(ckpt)
-    os.replace(tmp, ckpt)
+    swap_in_checkpoint(tmp, ckpt, settings)

@@ -86,6 +86,30 @@ def test_convert_folder_shared_nyu_with_limit_and_options(shared_data, tmp_path,
     assert s["meta"]["encoding"] == "png-mm" and s["intrinsics"].shape == (4,)
 
 
+def test_convert_into_a_folder_of_another_dataset_is_refused(shared_data, tmp_path, run_cli):
+    """Converting KITTI into a folder that held converted NYU frames kept the NYU shards (complete) and
+    rewrote the manifest to say KITTI: NYU images under KITTI's depth encoding and metadata."""
+    out = tmp_path / "cv"
+    nyu = ("sources", "convert", "folder", "--root", shared_data / "rgbd" / "nyu_sync", "--out", out,
+           "--encoding", "png-mm")
+    assert run_cli(*nyu).code == 0
+    assert run_cli(*nyu).code == 0  # the same conversion resumes
+    r = run_cli("sources", "convert", "folder", "--root", shared_data / "rgbd" / "kitti_annotated", "--out", out,
+                "--encoding", "png-kitti")
+    assert r.code == 2 and "converted with other options" in r.err and "kitti_annotated" in r.err, r
+    for more, what in ((["--limit", "2"], "frames: 3 in the folder, 2 now"),
+                       (["--samples-per-shard", "1"], "samples per shard"),
+                       (["--opt", "intrinsics=test_annotations.json"], "options")):
+        r = run_cli(*nyu, *more)
+        assert r.code == 2 and what in r.err, (more, r)
+    assert json.loads((out / "manifest.json").read_text())["meta"]["root"].endswith("nyu_sync")
+    other = tmp_path / "scenes"
+    assert run_cli("scenes", "--out", other, "--count", "1", "--size", "32x32", "--quiet").code == 0
+    r = run_cli("sources", "convert", "folder", "--root", shared_data / "rgbd" / "nyu_sync", "--out", other,
+                "--encoding", "png-mm")
+    assert r.code == 2 and "not converted from a source" in r.err
+
+
 def test_convert_open3d_color_folder(shared_data, tmp_path, run_cli):
     out = tmp_path / "o3d"
     r = run_cli("sources", "convert", "folder", "--root", shared_data / "rgbd" / "open3d", "--out", out,

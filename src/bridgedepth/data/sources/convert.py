@@ -20,6 +20,28 @@ def _write_json_atomic(path: Path, data: dict) -> None:
     os.replace(tmp, path)
 
 
+def _check_existing(out: Path, meta: dict, count: int, samples_per_shard: int) -> None:
+    """Refuse to resume into a folder converted from another source, root, encoding, adapter options,
+    frame count or shard size: its complete shards would be kept (the rerun would mix two datasets
+    under a manifest naming only the second)."""
+    from ...errors import InputError
+    from ..shards import MANIFEST, _read_manifest_json
+
+    if not (out / MANIFEST).exists():
+        return
+    man = _read_manifest_json(out)
+    old = man.get("meta") or {}
+    if "source" not in old or "root" not in old:
+        raise InputError(f"{out}: holds a dataset that was not converted from a source; use another --out")
+    was = {**{k: old.get(k) for k in meta}, "frames": man.get("num_inputs"),
+           "samples per shard": man.get("samples_per_shard")}
+    now = {**meta, "frames": count, "samples per shard": samples_per_shard}
+    diff = [f"{k}: {was[k]!r} in the folder, {now[k]!r} now" for k in now if was.get(k) != now[k]]
+    if diff:
+        raise InputError(f"{out}: already holds shards converted with other options ({'; '.join(diff)}); a rerun "
+                         f"would keep its complete shards and mix two datasets. Use another --out or delete it")
+
+
 def convert_source(
     adapter: SourceAdapter,
     out_dir: str | Path,
@@ -64,6 +86,7 @@ def convert_source(
                     for k, v in adapter.opts.items()},
         "metric": adapter.metric,
     }
+    _check_existing(out, meta, len(refs), samples_per_shard)
     manifest = write_dataset(out, len(refs), make_sample, samples_per_shard=samples_per_shard,
                              desc=f"convert {adapter.name}", rank=rank, world_size=world_size, meta=meta)
 

@@ -47,6 +47,40 @@ def test_predict_without_model_uses_the_shipped_toy_model(images, tmp_path, run_
     assert res.values.shape == (20, 24) and res.meta["unit"] == "relative"
 
 
+def test_another_model_into_the_same_folder_is_refused_not_mixed(micro_ckpt, images, tmp_path, run_cli):
+    """A second `bridge predict` with another model (or colouring) into the same --out counted the first
+    model's files as already done and kept them, under a predictions.json naming the second model."""
+    from bridgedepth.mde import build_model, save_model
+
+    other = tmp_path / "other"
+    save_model(build_model("micro", seed=5), other)
+    out = tmp_path / "out"
+    one = images / "good0.png"
+    assert run_cli("predict", one, "--model", micro_ckpt, "--out", out).code == 0
+    # more images, same settings: added (the first one is already done)
+    r = run_cli("predict", one, images / "good1.png", "--model", micro_ckpt, "--out", out, "--batch-size", "2")
+    assert r.code == 0 and "1 image(s) (1 already done)" in r.out, r
+    r = run_cli("predict", one, "--model", other, "--out", out)
+    assert r.code == 2 and "other settings" in r.err and "the model's weights" in r.err and "--overwrite" in r.err, r
+    r = run_cli("predict", one, "--model", micro_ckpt, "--out", out, "--grayscale")
+    assert r.code == 2 and "grayscale: False -> True" in r.err, r
+    # the same path retrained (other weights): refused too
+    retrained = tmp_path / "retrained"
+    import shutil
+
+    shutil.copytree(micro_ckpt, retrained)
+    out2 = tmp_path / "out2"
+    assert run_cli("predict", one, "--model", retrained, "--out", out2).code == 0
+    save_model(build_model("micro", seed=6), retrained)
+    r = run_cli("predict", one, "--model", retrained, "--out", out2)
+    assert r.code == 2 and "the model's weights" in r.err and "model:" not in r.err, r
+    before = (out / "good0_color.png").read_bytes()
+    r = run_cli("predict", one, "--model", other, "--out", out, "--overwrite")
+    assert r.code == 0 and "1 image(s) (0 already done)" in r.out
+    assert (out / "good0_color.png").read_bytes() != before
+    assert json.loads((out / "predictions.json").read_text())["settings"]["model"] == str(other.resolve())
+
+
 def test_missing_default_model_says_how_to_get_one(images, tmp_path, run_cli, monkeypatch):
     monkeypatch.setenv("BRIDGE_ZOO_DIR", str(tmp_path / "empty"))
     r = run_cli("predict", images / "good0.png", "--out", tmp_path / "o")

@@ -167,6 +167,51 @@ def _load_predictor(args):
     return predictor, str(model)
 
 
+def _model_weights(model: str) -> dict:
+    """sha256 of what a model is (its safetensors files, or the .onnx file): a retrained or another
+    model at the same path is another model."""
+    from ..data.shards import sha256_file
+
+    p = Path(model)
+    files = [p] if p.is_file() else sorted(p.glob("*.safetensors"))
+    return {f.name: sha256_file(f, cache=True) for f in files}
+
+
+def prediction_settings(args, predictor, model_desc: str) -> dict:
+    """What the files in --out depend on (besides the image): the model and its weights, how it is run
+    and how its values are written. Thread, batch, device and compile options are left out."""
+    model = model_desc.split(" (onnxruntime)")[0]
+    return {"model": str(Path(model).resolve()), "weights": _model_weights(model), "backend": args.backend,
+            "input_size": getattr(predictor, "input_size", None), "fixed_size": bool(args.fixed_size),
+            "metric": bool(args.metric), "precision": args.precision, "grayscale": bool(args.grayscale),
+            "depth_scale": args.depth_scale, "fx": args.fx, "fy": args.fy, "cx": args.cx, "cy": args.cy,
+            "fov": args.fov, "side_by_side": bool(args.side_by_side), "smooth": args.smooth}
+
+
+def check_previous(out_dir: Path, settings: dict, overwrite: bool) -> None:
+    """Refuse to add to a folder whose predictions were made with other settings (another model, say):
+    its existing files count as already done, so the folder would mix two models' outputs under a
+    ``predictions.json`` naming only the second. ``--overwrite`` recomputes them instead."""
+    path = out_dir / MANIFEST
+    if overwrite or not path.is_file():
+        return
+    try:
+        old = json.loads(path.read_text())
+    except ValueError:
+        return
+    was, now = old.get("settings"), settings
+    if not isinstance(was, dict):  # written before settings were recorded: compare what it said
+        model = str(old.get("model") or "").split(" (onnxruntime)")[0]
+        was = {"model": str(Path(model).resolve()) if model else None, "grayscale": old.get("colormap") == "gray"}
+        now = {k: settings[k] for k in was}
+    diff = ["the model's weights" if k == "weights" else f"{k}: {was.get(k)!r} -> {now.get(k)!r}"
+            for k in sorted(set(was) | set(now)) if was.get(k) != now.get(k)]
+    if diff:
+        raise InputError(f"{out_dir}: holds predictions made with other settings ({'; '.join(diff[:4])}"
+                         f"{' and more' if len(diff) > 4 else ''}); they would be kept as already done. Use another "
+                         "--out, or --overwrite to recompute them")
+
+
 def _metres(res, depth_scale: float | None):
     """Metric depth of a result for point clouds; relative disparity needs an explicit scale."""
     import numpy as np
@@ -224,6 +269,9 @@ def run(args) -> int:
                          "metric model (or --metric with a scale head), or pass --depth-scale S "
                          "(metres = S / disparity)")
     out_dir = out_arg.parent if video_file else out_arg
+    settings = prediction_settings(args, predictor, model_desc)
+    if not video_file:
+        check_previous(out_dir, settings, args.overwrite)
     out_dir.mkdir(parents=True, exist_ok=True)
     todo = []
     for p in images:
@@ -285,7 +333,7 @@ def run(args) -> int:
                   f"the clip [{s['range'][0]:.4g}, {s['range'][1]:.4g}]; flicker {s['flicker_clip_normalisation']:.2f} "
                   f"(per-frame normalisation would give {s['flicker_per_frame_normalisation']:.2f}); "
                   f"details in {target}.json")
-    manifest = {"model": model_desc, "backend": args.backend, **values,
+    manifest = {"model": model_desc, "backend": args.backend, "settings": settings, **values,
                 "colormap": "gray" if args.grayscale else "Spectral_r",
                 "near": "white" if args.grayscale else "red", "far": "black" if args.grayscale else "blue",
                 "images": done, "videos": video_summaries,

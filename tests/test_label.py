@@ -195,3 +195,16 @@ def test_label_rerun_with_other_settings_is_refused_or_overwritten(generated, tm
     write_dataset(other, 1, lambda i: {"__key__": "a", "meta": {}}, desc="x", progress=False)
     with pytest.raises(InputError, match="not labels"):
         label(cfg, generated / "teacher", generated / "gen", other, progress=False)
+
+
+def test_label_overwrite_with_several_processes_asks_to_clear_the_folder(generated, tmp_path):
+    """--overwrite under torchrun: one rank clearing the folder while another writes into it would lose
+    shards; with several processes the folder is to be removed first."""
+    from bridgedepth.errors import InputError
+    from bridgedepth.labels.label import label
+
+    cfg = load_config("tiny", ["model.input_size=70", "device=cpu"])
+    out = tmp_path / "lab"
+    label(cfg, generated / "teacher", generated / "gen", out, progress=False)
+    with pytest.raises(InputError, match="remove the folder first"):
+        label(cfg, generated / "teacher", generated / "gen", out, progress=False, overwrite=True, rank=1, world_size=2)

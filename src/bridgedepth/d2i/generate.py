@@ -208,7 +208,11 @@ def generate(cfg: Config, d2i_dir: str | os.PathLike, source_dir: str | os.PathL
                     batch_size=gc.batch_size, embed_source=embed, out_dir=out)
     settings = {**backend.settings(), "num_steps": gen.steps, "seed": gen.seed, "images_per_depth": gen.n,
                 "dtype": str(backend.dtype).replace("torch.", ""), "model": model_fingerprint(d2i_dir)}
-    check_output_settings(out, settings, overwrite and rank == 0)
+    if overwrite and world_size > 1 and (out / "manifest.json").exists():
+        # no rank may write before another has cleared the folder
+        raise InputError(f"{out}: --overwrite with {world_size} processes: remove the folder first (rm -r {out}) "
+                         "and rerun without --overwrite, or regenerate with one process")
+    check_output_settings(out, settings, overwrite)
     out.mkdir(parents=True, exist_ok=True)
     if rank == 0:
         save_resolved(cfg, out, "generate_config.yaml")

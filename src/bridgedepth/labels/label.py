@@ -346,7 +346,11 @@ def label(cfg: Config, teacher_dir: str | os.PathLike, generated_dir: str | os.P
     world_size = int(os.environ.get("WORLD_SIZE", 1)) if world_size is None else world_size
     input_size = cfg.model.input_size
     settings = label_settings(cfg.label, teacher_dir, input_size, embed_source)
-    check_label_output(out, settings, teacher_dir, overwrite and rank == 0)
+    if overwrite and world_size > 1 and (out / "manifest.json").exists():
+        # no rank may write before another has cleared the folder
+        raise InputError(f"{out}: --overwrite with {world_size} processes: remove the folder first (rm -r {out}) "
+                         "and rerun without --overwrite, or relabel with one process")
+    check_label_output(out, settings, teacher_dir, overwrite)
     out.mkdir(parents=True, exist_ok=True)
     save_resolved(cfg, out)
     workers = max(1, cfg.label.workers if workers is None else workers)

@@ -56,6 +56,12 @@ def test_generate_schema_and_seeds(setup):
     # rerun: complete shards are skipped
     s3 = generate(cfg, d2i, src, root / "g1", images_per_depth=2, seed=7, progress=False)
     assert s3["images"] == 0
+    # --overwrite under several ranks would let one rank clear what another writes: refused
+    from bridgedepth.errors import InputError
+
+    with pytest.raises(InputError, match="remove the folder first"):
+        generate(cfg, d2i, src, root / "g2", images_per_depth=2, seed=8, rank=1, world_size=2, overwrite=True,
+                 progress=False)
 
 
 def test_cli_pretrain_and_generate(setup, run_cli, tmp_path):

@@ -517,9 +517,14 @@ def install_models(cfg: Config, out: Path, quality: dict, runner: StageRunner,
         card["built"] = _built_date(target, card["sha256"])
         (tmp / CARD_JSON).write_text(json.dumps(_jsonable(card), indent=1))
         (tmp / "README.md").write_text(_card_text(name, card))
+        old = dest / f".{name}.old"  # swapped, not removed first: a kill leaves one complete model in place
+        if old.exists():
+            shutil.rmtree(old)
         if target.exists():
-            shutil.rmtree(target)
+            os.replace(target, old)
         os.replace(tmp, target)
+        if old.exists():
+            shutil.rmtree(old)
         installed.append(str(target))
         log(f"installed {name} -> {target} ({card['megabytes']} MB)")
     return installed

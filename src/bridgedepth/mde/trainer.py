@@ -446,7 +446,8 @@ def resume_mismatch(ckpt: Path, cfg: Config, data: list) -> list[str]:
         flat = {k: v for k, v in flat.items() if not any(k == f or k.startswith(f + ".") for f in RESUME_FREE)}
         flat["data.shuffle_group"] = (c.get("data") or {}).get("shuffle_group")
         if mixture is not None:
-            flat["data (the mixture)"] = [(os.path.normpath(str(m.get("path"))), m.get("target"),
+            # resolved: the same folder given as a relative and as an absolute path is the same source
+            flat["data (the mixture)"] = [(str(Path(str(m.get("path"))).resolve()), m.get("target"),
                                            float(m.get("weight", 1.0))) for m in mixture]
         return flat
 

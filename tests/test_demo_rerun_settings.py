@@ -18,7 +18,7 @@ def _folder(tmp_path, overrides=()):
 
 def test_same_settings_more_seeds_or_another_checkout_resume(tmp_path):
     out = _folder(tmp_path)
-    cfg = load_config("tiny", ["demo.seeds=3", "demo.stage_workers=1", "label.mask_threads=1"])
+    cfg = load_config("tiny", ["demo.seeds=3", "demo.stage_workers=1", "label.mask_threads=1", "label.batch_size=2"])
     cfg.finetune.reward.aesthetic_model = "/new/checkout/models/aesthetic"
     check_same_settings(cfg, out)  # no error
 

@@ -344,7 +344,7 @@ def resolve_foundations(cfg: Config, out: Path, *, from_scratch: bool, progress:
 # settings a rerun may change in the same folder: how many seeds (the documented way to add seeds), how the
 # work is spread over the cores; everything else decides what the finished stages contain
 RERUN_FREE = ("demo.seeds", "demo.threads", "demo.stage_workers",
-              "label.mask_threads", "label.workers",
+              "label.mask_threads", "label.workers", "label.batch_size",
               "overrides")  # the override strings: their effect is in the values compared
 
 

@@ -35,7 +35,10 @@ def add_arguments(p):
 def run(args) -> int:
     cfg = config_from_args(args)
     out = Path(args.out)
-    save_resolved(cfg, out, f"{args.action}_config.yaml")
+    name = f"{args.action}_config.yaml"
+    ckpt = out / ("checkpoint" if args.action == "pretrain" else "checkpoints/last")
+    if not (ckpt / "state.pt").exists() and not (ckpt.with_name(ckpt.name + ".old") / "state.pt").exists():
+        save_resolved(cfg, out, name)  # a resumed run's settings are checked first (a refused one leaves it)
     if args.action == "pretrain":
         from ..d2i.pretrain import pretrain
 
@@ -70,5 +73,6 @@ def run(args) -> int:
         for name, h in (summary.get("heldout") or {}).items():
             if isinstance(h, dict) and "by" in h:
                 print(f"held out from {name}: {h['samples']} samples from {h['scenes']} scenes (by {h['by']})")
+    save_resolved(cfg, out, name)
     print(json.dumps(summary, indent=2, default=str))
     return 0

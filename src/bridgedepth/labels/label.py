@@ -244,8 +244,8 @@ def check_label_output(out: Path, settings: dict, teacher_dir: str | os.PathLike
     old = _read_manifest_json(out).get("meta", {}) or {}
     if old.get("stage") != "label":
         raise InputError(f"{out}: holds a {old.get('stage') or 'non-labelled'} dataset, not labels; choose another --out")
-    if "settings" in old:
-        was, now = old["settings"] or {}, settings
+    if isinstance(old.get("settings"), dict):
+        was, now = old["settings"], settings
     else:
         was = {"teacher": (old.get("teacher") or {}).get("path"),
                "label": {k: v for k, v in (old.get("label") or {}).items() if k not in LABEL_FREE}}

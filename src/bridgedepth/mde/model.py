@@ -269,22 +269,31 @@ def forward_with_features(model, pixel_values: torch.Tensor) -> tuple[torch.Tens
 
 
 def image_processor_for(input_size: int = 518, multiple: int = 14):
-    """The transformers image processor that reproduces Depth-Anything-V2's preprocessing."""
+    """The transformers image processor that reproduces Depth-Anything-V2's preprocessing. Built as
+    ``DPTImageProcessor`` (what ``preprocessor_config.json`` names, for every transformers version);
+    without torchvision transformers 5 gives its PIL variant, with a warning at every checkpoint save
+    that is silenced here (the preprocessing is the same)."""
     from transformers import DPTImageProcessor
+    from transformers.utils import logging as hf_logging
 
-    return DPTImageProcessor(
-        do_resize=True,
-        size={"height": input_size, "width": input_size},
-        keep_aspect_ratio=True,
-        ensure_multiple_of=multiple,
-        resample=3,  # PIL bicubic
-        do_rescale=True,
-        rescale_factor=1 / 255,
-        do_normalize=True,
-        image_mean=list(IMAGENET_MEAN),
-        image_std=list(IMAGENET_STD),
-        do_pad=False,
-    )
+    level = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    try:
+        return DPTImageProcessor(
+            do_resize=True,
+            size={"height": input_size, "width": input_size},
+            keep_aspect_ratio=True,
+            ensure_multiple_of=multiple,
+            resample=3,  # PIL bicubic
+            do_rescale=True,
+            rescale_factor=1 / 255,
+            do_normalize=True,
+            image_mean=list(IMAGENET_MEAN),
+            image_std=list(IMAGENET_STD),
+            do_pad=False,
+        )
+    finally:
+        hf_logging.set_verbosity(level)
 
 
 def save_model(

@@ -414,6 +414,7 @@ def resume_settings(fc, backend, d2i_dir, teacher_dir: str | None, sources, held
     out["base"] = model_fingerprint(d2i_dir)
     if teacher_dir:
         out["teacher"] = {f.name: sha256_file(f, cache=True) for f in sorted(Path(teacher_dir).glob("*.safetensors"))}
+
     def named(srcs):
         return [[str(Path(x.data).resolve()) if x.is_dir else "samples", float(x.weight)] for x in srcs]
 

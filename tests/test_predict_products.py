@@ -60,6 +60,8 @@ def test_another_model_into_the_same_folder_is_refused_not_mixed(micro_ckpt, ima
     # more images, same settings: added (the first one is already done)
     r = run_cli("predict", one, images / "good1.png", "--model", micro_ckpt, "--out", out, "--batch-size", "2")
     assert r.code == 0 and "1 image(s) (1 already done)" in r.out, r
+    listed = [Path(e["input"]).name for e in json.loads((out / "predictions.json").read_text())["images"]]
+    assert sorted(listed) == ["good0.png", "good1.png"]  # both runs' images, not only the latest
     r = run_cli("predict", one, "--model", other, "--out", out)
     assert r.code == 2 and "other settings" in r.err and "the model's weights" in r.err and "--overwrite" in r.err, r
     r = run_cli("predict", one, "--model", micro_ckpt, "--out", out, "--grayscale")
@@ -78,7 +80,9 @@ def test_another_model_into_the_same_folder_is_refused_not_mixed(micro_ckpt, ima
     r = run_cli("predict", one, "--model", other, "--out", out, "--overwrite")
     assert r.code == 0 and "1 image(s) (0 already done)" in r.out
     assert (out / "good0_color.png").read_bytes() != before
-    assert json.loads((out / "predictions.json").read_text())["settings"]["model"] == str(other.resolve())
+    man = json.loads((out / "predictions.json").read_text())
+    assert man["settings"]["model"] == str(other.resolve())
+    assert [Path(e["input"]).name for e in man["images"]] == ["good0.png"]  # good1's files are the old model's
 
 
 def test_missing_default_model_says_how_to_get_one(images, tmp_path, run_cli, monkeypatch):

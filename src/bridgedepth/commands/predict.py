@@ -212,6 +212,20 @@ def check_previous(out_dir: Path, settings: dict, overwrite: bool) -> None:
                          "--out, or --overwrite to recompute them")
 
 
+def _earlier_images(out_dir: Path, settings: dict, done: list[dict]) -> list[dict]:
+    """The images an earlier run with the same settings wrote into ``out_dir`` (still there, not
+    predicted again now): a folder filled over several runs lists them all in predictions.json."""
+    try:
+        old = json.loads((out_dir / MANIFEST).read_text())
+    except (OSError, ValueError):
+        return []
+    if old.get("settings") != settings:  # another model's files are not this folder's predictions any more
+        return []
+    now = {d["input"] for d in done}
+    return [e for e in old.get("images") or [] if isinstance(e, dict) and e.get("input") not in now
+            and all(Path(o).exists() for o in (e.get("outputs") or {}).values())]
+
+
 def _metres(res, depth_scale: float | None):
     """Metric depth of a result for point clouds; relative disparity needs an explicit scale."""
     import numpy as np
@@ -336,7 +350,8 @@ def run(args) -> int:
     manifest = {"model": model_desc, "backend": args.backend, "settings": settings, **values,
                 "colormap": "gray" if args.grayscale else "Spectral_r",
                 "near": "white" if args.grayscale else "red", "far": "black" if args.grayscale else "blue",
-                "images": done, "videos": video_summaries,
+                "images": (_earlier_images(out_dir, settings, done) if not video_file else []) + done,
+                "videos": video_summaries,
                 "failures": [{"input": i, "reason": r} for i, r in failures]}
     if not video_file:
         from ..io import atomic_write

@@ -167,21 +167,13 @@ def _load_predictor(args):
     return predictor, str(model)
 
 
-def _model_weights(model: str) -> dict:
-    """sha256 of what a model is (its safetensors files, or the .onnx file): a retrained or another
-    model at the same path is another model."""
-    from ..data.shards import sha256_file
-
-    p = Path(model)
-    files = [p] if p.is_file() else sorted(p.glob("*.safetensors"))
-    return {f.name: sha256_file(f, cache=True) for f in files}
-
-
 def prediction_settings(args, predictor, model_desc: str) -> dict:
     """What the files in --out depend on (besides the image): the model and its weights, how it is run
     and how its values are written. Thread, batch, device and compile options are left out."""
+    from ..data.shards import weights_sha256
+
     model = model_desc.split(" (onnxruntime)")[0]
-    return {"model": str(Path(model).resolve()), "weights": _model_weights(model), "backend": args.backend,
+    return {"model": str(Path(model).resolve()), "weights": weights_sha256(model), "backend": args.backend,
             "input_size": getattr(predictor, "input_size", None), "fixed_size": bool(args.fixed_size),
             "metric": bool(args.metric), "precision": args.precision, "grayscale": bool(args.grayscale),
             "depth_scale": args.depth_scale, "fx": args.fx, "fy": args.fy, "cx": args.cx, "cy": args.cy,

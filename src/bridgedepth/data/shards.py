@@ -320,6 +320,16 @@ def sha256_file(path: str | os.PathLike, *, cache: bool = False) -> str:
     return digest
 
 
+def weights_sha256(path: str | os.PathLike) -> dict[str, str]:
+    """What a model is, for telling two apart: the sha256 of every ``*.safetensors`` file under a
+    model folder, by path relative to it (of the file itself when ``path`` is a file, e.g. an .onnx
+    export). A retrained model at the same place gives other digests. Cached per unchanged file."""
+    p = Path(path)
+    if p.is_file():
+        return {p.name: sha256_file(p, cache=True)}
+    return {str(f.relative_to(p)): sha256_file(f, cache=True) for f in sorted(p.rglob("*.safetensors"))}
+
+
 def _fsync_dir(d: Path) -> None:
     with contextlib.suppress(OSError):
         fd = os.open(d, os.O_RDONLY)

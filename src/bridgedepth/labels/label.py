@@ -224,11 +224,9 @@ def label_settings(cfg: LabelConfig, teacher_dir: str | os.PathLike, input_size:
                    embed_source: bool) -> dict:
     """What a labelled set depends on: the teacher's weights (sha256 of its safetensors files), the
     network input size, the ``label.*`` settings (less ``LABEL_FREE``) and whether sources are embedded."""
-    from ..data.shards import sha256_file
+    from ..data.shards import weights_sha256
 
-    d = Path(teacher_dir)
-    weights = {f.name: sha256_file(f, cache=True) for f in sorted(d.glob("*.safetensors"))}
-    return {"teacher_weights": weights, "input_size": input_size, "embed_source": bool(embed_source),
+    return {"teacher_weights": weights_sha256(teacher_dir), "input_size": input_size, "embed_source": bool(embed_source),
             "label": {k: v for k, v in to_dict(cfg).items() if k not in LABEL_FREE}}
 
 

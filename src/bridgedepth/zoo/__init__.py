@@ -19,7 +19,6 @@ trains them from procedural scenes (:mod:`bridgedepth.zoo.build`).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from dataclasses import dataclass
@@ -95,14 +94,14 @@ def folder_bytes(path: Path) -> int:
     return sum(f.stat().st_size for f in Path(path).rglob("*") if f.is_file())
 
 
-def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(chunk), b""):
-            h.update(block)
-    return h.hexdigest()
+def sha256_file(path: str | os.PathLike) -> str:
+    from ..data.shards import sha256_file as digest
+
+    return digest(path)
 
 
 def weight_files(path: Path) -> dict[str, str]:
-    """sha256 of every safetensors file in a model folder, by relative path."""
-    return {str(f.relative_to(path)): sha256_file(f) for f in sorted(Path(path).rglob("*.safetensors"))}
+    """sha256 of every safetensors file in a model folder, by relative path (the cards' ``sha256``)."""
+    from ..data.shards import weights_sha256
+
+    return weights_sha256(path)

@@ -244,7 +244,8 @@ def test_zoo_fast_build_installs_loadable_models_with_cards(tmp_path, monkeypatc
     from bridgedepth.d2i.backend import load_backend
     from bridgedepth.d2i.scorer import load_scorer
     from bridgedepth.mde import load_model
-    from bridgedepth.zoo import list_models, model_path, sha256_file
+    from bridgedepth.data.shards import sha256_file
+    from bridgedepth.zoo import list_models, model_path
     from bridgedepth.zoo.build import build
 
     monkeypatch.setenv("BRIDGE_ZOO_DIR", str(tmp_path / "models"))

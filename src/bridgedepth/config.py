@@ -488,6 +488,25 @@ def flatten(d: Any, prefix: str = "") -> dict[str, Any]:
     return {prefix[:-1]: d}
 
 
+def changed_settings(old: dict, new: dict) -> list[tuple[str, Any, Any]]:
+    """``(dotted key, old value, new value)`` for every setting that differs between two (nested)
+    settings dicts, sorted by key: what every "made with other settings" check of a rerun compares.
+    Keys only one side has are not compared: a setting added by a later version, at its default,
+    reproduces what the older output was made with. So a dict whose keys vary (adapter options, a
+    model fingerprint) is to be given as one value (a digest or sorted JSON), not nested."""
+    a, b = flatten(old), flatten(new)
+    return [(k, a[k], b[k]) for k in sorted(a.keys() & b.keys()) if a[k] != b[k]]
+
+
+def describe_changes(changes: list[tuple[str, Any, Any]], *, limit: int = 4,
+                     form: str = "{key}: {old!r} -> {new!r}", named: dict[str, str] | None = None) -> str:
+    """The first ``limit`` of :func:`changed_settings`' changes as text: ``form`` filled per change, or
+    the fixed text ``named[key]`` (for values such as weight digests that mean nothing to a reader)."""
+    named = named or {}
+    shown = "; ".join(named.get(k) or form.format(key=k, old=a, new=b) for k, a, b in changes[:limit])
+    return shown + (f" (and {len(changes) - limit} more)" if len(changes) > limit else "")
+
+
 def _deep_merge(base: dict, over: dict) -> dict:
     out = dict(base)
     for k, v in over.items():

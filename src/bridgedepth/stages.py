@@ -29,6 +29,8 @@ from typing import Any, Callable
 
 import numpy as np
 
+from .config import changed_settings, describe_changes
+
 
 @dataclass
 class StageRecord:
@@ -117,56 +119,65 @@ class StageRunner:
                 self.log(f"[{name}] removing {p}: {why}")
                 shutil.rmtree(q) if q.is_dir() else q.unlink()
 
+    def _verdict(self, name: str, outputs: tuple, inputs: tuple, settings: dict | None) -> tuple[str, str] | None:
+        """Why ``name`` must run, without changing anything: ``(kind, detail)`` with kind ``new``,
+        ``interrupted`` (a rerun that did not finish), ``changed`` (other settings), ``stale`` (an input
+        remade since) or ``gone`` (an output missing); None when its record can be trusted."""
+        rec = self.done.get(name)
+        if rec is None:
+            return "new", ""
+        if "remaking" in rec:
+            return "interrupted", ""
+        if settings is not None and "settings" in rec:
+            changes = changed_settings(rec["settings"], _jsonable(settings))
+            if changes:
+                return "changed", describe_changes(changes, limit=3)
+        stale = next((p for p in inputs if self._remade_after(name, Path(p))), None)
+        if stale is not None:
+            return "stale", str(stale)
+        gone = next((p for p in outputs if not Path(p).exists()), None)
+        return ("gone", str(gone)) if gone is not None else None
+
     def _needs_run(self, name: str, outputs: tuple, inputs: tuple, settings: dict | None) -> bool:
         """Whether ``name`` must run (see :meth:`run`); removes what must be made afresh and remembers
         in ``stages.json`` that the stage is being remade, so that an interruption does not lose it."""
+        verdict = self._verdict(name, outputs, inputs, settings)
         rec = self.done.get(name)
-        if rec is None:
-            return True
         want = _jsonable(settings) if settings is not None else None
-        if "remaking" in rec:  # an interrupted rerun
-            if want is not None and rec.get("remaking_settings", want) != want:
+        if verdict is None:
+            if want is not None and "settings" not in rec:
+                rec["settings"] = want  # a record from before settings were kept, with no saved configuration
+                self._write()
+            return False
+        kind, detail = verdict
+        if kind == "new":
+            return True
+        if kind == "interrupted":
+            if want is not None and changed_settings(rec.get("remaking_settings", want), want):
                 # the settings changed again since that rerun began: what it made so far is stale too
                 self._remove_outputs(name, outputs, "made with other settings")
                 rec["remaking"], rec["remaking_settings"] = [self._rel(p) for p in outputs], want
                 self._write()
             return True
-        changed = want is not None and "settings" in rec and rec["settings"] != want
-        stale = [Path(p) for p in inputs if self._remade_after(name, Path(p))]
-        gone = [Path(p) for p in outputs if not Path(p).exists()]
-        if changed:
-            self.log(f"[{name}] done before with other settings ({_diff(rec['settings'], want)}): running it again")
+        if kind == "changed":
+            self.log(f"[{name}] done before with other settings ({detail}): running it again")
             self._remove_outputs(name, outputs, "made with other settings")
-            rec["remaking"] = [self._rel(p) for p in outputs]
-        elif stale:
-            self.log(f"[{name}] done before, but its input {stale[0]} was remade since: running it again")
+        elif kind == "stale":
+            self.log(f"[{name}] done before, but its input {detail} was remade since: running it again")
             self._remove_outputs(name, outputs, "made from the old input")
-            rec["remaking"] = [self._rel(p) for p in outputs]
-        elif gone:
-            self.log(f"[{name}] done before, but {gone[0]} is missing: running it again")
-            rec["remaking"] = [self._rel(p) for p in gone]
-        elif want is not None and "settings" not in rec:
-            rec["settings"] = want  # a record from before settings were kept, with no saved configuration
-            self._write()
-            return False
         else:
-            return False
+            self.log(f"[{name}] done before, but {detail} is missing: running it again")
+        gone_only = [p for p in outputs if not Path(p).exists()]
+        rec["remaking"] = [self._rel(p) for p in (gone_only if kind == "gone" else outputs)]
         if want is not None:
             rec["remaking_settings"] = want
         self._write()  # remembered until the stage finishes: an interruption does not lose it
         return True
 
     def _may_run(self, stages: list[ParallelStage]) -> set[str]:
-        """Names of ``stages`` that may run (without deciding or changing anything): no record, an
-        interrupted rerun, a missing output, other settings, or after a stage that may run."""
-        out = set()
-        for st in stages:
-            rec = self.done.get(st.name)
-            want = _jsonable(st.settings) if st.settings is not None else None
-            if (rec is None or "remaking" in rec or any(not Path(p).exists() for p in st.outputs)
-                    or (want is not None and "settings" in rec and rec["settings"] != want)
-                    or any(self._remade_after(st.name, Path(p)) for p in st.inputs)):
-                out.add(st.name)
+        """Names of ``stages`` that may run (without deciding or changing anything): those with a
+        :meth:`_verdict`, and those after a stage that may run."""
+        out = {st.name for st in stages if self._verdict(st.name, st.outputs, st.inputs, st.settings)}
         grew = True
         while grew:
             grew = False
@@ -248,12 +259,9 @@ class StageRunner:
                 if st is None:
                     raise ValueError(f"stages {[s.name for s in pending]} wait on each other")
                 pending.remove(st)
-                if self._needs_run(st.name, st.outputs, st.inputs, st.settings):
-                    out[st.name] = self.run(st.name, lambda st=st: st.fn(*st.args), st.outputs, st.inputs,
-                                            st.settings)
+                out[st.name] = self.run(st.name, lambda st=st: st.fn(*st.args), st.outputs, st.inputs, st.settings)
+                if not self.records[-1].skipped:
                     ran.append(st.name)
-                else:
-                    out[st.name] = self._skip(st.name)
                 finished.add(st.name)
         else:
             import multiprocessing as mp
@@ -341,10 +349,3 @@ def _jsonable(x: Any) -> Any:
     if isinstance(x, (str, int, float, bool)) or x is None:
         return x
     return str(x)
-
-
-def _diff(old: dict, new: dict, limit: int = 3) -> str:
-    """``key: old -> new`` for the first ``limit`` keys that differ between two settings dicts."""
-    keys = [k for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
-    shown = "; ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in keys[:limit])
-    return shown + (f" and {len(keys) - limit} more" if len(keys) > limit else "")

@@ -8,6 +8,7 @@ import sys
 import time
 from pathlib import Path
 
+from ..config import changed_settings, describe_changes
 from ..errors import InputError
 from ..io.image import IMAGE_SUFFIXES  # .png .jpg .jpeg .ppm .bmp .tif .tiff .webp
 from ..io.video import VIDEO_SUFFIXES  # .mp4 .mov .avi .mkv .webm .m4v (cv2 is imported lazily there)
@@ -170,10 +171,10 @@ def _load_predictor(args):
 def prediction_settings(args, predictor, model_desc: str) -> dict:
     """What the files in --out depend on (besides the image): the model and its weights, how it is run
     and how its values are written. Thread, batch, device and compile options are left out."""
-    from ..data.shards import weights_sha256
+    from ..data.shards import weights_digest
 
     model = model_desc.split(" (onnxruntime)")[0]
-    return {"model": str(Path(model).resolve()), "weights": weights_sha256(model), "backend": args.backend,
+    return {"model": str(Path(model).resolve()), "weights": weights_digest(model), "backend": args.backend,
             "input_size": getattr(predictor, "input_size", None), "fixed_size": bool(args.fixed_size),
             "metric": bool(args.metric), "precision": args.precision, "grayscale": bool(args.grayscale),
             "depth_scale": args.depth_scale, "fx": args.fx, "fy": args.fy, "cx": args.cx, "cy": args.cy,
@@ -191,17 +192,15 @@ def check_previous(out_dir: Path, settings: dict, overwrite: bool) -> None:
         old = json.loads(path.read_text())
     except ValueError:
         return
-    was, now = old.get("settings"), settings
+    was = old.get("settings")
     if not isinstance(was, dict):  # written before settings were recorded: compare what it said
         model = str(old.get("model") or "").split(" (onnxruntime)")[0]
         was = {"model": str(Path(model).resolve()) if model else None, "grayscale": old.get("colormap") == "gray"}
-        now = {k: settings[k] for k in was}
-    diff = ["the model's weights" if k == "weights" else f"{k}: {was.get(k)!r} -> {now.get(k)!r}"
-            for k in sorted(set(was) | set(now)) if was.get(k) != now.get(k)]
-    if diff:
-        raise InputError(f"{out_dir}: holds predictions made with other settings ({'; '.join(diff[:4])}"
-                         f"{' and more' if len(diff) > 4 else ''}); they would be kept as already done. Use another "
-                         "--out, or --overwrite to recompute them")
+    changes = changed_settings(was, settings)
+    if changes:
+        shown = describe_changes(changes, named={"weights": "the model's weights"})
+        raise InputError(f"{out_dir}: holds predictions made with other settings ({shown}); they would be kept as "
+                         "already done. Use another --out, or --overwrite to recompute them")
 
 
 def _earlier_images(out_dir: Path, settings: dict, done: list[dict]) -> list[dict]:

@@ -208,10 +208,11 @@ def check_resume_settings(ckpt: Path, settings: dict, out: Path, what: str, may_
         old = json.loads((ckpt / SETTINGS_JSON).read_text())
     except (OSError, ValueError):
         return
-    now = json.loads(json.dumps(settings))  # tuples as lists, as read back
-    diff = [f"{k}: {old.get(k)!r} -> {now.get(k)!r}" for k in sorted(set(old) | set(now)) if old.get(k) != now.get(k)]
-    if diff:
-        shown = "; ".join(diff[:4]) + (f" (and {len(diff) - 4} more)" if len(diff) > 4 else "")
-        raise InputError(f"{ckpt}: this run would resume a {what} checkpoint written with other settings ({shown}); "
+    from ..config import changed_settings, describe_changes
+
+    changes = changed_settings(old, json.loads(json.dumps(settings)))  # tuples as lists, as read back
+    if changes:
+        raise InputError(f"{ckpt}: this run would resume a {what} checkpoint written with other settings "
+                         f"({describe_changes(changes, named={'teacher': 'the teacher weights'})}); "
                          f"it would mix them. Use another output folder, or delete {out} to start over "
                          f"({may_change} may change)")

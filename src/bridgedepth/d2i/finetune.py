@@ -406,14 +406,14 @@ def resume_settings(fc, backend, d2i_dir, teacher_dir: str | None, sources, held
     from dataclasses import asdict
 
     from ..config import flatten
-    from ..data.shards import weights_sha256
+    from ..data.shards import weights_digest
     from .backend import model_fingerprint
 
     out = {f"finetune.{k}": v for k, v in flatten(asdict(fc)).items() if k.split(".")[0] not in RESUME_FREE}
     out.update({f"d2i.{k}": v for k, v in backend.settings().items()})
-    out["base"] = model_fingerprint(d2i_dir)
+    out["base"] = json.dumps(model_fingerprint(d2i_dir), sort_keys=True)  # one value: its keys vary by kind
     if teacher_dir:
-        out["teacher"] = weights_sha256(teacher_dir)
+        out["teacher"] = weights_digest(teacher_dir)
 
     def named(srcs):
         return [[str(Path(x.data).resolve()) if x.is_dir else "samples", float(x.weight)] for x in srcs]

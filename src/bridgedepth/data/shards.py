@@ -330,6 +330,15 @@ def weights_sha256(path: str | os.PathLike) -> dict[str, str]:
     return {str(f.relative_to(p)): sha256_file(f, cache=True) for f in sorted(p.rglob("*.safetensors"))}
 
 
+def weights_digest(path: str | os.PathLike) -> str:
+    """One sha256 over :func:`weights_sha256` (every relative path with its digest): a model's identity
+    as a single value for the settings a rerun compares."""
+    h = hashlib.sha256()
+    for rel, digest in weights_sha256(path).items():
+        h.update(f"{rel}={digest}\n".encode())
+    return h.hexdigest()
+
+
 def _fsync_dir(d: Path) -> None:
     with contextlib.suppress(OSError):
         fd = os.open(d, os.O_RDONLY)

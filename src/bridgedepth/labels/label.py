@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..config import Config, LabelConfig, save_resolved, to_dict
+from ..config import Config, LabelConfig, changed_settings, describe_changes, save_resolved, to_dict
 from ..errors import InputError
 
 # 1: mask in the original's grid (resized to the generated size when they differed)
@@ -224,9 +224,9 @@ def label_settings(cfg: LabelConfig, teacher_dir: str | os.PathLike, input_size:
                    embed_source: bool) -> dict:
     """What a labelled set depends on: the teacher's weights (sha256 of its safetensors files), the
     network input size, the ``label.*`` settings (less ``LABEL_FREE``) and whether sources are embedded."""
-    from ..data.shards import weights_sha256
+    from ..data.shards import weights_digest
 
-    return {"teacher_weights": weights_sha256(teacher_dir), "input_size": input_size, "embed_source": bool(embed_source),
+    return {"teacher_weights": weights_digest(teacher_dir), "input_size": input_size, "embed_source": bool(embed_source),
             "label": {k: v for k, v in to_dict(cfg).items() if k not in LABEL_FREE}}
 
 
@@ -244,33 +244,20 @@ def check_label_output(out: Path, settings: dict, teacher_dir: str | os.PathLike
         raise InputError(f"{out}: holds a {old.get('stage') or 'non-labelled'} dataset, not labels; choose another --out")
     if isinstance(old.get("settings"), dict):
         was, now = old["settings"], settings
-    else:
-        was = {"teacher": (old.get("teacher") or {}).get("path"),
-               "label": {k: v for k, v in (old.get("label") or {}).items() if k not in LABEL_FREE}}
+    else:  # labelled before settings were recorded: what it did record
+        was = {"teacher": (old.get("teacher") or {}).get("path"), "label": old.get("label") or {}}
         now = {"teacher": str(Path(teacher_dir).resolve()), "label": settings["label"]}
-        now["label"] = {k: v for k, v in now["label"].items() if k in was["label"]}  # keys added since then
-    diff = ["the teacher's weights (another or a retrained teacher)" if k == "teacher_weights" else
-            f"{k}: {a!r} in the folder, {b!r} now" for k, a, b in _diff(was, now)]
-    if not diff:
+    changes = changed_settings(was, now)  # keys only one side has (LABEL_FREE, newer ones) are not compared
+    if not changes:
         return
     if not overwrite:
-        shown = "; ".join(diff[:4]) + (f" (and {len(diff) - 4} more)" if len(diff) > 4 else "")
+        shown = describe_changes(changes, form="{key}: {old!r} in the folder, {new!r} now",
+                                 named={"teacher_weights": "the teacher's weights (another or a retrained teacher)"})
         raise InputError(f"{out}: its shards were labelled with other settings ({shown}); a rerun would mix old "
                          f"and new labels. Use another --out, or --overwrite to label them again")
     for f in out.iterdir():
         if f.name.startswith("shard-") or f.name in (MANIFEST, "label_summary.json"):
             f.unlink()
-
-
-def _diff(old: dict, new: dict, prefix: str = "") -> list[tuple[str, object, object]]:
-    out = []
-    for k in sorted(set(old) | set(new)):
-        a, b = old.get(k), new.get(k)
-        if isinstance(a, dict) and isinstance(b, dict) and k != "teacher_weights":
-            out += _diff(a, b, f"{prefix}{k}.")
-        elif a != b:
-            out.append((f"{prefix}{k}", a, b))
-    return out
 
 
 def _label_rank(teacher_dir, generated_dir, out_dir, cfg: LabelConfig, device, input_size, rank, world_size,

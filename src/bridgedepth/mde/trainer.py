@@ -40,7 +40,7 @@ from typing import Callable, Iterator, Optional
 import numpy as np
 import torch
 
-from ..config import Config, ConfigError, save_resolved, to_dict
+from ..config import Config, ConfigError, changed_settings, describe_changes, flatten, save_resolved, to_dict
 from ..data.targets import TARGET_FIELDS, TargetKind, training_view
 from .. import faults
 from ..errors import InputError, raise_if_storage
@@ -428,11 +428,11 @@ RESUME_FREE = ("train.steps", "train.save_every", "train.val_every", "train.val_
                "train.channels_last", "train.gradient_checkpointing", "train.data", "model.input_size")
 
 
-def resume_mismatch(ckpt: Path, cfg: Config, data: list) -> list[str]:
-    """``key: old -> new`` for every training setting (``train.*`` less ``RESUME_FREE``, ``model.*``,
-    ``data.shuffle_group``, the data mixture) that differs between checkpoint ``ckpt`` (its
-    ``bridge.json``) and this run. Empty for a checkpoint that did not record its configuration."""
-    from ..config import flatten
+def resume_mismatch(ckpt: Path, cfg: Config, data: list) -> list[tuple]:
+    """The training settings (``train.*`` less ``RESUME_FREE``, ``model.*``, ``data.shuffle_group``,
+    the data mixture) that differ between checkpoint ``ckpt`` (its ``bridge.json``) and this run, as
+    :func:`~bridgedepth.config.changed_settings` gives them. Empty for a checkpoint that did not record
+    its configuration."""
     from .model import read_metadata
 
     extra = read_metadata(ckpt).get("extra") or {}
@@ -451,10 +451,7 @@ def resume_mismatch(ckpt: Path, cfg: Config, data: list) -> list[str]:
                                            float(m.get("weight", 1.0))) for m in mixture]
         return flat
 
-    was = view(old_cfg, extra.get("data"))
-    now = view(new_cfg, [d.__dict__ for d in data])
-    keys = [k for k in sorted(set(was) | set(now)) if k in was and was.get(k) != now.get(k)]
-    return [f"{k}: {was.get(k)!r} -> {now.get(k)!r}" for k in keys]
+    return changed_settings(view(old_cfg, extra.get("data")), view(new_cfg, [d.__dict__ for d in data]))
 
 
 def _load_optimizer_blob(path: Path) -> dict:
@@ -633,9 +630,9 @@ def train(
         out.mkdir(parents=True, exist_ok=True)
     resume = _load_resume(out)
     start_step, state, blob = 0, {}, None
-    if resume is not None and (diff := resume_mismatch(resume[0], cfg, data)):
-        shown = "; ".join(diff[:4]) + (f" (and {len(diff) - 4} more)" if len(diff) > 4 else "")
-        raise InputError(f"{resume[0]}: this run would resume a checkpoint trained with other settings ({shown}); "
+    if resume is not None and (changes := resume_mismatch(resume[0], cfg, data)):
+        raise InputError(f"{resume[0]}: this run would resume a checkpoint trained with other settings "
+                         f"({describe_changes(changes)}); "
                          f"it would mix them. Use another --out, start from it with --init-from {resume[0]} in "
                          f"another --out, or delete {out} to start over (train.steps may change: that extends "
                          "or shortens a run)")

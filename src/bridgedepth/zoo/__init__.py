@@ -92,16 +92,3 @@ def available(name: str) -> bool:
 
 def folder_bytes(path: Path) -> int:
     return sum(f.stat().st_size for f in Path(path).rglob("*") if f.is_file())
-
-
-def sha256_file(path: str | os.PathLike) -> str:
-    from ..data.shards import sha256_file as digest
-
-    return digest(path)
-
-
-def weight_files(path: Path) -> dict[str, str]:
-    """sha256 of every safetensors file in a model folder, by relative path (the cards' ``sha256``)."""
-    from ..data.shards import weights_sha256
-
-    return weights_sha256(path)

@@ -22,7 +22,8 @@ Every stage is resumable (each training checkpoints; the stage runner skips fini
 interrupted build continues with the same command. A finished stage is made again when its output
 folder is deleted, when a stage it reads from was made again, or when a setting it reads changed
 (:func:`stage_settings`): ``--set zoo.d2i_steps=6000`` in the same folder retrains the D2I foundation
-from the start and remakes the scorer and the evaluation, but keeps the scenes and the depth model. Everything runs on the CPU (a GPU is used when
+from the start and remakes the scorer and the evaluation, but keeps the scenes and the depth model.
+Everything runs on the CPU (a GPU is used when
 ``device`` allows it, nothing depends on one).
 """
 
@@ -41,9 +42,10 @@ import numpy as np
 
 from ..config import Config, flatten, load_config, save_resolved, to_dict
 from ..errors import InputError
+from ..data.shards import weights_sha256
 from ..io import usual_permissions
 from ..stages import StageRunner, _jsonable
-from . import CARD_JSON, MODELS, folder_bytes, models_dir, weight_files
+from . import CARD_JSON, MODELS, folder_bytes, models_dir
 
 SEED_OFFSETS = {"teacher_train": 0, "teacher_val": 1, "photos": 2, "heldout": 3}
 
@@ -477,7 +479,6 @@ def install_models(cfg: Config, out: Path, quality: dict, runner: StageRunner,
                       "steps": z.scorer_steps, "quality": quality.get("aesthetic"),
                       "config": {k: v for k, v in to_dict(cfg.zoo).items() if k.startswith("scorer")}},
     }
-    stage_of = {"depth": "2 ", "d2i": "4 ", "aesthetic": "5 "}
     installed = []
     for name in MODELS:
         target = dest / name
@@ -504,15 +505,14 @@ def install_models(cfg: Config, out: Path, quality: dict, runner: StageRunner,
             shutil.copytree(out / "aesthetic", tmp)
             dtype = "float32"
         card = cards[name]
-        key = next((k for k in done if k.startswith(stage_of[name])), None)
-        stage = done.get(key, {}) if key else {}
+        stage = done.get(STAGES[name], {})
         card["wall_seconds"] = round(float(stage["seconds"]), 1) if stage else None
         # the threads the stage trained with (older builds did not record them: then install time's)
         card["hardware"] = {**hw, "torch_threads": (stage.get("summary") or {}).get("torch_threads",
                                                                                       hw["torch_threads"])}
         card["parameters"] = _parameters(tmp)
         card["dtype"] = dtype
-        card["sha256"] = weight_files(tmp)
+        card["sha256"] = weights_sha256(tmp)
         card["megabytes"] = round(folder_bytes(tmp) / 2**20, 2)
         card["built"] = _built_date(target, card["sha256"])
         (tmp / CARD_JSON).write_text(json.dumps(_jsonable(card), indent=1))

@@ -36,8 +36,13 @@ def run(args) -> int:
     cfg = config_from_args(args)
     out = Path(args.out)
     name = f"{args.action}_config.yaml"
-    ckpt = out / ("checkpoint" if args.action == "pretrain" else "checkpoints/last")
-    if not (ckpt / "state.pt").exists() and not (ckpt.with_name(ckpt.name + ".old") / "state.pt").exists():
+    from ..d2i.common import has_checkpoint
+
+    if args.action == "pretrain":
+        from ..d2i.pretrain import CHECKPOINT
+    else:
+        from ..d2i.finetune import CHECKPOINT
+    if not has_checkpoint(out / CHECKPOINT):
         save_resolved(cfg, out, name)  # a resumed run's settings are checked first (a refused one leaves it)
     if args.action == "pretrain":
         from ..d2i.pretrain import pretrain

@@ -167,6 +167,11 @@ def pick_device(name: str = "auto") -> torch.device:
 SETTINGS_JSON = "settings.json"
 
 
+def has_checkpoint(ckpt: Path) -> bool:
+    """Whether a run would resume from ``ckpt`` (or from ``NAME.old``, put back by :func:`recover_checkpoint`)."""
+    return (ckpt / "state.pt").exists() or (ckpt.with_name(ckpt.name + ".old") / "state.pt").exists()
+
+
 def recover_checkpoint(ckpt: Path) -> None:
     """A run killed between the two renames of :func:`swap_in_checkpoint` left the previous checkpoint
     in ``NAME.old`` and none under ``NAME``: put it back. A half-written ``NAME.tmp`` is never loaded."""

@@ -158,6 +158,9 @@ def sync_gradients(params: list[torch.nn.Parameter], accelerator) -> None:
         i += n
 
 
+CHECKPOINT = "checkpoints/last"  # OUT/checkpoints/last: the resume state of an unfinished run
+
+
 def broadcast_parameters(params: list[torch.nn.Parameter], accelerator) -> None:
     """Make every rank start from rank 0's LoRA weights."""
     if accelerator.num_processes <= 1:
@@ -244,7 +247,7 @@ def finetune(cfg: Config, d2i_dir: str | os.PathLike, teacher, source, out_dir: 
     opt = torch.optim.AdamW(params, lr=fc.lr, weight_decay=1e-4)
     opt = accelerator.prepare(opt)  # the denoiser is not wrapped: see sync_gradients
 
-    ckpt = out / "checkpoints" / "last"
+    ckpt = out / CHECKPOINT
     recover_checkpoint(ckpt)
     settings = resume_settings(fc, backend, d2i_dir, teacher_dir, sources, hs if heldout is not None else None)
     start = 0

@@ -31,6 +31,9 @@ from .common import check_resume_settings, load_source, pick_device, prepare_sou
 from .tiny import TinyBackend, build_scheduler
 
 
+CHECKPOINT = "checkpoint"  # OUT/checkpoint: the resume state of an unfinished run
+
+
 def _encode_source(samples: list[dict], resolution: int, chunk: int = 256, condition: str = "depth"
                    ) -> dict[str, torch.Tensor]:
     parts = [prepare_source(samples[i:i + chunk], resolution, condition=condition)
@@ -75,7 +78,7 @@ def pretrain(cfg: Config, source, out_dir: str | os.PathLike, *, steps: int | No
     data = _encode_source(samples, dc.resolution, condition=dc.pretrain_condition)
     n = data["rgb"].shape[0]
     del samples
-    ckpt = out / "checkpoint"
+    ckpt = out / CHECKPOINT
     if dc.pretrain_init:
         backend = _initial(Path(dc.pretrain_init), dc)
     else:

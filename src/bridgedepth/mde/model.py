@@ -190,7 +190,7 @@ def init_encoder(model, encoder_dir: str | os.PathLike) -> None:
                 f"{d}: encoder {k}={getattr(src_cfg, k)} does not match the model's {getattr(bcfg, k)}"
             )
     # from_pretrained applies transformers' own key conversions (legacy names on disk)
-    with quiet_progress():
+    with quiet_transformers():
         sd = Dinov2Model.from_pretrained(d, use_safetensors=True, local_files_only=True).state_dict()
     target = model.backbone.state_dict()
     pos = "embeddings.position_embeddings"
@@ -274,11 +274,8 @@ def image_processor_for(input_size: int = 518, multiple: int = 14):
     without torchvision transformers 5 gives its PIL variant, with a warning at every checkpoint save
     that is silenced here (the preprocessing is the same)."""
     from transformers import DPTImageProcessor
-    from transformers.utils import logging as hf_logging
 
-    level = hf_logging.get_verbosity()
-    hf_logging.set_verbosity_error()
-    try:
+    with quiet_transformers(logs=True):
         return DPTImageProcessor(
             do_resize=True,
             size={"height": input_size, "width": input_size},
@@ -292,8 +289,6 @@ def image_processor_for(input_size: int = 518, multiple: int = 14):
             image_std=list(IMAGENET_STD),
             do_pad=False,
         )
-    finally:
-        hf_logging.set_verbosity(level)
 
 
 def save_model(
@@ -329,7 +324,7 @@ def save_model(
     }
     tmp = Path(tempfile.mkdtemp(prefix=".tmp-ckpt-", dir=out))
     try:
-        with quiet_progress():  # transformers' "Writing model shards" bar, printed at every checkpoint
+        with quiet_transformers():  # transformers' "Writing model shards" bar, printed at every checkpoint
             model.save_pretrained(tmp, safe_serialization=True)
         image_processor_for(input_size, int(model.config.patch_size)).save_pretrained(tmp)
         if scale_head is not None:
@@ -386,7 +381,7 @@ def load_model(ckpt_dir: str | os.PathLike, *, attn_implementation: str = "sdpa"
 
     meta = read_metadata(d)
     try:
-        with quiet_progress():
+        with quiet_transformers():
             model, info = DepthAnythingForDepthEstimation.from_pretrained(
                 d, use_safetensors=True, local_files_only=True, output_loading_info=True
             )
@@ -408,19 +403,22 @@ def load_model(ckpt_dir: str | os.PathLike, *, attn_implementation: str = "sdpa"
 
 
 @contextlib.contextmanager
-def quiet_progress():
-    """transformers' progress bars off while a checkpoint loads or saves (local files take about a
-    second; "Loading weights" was printed by every `bridge predict` and by each of the demo's worker
-    processes, "Writing model shards" at every training checkpoint, even with --no-progress); their
-    previous state is restored after."""
+def quiet_transformers(logs: bool = False):
+    """transformers' progress bars off (with ``logs``, its warnings too) while a checkpoint loads or
+    saves (local files take about a second; "Loading weights" was printed by every `bridge predict`
+    and by each of the demo's worker processes, "Writing model shards" at every training checkpoint,
+    even with --no-progress); the previous state is restored after."""
     from transformers.utils import logging as hf_logging
 
-    was = hf_logging.is_progress_bar_enabled()
+    bars, level = hf_logging.is_progress_bar_enabled(), hf_logging.get_verbosity()
     hf_logging.disable_progress_bar()
+    if logs:
+        hf_logging.set_verbosity_error()
     try:
         yield
     finally:
-        if was:
+        hf_logging.set_verbosity(level)
+        if bars:
             hf_logging.enable_progress_bar()
 
 

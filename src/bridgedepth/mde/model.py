@@ -273,9 +273,9 @@ def image_processor_for(input_size: int = 518, multiple: int = 14):
     ``DPTImageProcessor`` (what ``preprocessor_config.json`` names, for every transformers version);
     without torchvision transformers 5 gives its PIL variant, with a warning at every checkpoint save
     that is silenced here (the preprocessing is the same)."""
-    from transformers import DPTImageProcessor
-
     with quiet_transformers(logs=True):
+        from transformers import DPTImageProcessor  # the first access warns (and picks the variant)
+
         return DPTImageProcessor(
             do_resize=True,
             size={"height": input_size, "width": input_size},

@@ -78,3 +78,19 @@ def test_save_resolved_leaves_no_temporary_file_when_interrupted(tmp_path, monke
         save_resolved(load_config("tiny", ["train.steps=7"]), tmp_path / "run")
     assert sorted(p.name for p in (tmp_path / "run").iterdir()) == ["config.yaml"]
     assert first.read_text() == before
+
+
+def test_changed_settings_compares_the_keys_both_sides_know():
+    """The one comparison behind every rerun check: nested keys dotted, sorted; a key only one side has
+    (a setting added by a later version) is not a change; lists and digests compare as values."""
+    from bridgedepth.config import changed_settings, describe_changes
+
+    old = {"train": {"lr": 1e-4, "loss": {"trim": 0.1}}, "data": [1, 2], "w": "abc"}
+    new = {"train": {"lr": 1e-3, "loss": {"trim": 0.1, "added_later": True}}, "data": [1, 3], "w": "abc",
+           "new_section": {"x": 1}}
+    assert changed_settings(old, new) == [("data", [1, 2], [1, 3]), ("train.lr", 1e-4, 1e-3)]
+    assert changed_settings(old, old) == []
+    text = describe_changes(changed_settings(old, new), limit=1, named={"data": "the data"})
+    assert text == "the data (and 1 more)"
+    assert describe_changes([("k", 1, 2)], form="{key}: {old!r} in the folder, {new!r} now") == \
+        "k: 1 in the folder, 2 now"

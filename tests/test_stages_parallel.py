@@ -267,3 +267,14 @@ def test_run_parallel_decides_a_stage_after_what_it_comes_after(tmp_path):
         StageRunner(folder, lambda m: None).run_parallel("g", stages(steps=2), workers)
         last = {n: json.loads((folder / f"{n}.json").read_text())["start"] for n in ("base", "tune", "other")}
         assert last["other"] > now["other"] and last["base"] == now["base"] and last["tune"] == now["tune"]
+
+
+def test_a_setting_added_by_a_later_version_remakes_nothing(tmp_path):
+    made = []
+    r = StageRunner(tmp_path, log=lambda m: None)
+    r.run("1", lambda: made.append(1), outputs=(), settings={"seed": 0})
+    r2 = StageRunner(tmp_path, log=lambda m: None)
+    r2.run("1", lambda: made.append(2), outputs=(), settings={"seed": 0, "added_later": 5})
+    assert made == [1]
+    r2.run("1", lambda: made.append(3), outputs=(), settings={"seed": 1, "added_later": 5})
+    assert made == [1, 3]

@@ -17,17 +17,27 @@ ROW_IDS = {"untrained", "source_only", "generated_pseudo", "finetune_pseudo", "f
            "dav2_style", "oracle"}
 
 
-def test_demo_fast_end_to_end_and_resume(tmp_path, run_cli, shared_data):
+def test_demo_fast_end_to_end_and_resume(tmp_path, run_cli, shared_data, monkeypatch):
+    from bridgedepth.pipeline import rerun_free
     from bridgedepth.zoo import MODELS, available
+
+    from config_reads import stage_reads
 
     out = tmp_path / "demo"
     extra = [] if all(available(n) for n in MODELS) else ["--from-scratch"]
     # stage_workers 2: the generations and trained rows run in spawned worker processes (their
-    # arguments must pickle; the rerun below must skip them like any stage)
+    # arguments must pickle; the reruns below must skip them like any stage). The first run keeps
+    # every stage in this process, where the configuration values each stage reads are recorded.
     args = ["demo", "--fast", "--out", out, "--no-progress", "--fixtures", shared_data / "rgbd",
             "--set", "demo.stage_workers=2", *extra]
-    r = run_cli(*args)
+    with stage_reads(monkeypatch) as (reads, declared):
+        r = run_cli(*args[:-2 - len(extra)], "--set", "demo.stage_workers=1", *extra)
     assert r.code == 0, r
+    # every stage declares each value it reads as one of its settings (or the value is free): a rerun
+    # with another value remakes it and what reads its outputs, instead of keeping old work
+    assert len(reads) >= 17 and all(declared[n] is not None for n in declared), declared
+    undeclared = {n: sorted(k for k in keys if not rerun_free(k) and k not in declared[n]) for n, keys in reads.items()}
+    assert not any(undeclared.values()), undeclared
     report = (out / "report.html").read_text()
     for heading in ("claims at a glance", "domain gap", "Reward fine-tuning", "Generated data", "similarity masks",
                     "Zero-shot relative depth", "Table 2", "Table 3", "RL ablation", "upper bound", "Metric depth",
@@ -57,10 +67,8 @@ def test_demo_fast_end_to_end_and_resume(tmp_path, run_cli, shared_data):
     assert [c["verdict"] for c in metrics["claims"]]
     assert "| stage | seconds | cores busy | status |" in r.out
     stages = json.loads((out / "stages.json").read_text())
-    assert stages["5 row oracle (seed 0)"].get("overlapped") and "5-6 trained rows (2 processes)" in stages
-    # where the cores idle: every stage run in this process, and the worker group, has its busy cores
+    # where the cores idle: every stage run in this process has its busy cores
     assert 0 < stages["1 scenes"]["cores_busy"] <= os.cpu_count() + 0.5
-    assert stages["5-6 trained rows (2 processes)"]["cpu_seconds"] > 0
     assert set(metrics["stage_cores_busy"]) == set(metrics["stages"])
 
     figs = {n: (out / "figures" / n).stat().st_mtime_ns
@@ -76,7 +84,11 @@ def test_demo_fast_end_to_end_and_resume(tmp_path, run_cli, shared_data):
     assert two.code == 0, two
     agg = json.loads((out / "metrics.json").read_text())["rows"]["source_only"][REAL_LOOK_TEST]
     assert agg["seeds"] == 2 and "absrel_std" in agg
-    assert "5 row source_only (seed 1)" in json.loads((out / "stages.json").read_text())
+    stages = json.loads((out / "stages.json").read_text())
+    assert "5 row source_only (seed 1)" in stages
+    # seed 1's rows ran in the worker processes, and the group has its busy cores
+    assert stages["5 row oracle (seed 1)"].get("overlapped") and "5-6 trained rows (2 processes)" in stages
+    assert stages["5-6 trained rows (2 processes)"]["cpu_seconds"] > 0
 
     # a deleted row is retrained, and so is what starts from it or reads it (the fine-tunes, the metric
     # rows, the evaluation); the other rows and earlier stages stay skipped
@@ -102,6 +114,23 @@ def test_demo_fast_end_to_end_and_resume(tmp_path, run_cli, shared_data):
     assert res["labels"]["0.85"]["samples"] == 8 * 4 and res["labels"]["0"]["accepted"] > res["labels"]["0.85"]["accepted"]
     assert res["labels"]["0"]["gt_pixel_fraction"] > 0 and "hybrid 0" in res["rows"] and "pseudo" in res["rows"]
     assert "| 0 |" in study and "vs finetune_pseudo" in study
+
+    # another label setting in the same folder: the labels are made again, and the rows, metric stages
+    # and evaluation that read them; the scenes, the D2I fine-tune, the generated images and the rows
+    # that do not read the labels are kept
+    relabel = run_cli(*args, "--seeds", 2, "--set", "label.ssim_threshold=0.0")
+    assert relabel.code == 0, relabel
+    for name in ("4a label", "4b label (untuned D2I)"):
+        assert f"[{name}] done before with other settings (label.ssim_threshold: 0.85 -> 0.0)" in relabel.out, name
+    for name in ("5 row generated_pseudo (seed 0)", "5 row finetune_hybrid (seed 1)", "5 row no_rl_d2i (seed 1)",
+                 "6a metric fine-tune", "7a evaluate (2 seeds)"):
+        assert f"[{name}] done before, but its input" in relabel.out, name
+    for name in ("1 scenes", "2 D2I reward fine-tune (depth 0.9 + aesthetic 0.1)", "3a generate (reward-tuned D2I)",
+                 "4c teacher pseudo-labels for real-look images (DA-V2 style)", "5 row source_only (seed 0)",
+                 "5 row oracle (seed 1)", "5 row dav2_style (seed 0)", "7b D2I geometric consistency on the test depth maps"):
+        assert f"[{name}] done already" in relabel.out, name
+    lab = json.loads((out / "metrics.json").read_text())["label"]
+    assert lab["accepted_fraction"] > 0 and lab["gt_pixel_fraction"] > 0  # SSIM > 0 admits the images
 
 
 def _study(script, *args, cwd):

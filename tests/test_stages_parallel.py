@@ -278,3 +278,39 @@ def test_a_setting_added_by_a_later_version_remakes_nothing(tmp_path):
     assert made == [1]
     r2.run("1", lambda: made.append(3), outputs=(), settings={"seed": 1, "added_later": 5})
     assert made == [1, 3]
+
+
+def test_a_stage_named_by_its_settings_keeps_one_record_in_its_place(tmp_path):
+    """The demo's D2I fine-tune is named by its reward weights: a rerun with other weights renames the
+    old record (kept in its place, so that what ran after it still counts as later) and then remakes
+    the stage for its changed settings, instead of running a second stage beside the old output."""
+    made = []
+    out = tmp_path / "ft"
+
+    def build(w, log=lambda m: None):
+        r = StageRunner(tmp_path, log=log)
+        r.run("1 scenes", lambda: made.append("1"), settings={})
+        name = f"2 fine-tune ({w})"
+        r.rename(lambda n: n.startswith("2 fine-tune"), name)
+        r.run(name, lambda: (made.append(name), out.mkdir(exist_ok=True)), outputs=(out,), settings={"w": w})
+        r.run("3 generate", lambda: made.append("3"), inputs=(out,), settings={})
+        return list(r.done)
+
+    assert build(0.1) == ["1 scenes", "2 fine-tune (0.1)", "3 generate"]
+    made.clear()
+    lines: list[str] = []
+    assert build(0.0, lines.append) == ["1 scenes", "2 fine-tune (0.0)", "3 generate"]
+    assert made == ["2 fine-tune (0.0)", "3"]
+    assert any("done before with other settings (w: 0.1 -> 0.0)" in m for m in lines), lines
+    made.clear()
+    build(0.0)
+    assert made == []
+
+    # two records under such names (left by an older version): the current name's stays, the other goes
+    d = json.loads((tmp_path / "stages.json").read_text())
+    d = {"2 fine-tune (0.5)": {"seconds": 1.0, "settings": {"w": 0.5}}, **d}
+    (tmp_path / "stages.json").write_text(json.dumps(d))
+    r = StageRunner(tmp_path, log=lambda m: None)
+    r.rename(lambda n: n.startswith("2 fine-tune"), "2 fine-tune (0.0)")
+    assert [n for n in r.done if n.startswith("2 fine-tune")] == ["2 fine-tune (0.0)"]
+    assert json.loads((tmp_path / "stages.json").read_text()) == r.done

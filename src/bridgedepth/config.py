@@ -488,6 +488,15 @@ def flatten(d: Any, prefix: str = "") -> dict[str, Any]:
     return {prefix[:-1]: d}
 
 
+def pick_settings(flat: dict, *keys: str, drop: tuple[str, ...] = ()) -> dict:
+    """The entries of a flattened config whose key is one of ``keys`` or starts with one ending in
+    ``.`` or ``_``, less those ending in one of ``drop``: what one stage of a long job reads."""
+    def wanted(k: str) -> bool:
+        return any(k == p or (p[-1] in "._" and k.startswith(p)) for p in keys) and not k.endswith(drop)
+
+    return {k: v for k, v in flat.items() if wanted(k)}
+
+
 def changed_settings(old: dict, new: dict) -> list[tuple[str, Any, Any]]:
     """``(dotted key, old value, new value)`` for every setting that differs between two (nested)
     settings dicts, sorted by key: what every "made with other settings" check of a rerun compares.

@@ -34,7 +34,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from .config import Config, DemoConfig, save_resolved
+from .config import Config, DemoConfig, flatten, pick_settings, save_resolved, to_dict
 from .errors import InputError
 from .stages import ParallelStage, StageRecord, StageRunner, _jsonable  # noqa: F401  (re-exported: the demo's stage runner)
 # the rows' ids and labels (re-exported: tests and scripts import them from here)
@@ -341,65 +341,156 @@ def resolve_foundations(cfg: Config, out: Path, *, from_scratch: bool, progress:
     return {name: str(dest / name) for name in MODELS}
 
 
-# settings a rerun may change in the same folder: how many seeds (the documented way to add seeds), how the
-# work is spread over the cores; everything else decides what the finished stages contain
-RERUN_FREE = ("demo.seeds", "demo.threads", "demo.stage_workers",
+# settings no stage's result depends on: the number of seeds (each seed's rows are stages of their own;
+# the documented way to add seeds), how the work is spread over processes and threads, cadences, caches
+# and memory options (generation and labelling are batch-independent, tested). A rerun may change them
+# without remaking anything; the override strings' effect is in the values compared.
+RERUN_FREE = ("demo.seeds", "demo.threads", "demo.stage_workers", "device", "overrides",
+              "scenes.workers", "data.num_workers", "d2i.cache_dir", "generate.batch_size",
               "label.mask_threads", "label.workers", "label.batch_size",
-              "overrides")  # the override strings: their effect is in the values compared
+              "finetune.log_every", "finetune.sample_every", "finetune.save_every", "finetune.open_shards",
+              "finetune.checkpointing", "finetune.checkpoint_granularity", "finetune.decoder_checkpointing",
+              "finetune.teacher_checkpointing",
+              "train.save_every", "train.val_every", "train.val_limit", "train.val", "train.channels_last",
+              "train.gradient_checkpointing", "eval.cpu_threads", "eval.batch_pixels")
+
+FOUNDATIONS_STAGE, SCENES_STAGE = "0 foundations", "1 scenes"
+GENERATE_STAGES = {"finetuned": "3a generate (reward-tuned D2I)", "untuned": "3b generate (untuned D2I, for the RL ablation)"}
+LABEL_STAGES = {"labelled": "4a label", "labelled_no_rl": "4b label (untuned D2I)"}
+PHOTOS_STAGE = "4c teacher pseudo-labels for real-look images (DA-V2 style)"
+METRIC_STAGES = {"metric": ("6a metric fine-tune", "metric"), "scale-head": ("6b scale head", "scale-head")}
+CONSISTENCY_STAGE = "7b D2I geometric consistency on the test depth maps"
 
 
-def _same_scorer(old: Any, new: Any) -> bool:
-    """Whether two ``finetune.reward.aesthetic_model`` settings name the same scorer: the same path, or
-    folders whose ``scorer.json`` and weights are byte-identical (the shipped scorer seen from another
-    checkout). A recorded folder that no longer exists cannot be compared and counts as the same (the
-    folder was made in a checkout that has moved); another scorer than the one the fine-tune used does
-    not."""
-    import filecmp
-
-    from .d2i.scorer import SCORER_JSON, WEIGHTS
-
-    if old == new:
-        return True
-    if not old:
-        return False
-    if not Path(old).is_dir():
-        return True
-    if not new:
-        return False
-    a, b = Path(old), Path(new)
-    return all((a / f).is_file() and (b / f).is_file() and filecmp.cmp(a / f, b / f, shallow=False)
-               for f in (SCORER_JSON, WEIGHTS))
+def row_stage(row: str, k: int) -> str:
+    return f"5 row {row} (seed {k})"
 
 
-# settings compared by what they name rather than by their text
-SAME_BY = {"finetune.reward.aesthetic_model": _same_scorer}
+def evaluate_stage(seeds: int) -> str:
+    # the evaluation covers every seed's rows: a rerun with another --seeds evaluates again
+    return "7a evaluate" if seeds == 1 else f"7a evaluate ({seeds} seeds)"
 
 
-def check_same_settings(cfg: Config, out: Path) -> None:
-    """Refuse to resume a demo folder whose finished stages were made with other settings: a rerun
-    skips finished stages, so it would report a mix of old and new results (for example after an
-    update that changes the preset). The keys of ``RERUN_FREE`` may change; the aesthetic scorer may
-    change its path but not its files (``SAME_BY``). Raises InputError naming the folder and the
-    differing keys."""
-    from .config import flatten, load_config, to_dict
+def rerun_free(key: str) -> bool:
+    return any(key == f or key.startswith(f + ".") for f in RERUN_FREE)
 
-    old_path, done = out / "config.yaml", out / "stages.json"
-    if not (old_path.exists() and done.exists()):
+
+def model_identity(path: str | os.PathLike | None) -> str | None:
+    """What a model folder is, as one value: a digest over its weights (``*.safetensors``) and its
+    JSON configuration files (a scorer's calibration, a scheduler), by relative path. The same model
+    seen from another checkout has the same identity; a retrained one another. Not a folder (an
+    aesthetic model named by another kind of reference, or none): the reference itself."""
+    import hashlib
+
+    from .data.shards import weights_sha256
+
+    if not path or not Path(path).is_dir():
+        return None if path is None else str(path)
+    p = Path(path)
+    h = hashlib.sha256()
+    for rel, digest in weights_sha256(p).items():
+        h.update(f"{rel}={digest}\n".encode())
+    for f in sorted(p.rglob("*.json")):
+        if f.name != "card.json":  # the model card's wall time and the like, not the model
+            h.update(f"{f.relative_to(p)}={hashlib.sha256(f.read_bytes()).hexdigest()}\n".encode())
+    return h.hexdigest()
+
+
+def fixtures_identity(fixtures: dict[str, dict]) -> dict[str, list]:
+    """The staged real fixtures as the evaluation reads them: per benchmark, its encoding and the
+    names and sizes of its files (the same files seen from another checkout compare equal)."""
+    out = {}
+    for name, f in sorted(fixtures.items()):
+        files = sorted((str(q.relative_to(f["root"])), q.stat().st_size)
+                       for q in Path(f["root"]).rglob("*") if q.is_file())
+        out[name] = [f["encoding"], files]
+    return out
+
+
+def row_config(cfg: Config, stage: str, steps: int, k: int | None = None) -> Config:
+    """The training configuration of one trained row (seed ``k``) or, with ``k`` None, a metric stage."""
+    seed = {} if k is None else {"seed": cfg.train.seed + k}
+    return _with(cfg, stage=stage, steps=steps, val_every=0, **seed)
+
+
+def stage_settings(cfg: Config, foundations: dict[str, str], *, from_scratch: bool = False,
+                   fixtures: dict[str, dict] | None = None, seeds: int | None = None) -> dict[str, dict]:
+    """Each stage's name -> the configuration values (flat keys) and models its result depends on: a
+    rerun in the same folder makes a stage again when they differ, and then the stages that read
+    its outputs (``StageRunner``), so ``--set label.ssim_threshold=0.5`` relabels and retrains what
+    reads the labels but keeps the scenes, the D2I fine-tune and the generated images. Left out:
+    ``RERUN_FREE``. The foundations count by :func:`model_identity`, not by path. ``seeds``: name
+    the rows of this many seeds (default ``demo.seeds``). tests/test_demo_stage_settings.py checks
+    that every stage reads only what it declares here."""
+    from .demo_report import d2i_finetune_stage
+
+    def pick(c: Config, *keys: str) -> dict:
+        return {k: v for k, v in pick_settings(flatten(to_dict(c)), *keys).items() if not rerun_free(k)}
+
+    d = cfg.demo
+    ids = {f"foundation.{n}": model_identity(p) for n, p in foundations.items()}
+    teacher = {"foundation.depth": ids["foundation.depth"]}
+    aesthetic = cfg.finetune.reward.aesthetic_model or foundations.get("aesthetic")
+    gen = pick(cfg, "generate.", "d2i.")
+    lab = {**pick(cfg, "label.", "model.input_size"), **teacher}
+    out = {
+        FOUNDATIONS_STAGE: {"from_scratch": bool(from_scratch), "demo.zoo_preset": d.zoo_preset if from_scratch else None},
+        SCENES_STAGE: pick(cfg, "seed", "demo.train_scenes", "demo.val_scenes", "demo.test_scenes",
+                           "demo.photo_scenes", "demo.gen_sources", "demo.scene_size", "scenes.kind",
+                           "scenes.samples_per_shard"),
+        d2i_finetune_stage(cfg): {**pick(cfg, "finetune.", "d2i.", "demo.d2i_finetune_steps"),
+                                  "finetune.reward.aesthetic_model": model_identity(aesthetic),
+                                  "foundation.d2i": ids["foundation.d2i"], **teacher},
+        GENERATE_STAGES["finetuned"]: gen,
+        GENERATE_STAGES["untuned"]: {**gen, "foundation.d2i": ids["foundation.d2i"]},
+        LABEL_STAGES["labelled"]: lab,
+        LABEL_STAGES["labelled_no_rl"]: lab,
+        PHOTOS_STAGE: {**pick(cfg, "model.input_size"), **teacher},
+        CONSISTENCY_STAGE: {**pick(cfg, "generate.", "d2i.", "eval.", "model.input_size", "seed"), **teacher},
+    }
+    n_seeds = max(1, int(d.seeds if seeds is None else seeds))
+    recipes = row_recipes(Path("."), d)
+    for k in range(n_seeds):
+        for row, (data, init_row, steps, stage) in recipes.items():
+            out[row_stage(row, k)] = {**pick(row_config(cfg, stage, steps, k), "train.", "data.", "model."),
+                                      "data": [[Path(t.path).name, t.target, float(t.weight)] for t in data],
+                                      "init": init_row or "foundation.depth", **({} if init_row else teacher)}
+    for key, (name, stage) in METRIC_STAGES.items():
+        steps = d.metric_steps if key == "metric" else d.scale_head_steps
+        out[name] = pick(row_config(cfg, stage, steps), "train.", "data.", "model.")
+    out[evaluate_stage(n_seeds)] = {**pick(cfg, "eval.", "model.", "seed"), **teacher,
+                                    "fixtures": fixtures_identity(fixtures or {})}
+    return out
+
+
+def adopt_old_settings(runner: StageRunner, saved: Path, foundations: dict[str, str], *, from_scratch: bool,
+                       fixtures: dict[str, dict] | None, log: Callable[[str], None]) -> None:
+    """Give the records of a folder made before stages recorded their settings the settings of the
+    configuration saved with it (``config.yaml``; the foundations and fixtures are taken to be those of
+    this run, which an older folder cannot tell), so that a rerun with other settings remakes what
+    they change instead of taking the new values as recorded."""
+    if not saved.exists() or all("settings" in r for r in runner.done.values()):
         return
+    from .config import load_config
+
     try:  # through the dataclasses: a key added since then compares as its default
-        old = flatten(to_dict(load_config(old_path)))
+        old = load_config(saved)
     except Exception as e:  # noqa: BLE001  (unreadable YAML, keys of another version)
-        raise InputError(f"{old_path}: cannot be read as a configuration ({e}); delete {out} or use another "
-                         "--out") from e
-    new = flatten(to_dict(cfg))
-    free = lambda k: any(k == f or k.startswith(f + ".") for f in RERUN_FREE)  # noqa: E731
-    diffs = [k for k in sorted(set(old) | set(new))
-             if not free(k) and old.get(k) != new.get(k) and not SAME_BY.get(k, lambda *_: False)(old.get(k), new.get(k))]
-    if diffs:
-        shown = "; ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in diffs[:6])
-        more = f" (and {len(diffs) - 6} more)" if len(diffs) > 6 else ""
-        raise InputError(f"{out}: its finished stages were made with other settings ({shown}{more}); a rerun "
-                         f"would mix old and new results. Use another --out, or delete {out} to start again.")
+        raise InputError(f"{saved}: cannot be read as a configuration ({e}); delete {saved.parent} or use "
+                         "another --out") from e
+    seeds = max([int(old.demo.seeds)] + [int(n.rsplit("seed ", 1)[1].rstrip(")")) + 1
+                                          for n in runner.done if n.startswith("5 row ")])
+    scorer = old.finetune.reward.aesthetic_model
+    if not scorer or (not Path(scorer).exists() and Path(scorer).name == Path(foundations["aesthetic"]).name):
+        # the shipped scorer, or a scorer recorded by a path that no longer exists (the folder was made in a
+        # checkout that has moved): the one this run uses
+        old.finetune.reward.aesthetic_model = foundations["aesthetic"]
+    settings = stage_settings(old, foundations, from_scratch=from_scratch, fixtures=fixtures, seeds=seeds)
+    for k in range(1, seeds):  # an evaluation of fewer seeds than the rows
+        settings.setdefault(evaluate_stage(k), settings[evaluate_stage(seeds)])
+    for name, values in settings.items():
+        runner.adopt_settings(name, values)
+    log(f"{saved.parent}: made before the stages recorded their settings; took them from {saved.name}")
 
 
 def run_demo(cfg: Config, out: str | os.PathLike = "runs/demo", *, fixtures_root: str | None = None,
@@ -431,9 +522,22 @@ def run_demo(cfg: Config, out: str | os.PathLike = "runs/demo", *, fixtures_root
         f = resolve_foundations(cfg, out, from_scratch=from_scratch, progress=progress, log=log)
         return {"foundations": f, "from_scratch": from_scratch}
 
-    foundations = runner.run("0 foundations", foundations_stage)["foundations"]
+    # the real fixtures first: what the evaluation reads is one of its settings
+    fx_root = fixtures_root or d.fixtures or default_fixtures_root()
+    fixtures = stage_fixtures(Path(fx_root), out / "fixtures") if fx_root else {}
+    if not fixtures:
+        log("no real RGB-D fixtures found (../shared/data/rgbd): evaluating on the real-look test set only")
+
+    old = runner.done.get(FOUNDATIONS_STAGE)
+    if old is not None and "settings" not in old:  # a folder from before stages recorded their settings
+        was = bool(old.get("summary", {}).get("from_scratch"))
+        runner.adopt_settings(FOUNDATIONS_STAGE, {"from_scratch": was, "demo.zoo_preset": d.zoo_preset if was else None})
+    foundations = runner.run(FOUNDATIONS_STAGE, foundations_stage,
+                             settings={"from_scratch": bool(from_scratch),
+                                       "demo.zoo_preset": d.zoo_preset if from_scratch else None})["foundations"]
     cfg.finetune.reward.aesthetic_model = cfg.finetune.reward.aesthetic_model or foundations["aesthetic"]
-    check_same_settings(cfg, out)
+    adopt_old_settings(runner, out / "config.yaml", foundations, from_scratch=from_scratch, fixtures=fixtures, log=log)
+    settings = stage_settings(cfg, foundations, from_scratch=from_scratch, fixtures=fixtures)
     save_resolved(cfg, out)
 
     def scenes():
@@ -453,7 +557,8 @@ def run_demo(cfg: Config, out: str | os.PathLike = "runs/demo", *, fixtures_root
         return {"train": d.train_scenes, "val": d.val_scenes, "test": d.test_scenes, "photos": d.photo_scenes,
                 "gen": min(d.gen_sources, d.train_scenes), "seeds": seeds}
 
-    runner.run("1 scenes", scenes, outputs=tuple(sc / n for n in ("train", "val", "test", "photos", "gen")))
+    runner.run(SCENES_STAGE, scenes, outputs=tuple(sc / n for n in ("train", "val", "test", "photos", "gen")),
+               settings=settings[SCENES_STAGE])
     teacher = foundations["depth"]
 
     def d2i_finetune():
@@ -462,24 +567,25 @@ def run_demo(cfg: Config, out: str | os.PathLike = "runs/demo", *, fixtures_root
         return finetune(cfg, foundations["d2i"], teacher, sc / "gen", out / "d2i" / "finetuned",
                         heldout=sc / "val", steps=d.d2i_finetune_steps, progress=progress)
 
-    from .demo_report import d2i_finetune_stage
+    from .demo_report import D2I_FINETUNE_STAGE, d2i_finetune_stage
 
-    runner.run(d2i_finetune_stage(cfg), d2i_finetune, outputs=(out / "d2i" / "finetuned",),
-               inputs=(sc / "gen", sc / "val"))
+    d2i_stage = d2i_finetune_stage(cfg)  # named by its reward weights: one record, whatever they were
+    runner.rename(lambda n: n.startswith(D2I_FINETUNE_STAGE), d2i_stage)
+    runner.run(d2i_stage, d2i_finetune, outputs=(out / "d2i" / "finetuned",), inputs=(sc / "gen", sc / "val"),
+               settings=settings[d2i_stage])
 
     # never more stage processes than cores (one core: everything in this process)
     workers = max(1, min(int(d.stage_workers), available_cores()))
     threads = max(1, int(d.threads or torch_threads()) // workers) if workers > 1 else None
     # the two generations are independent: side by side with stage_workers > 1
-    runner.run_parallel("3 generate (both D2I models)", [
-        ParallelStage("3a generate (reward-tuned D2I)", generate_stage,
-                      (cfg, str(out / "d2i" / "finetuned"), str(sc / "gen"), str(out / "generated"),
-                       progress and workers == 1, threads),
-                      outputs=(out / "generated",), inputs=(out / "d2i" / "finetuned", sc / "gen")),
-        ParallelStage("3b generate (untuned D2I, for the RL ablation)", generate_stage,
-                      (cfg, str(foundations["d2i"]), str(sc / "gen"), str(out / "generated_no_rl"),
-                       progress and workers == 1, threads),
-                      outputs=(out / "generated_no_rl",), inputs=(sc / "gen",))], workers)
+    gen_stages = []
+    for key, d2i_dir, dest, reads in (("finetuned", out / "d2i" / "finetuned", "generated", (out / "d2i" / "finetuned",)),
+                                      ("untuned", Path(foundations["d2i"]), "generated_no_rl", ())):
+        name = GENERATE_STAGES[key]
+        gen_stages.append(ParallelStage(name, generate_stage, (cfg, str(d2i_dir), str(sc / "gen"), str(out / dest),
+                                                               progress and workers == 1, threads),
+                                        outputs=(out / dest,), inputs=(*reads, sc / "gen"), settings=settings[name]))
+    runner.run_parallel("3 generate (both D2I models)", gen_stages, workers)
 
     def lab(src, dest):
         def fn():
@@ -490,10 +596,9 @@ def run_demo(cfg: Config, out: str | os.PathLike = "runs/demo", *, fixtures_root
         return fn
 
     # the generated samples refer to their source scenes (depth, valid, render) in scenes/gen
-    runner.run("4a label", lab("generated", "labelled"), outputs=(out / "labelled",),
-               inputs=(out / "generated", sc / "gen"))
-    runner.run("4b label (untuned D2I)", lab("generated_no_rl", "labelled_no_rl"), outputs=(out / "labelled_no_rl",),
-               inputs=(out / "generated_no_rl", sc / "gen"))
+    for src, dest in (("generated", "labelled"), ("generated_no_rl", "labelled_no_rl")):
+        runner.run(LABEL_STAGES[dest], lab(src, dest), outputs=(out / dest,), inputs=(out / src, sc / "gen"),
+                   settings=settings[LABEL_STAGES[dest]])
 
     def photos():
         from .mde.predictor import Predictor
@@ -507,8 +612,8 @@ def run_demo(cfg: Config, out: str | os.PathLike = "runs/demo", *, fixtures_root
                         progress=progress)
         return {"samples": m.num_samples}
 
-    runner.run("4c teacher pseudo-labels for real-look images (DA-V2 style)", photos,
-               outputs=(out / "photos_labelled",), inputs=(sc / "photos",))
+    runner.run(PHOTOS_STAGE, photos, outputs=(out / "photos_labelled",), inputs=(sc / "photos",),
+               settings=settings[PHOTOS_STAGE])
 
     recipes = row_recipes(out, d)
 
@@ -523,39 +628,33 @@ def run_demo(cfg: Config, out: str | os.PathLike = "runs/demo", *, fixtures_root
         for row in sorted(TRAINED_ROWS, key=lambda r: r != "generated_pseudo"):
             data, init_row, steps, stage = recipes[row]
             init = str(base / init_row / "last") if init_row else teacher
-            c = _with(cfg, stage=stage, steps=steps, seed=cfg.train.seed + k, val_every=0)
-            after = (f"5 row {init_row} (seed {k})",) if init_row else ()
+            after = (row_stage(init_row, k),) if init_row else ()
             reads = (*(Path(t.path) for t in data), *((base / init_row,) if init_row else ()))
-            jobs.append(ParallelStage(f"5 row {row} (seed {k})", train_stage,
-                                      (c, data, str(base / row), init, progress and workers == 1, threads), after,
-                                      outputs=(base / row,), inputs=reads))
-    hybrid_last = str(out / "rows" / "seed0" / "finetune_hybrid" / "last")
+            jobs.append(ParallelStage(row_stage(row, k), train_stage,
+                                      (row_config(cfg, stage, steps, k), data, str(base / row), init,
+                                       progress and workers == 1, threads), after,
+                                      outputs=(base / row,), inputs=reads, settings=settings[row_stage(row, k)]))
+    hybrid_last = out / "rows" / "seed0" / "finetune_hybrid" / "last"
     metric_data = [TrainData(str(sc / "train"), "metric")]
-    for name, stage, dest, steps in (("6a metric fine-tune", "metric", "metric", d.metric_steps),
-                                     ("6b scale head", "scale-head", "scale-head", d.scale_head_steps)):
-        jobs.append(ParallelStage(name, train_stage, (_with(cfg, stage=stage, steps=steps, val_every=0), metric_data,
-                                                      str(out / dest), hybrid_last, progress and workers == 1,
-                                                      threads), ("5 row finetune_hybrid (seed 0)",),
-                                  outputs=(out / dest,), inputs=(sc / "train", Path(hybrid_last).parent)))
+    for dest, (name, stage) in METRIC_STAGES.items():
+        steps = d.metric_steps if dest == "metric" else d.scale_head_steps
+        jobs.append(ParallelStage(name, train_stage, (row_config(cfg, stage, steps), metric_data, str(out / dest),
+                                                      str(hybrid_last), progress and workers == 1, threads),
+                                  (row_stage("finetune_hybrid", 0),), outputs=(out / dest,),
+                                  inputs=(sc / "train", hybrid_last.parent), settings=settings[name]))
     runner.run_parallel(f"5-6 trained rows ({workers} processes)", jobs, workers)
-
-    fx_root = fixtures_root or d.fixtures or default_fixtures_root()
-    fixtures = stage_fixtures(Path(fx_root), out / "fixtures") if fx_root else {}
-    if not fixtures:
-        log("no real RGB-D fixtures found (../shared/data/rgbd): evaluating on the real-look test set only")
 
     def evaluate():
         doc = evaluate_rows(out, cfg, fixtures, foundations)
         return {"rows": len(doc["rows"]), "metric_rows": len(doc["metric_rows"]), "benchmarks": 1 + len(fixtures)}
 
-    # the evaluation covers every seed's rows: a rerun with another --seeds evaluates again
     n_seeds = max(1, int(d.seeds))
-    runner.run("7a evaluate" if n_seeds == 1 else f"7a evaluate ({n_seeds} seeds)", evaluate,
-               outputs=(out / "eval" / "results.json",),
-               inputs=(out / "rows", out / "metric", out / "scale-head", sc / "test", sc / "train"))
-    runner.run("7b D2I geometric consistency on the test depth maps",
-               lambda: d2i_consistency(out, cfg, foundations, progress=progress),
-               outputs=(out / "eval" / "generated_test",), inputs=(out / "d2i" / "finetuned", sc / "test"))
+    runner.run(evaluate_stage(n_seeds), evaluate, outputs=(out / "eval" / "results.json", out / "untrained"),
+               inputs=(out / "rows", out / "metric", out / "scale-head", sc / "test", sc / "train"),
+               settings=settings[evaluate_stage(n_seeds)])
+    runner.run(CONSISTENCY_STAGE, lambda: d2i_consistency(out, cfg, foundations, progress=progress),
+               outputs=(out / "eval" / "generated_test",), inputs=(out / "d2i" / "finetuned", sc / "test"),
+               settings=settings[CONSISTENCY_STAGE])
 
     from .demo_report import write_report
 

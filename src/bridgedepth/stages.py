@@ -104,6 +104,19 @@ class StageRunner:
             rec["settings"] = _jsonable(settings)
             self._write()
 
+    def rename(self, match: Callable[[str], bool], name: str) -> None:
+        """Give the record of a stage whose name varies with its settings (``match`` tells its names
+        apart from the others') the name it has now, in its place among the records, so that
+        :meth:`run` compares its settings instead of taking it for a new stage beside the old one's
+        outputs. Where records under several such names exist, the one named ``name`` stays (or else
+        the latest) and the others go."""
+        found = [n for n in self.done if match(n)]
+        if not found or found == [name]:
+            return
+        keep = name if name in found else found[-1]
+        self.done = {(name if n == keep else n): r for n, r in self.done.items() if n == keep or n not in found}
+        self._write()
+
     def _skip(self, name: str) -> dict:
         rec = self.done[name]
         self.log(f"[{name}] done already ({rec['seconds']:.0f} s): skipped")

@@ -9,7 +9,8 @@ HELP = "run the whole BRIDGE pipeline end to end on the embedded default and wri
 
 def add_arguments(p):
     add_config_args(p, default_preset=None)
-    p.add_argument("--out", default=None, help="output folder (default: the preset's `out`, runs/demo)")
+    p.add_argument("--out", default=None, help="output folder (default: the preset's `out`, runs/demo); a rerun into it skips finished stages "
+                        "and remakes those whose settings (--set) changed, with the stages that read them")
     p.add_argument("--fast", action="store_true",
                    help="smoke-test sizes (preset tiny-fast, about 3 minutes on 2 cores) unless --preset is given")
     p.add_argument("--fixtures", help="folder of real RGB-D fixtures (default: ../shared/data/rgbd if present)")

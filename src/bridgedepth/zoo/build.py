@@ -40,7 +40,7 @@ from typing import Callable
 
 import numpy as np
 
-from ..config import Config, flatten, load_config, save_resolved, to_dict
+from ..config import Config, flatten, load_config, pick_settings, save_resolved, to_dict
 from ..errors import InputError
 from ..data.shards import weights_sha256
 from ..io import usual_permissions
@@ -100,15 +100,6 @@ STAGES = {"scenes": "1 scenes", "depth": "2 depth foundation (teacher on the syn
           "evaluate": "6 evaluate"}
 
 
-def _pick(flat: dict, *keys: str, drop: tuple[str, ...] = ()) -> dict:
-    """The entries of a flattened config whose key is one of ``keys`` or starts with one ending in
-    ``.`` or ``_``, less those ending in one of ``drop``."""
-    def wanted(k: str) -> bool:
-        return any(k == p or (p[-1] in "._" and k.startswith(p)) for p in keys) and not k.endswith(drop)
-
-    return {k: v for k, v in flat.items() if wanted(k)}
-
-
 def stage_settings(cfg: Config) -> dict[str, dict]:
     """Each stage's name -> the configuration values its result depends on (flat keys). A rerun in
     the same folder makes a stage again when they differ (``StageRunner.run``); the depth and D2I
@@ -120,15 +111,15 @@ def stage_settings(cfg: Config) -> dict[str, dict]:
     depth = flatten(to_dict(_depth_cfg(cfg)))
     d2i = flatten(to_dict(_d2i_cfg(cfg, cfg.zoo.photo_scenes)))
     return {
-        STAGES["scenes"]: _pick(z, "zoo.seed", "zoo.scene_size", "zoo.teacher_scenes", "zoo.val_scenes",
-                                "zoo.photo_scenes"),
-        STAGES["depth"]: _pick(depth, "model.", "train.", "data.shuffle_group",
-                               drop=(".save_every", ".val_every", ".val_limit", ".val", ".channels_last",
-                                     ".gradient_checkpointing")),
+        STAGES["scenes"]: pick_settings(z, "zoo.seed", "zoo.scene_size", "zoo.teacher_scenes", "zoo.val_scenes",
+                                        "zoo.photo_scenes"),
+        STAGES["depth"]: pick_settings(depth, "model.", "train.", "data.shuffle_group",
+                                       drop=(".save_every", ".val_every", ".val_limit", ".val", ".channels_last",
+                                             ".gradient_checkpointing")),
         STAGES["photos"]: {},  # the teacher's checkpoint (an input) says everything it uses
-        STAGES["d2i"]: _pick(d2i, "d2i.", drop=(".save_every", ".cache_dir")),
-        STAGES["aesthetic"]: _pick(z, "zoo.seed", "zoo.scorer_", "d2i.num_steps"),
-        STAGES["evaluate"]: _pick(z, "zoo.seed", "eval.disparity_floor"),
+        STAGES["d2i"]: pick_settings(d2i, "d2i.", drop=(".save_every", ".cache_dir")),
+        STAGES["aesthetic"]: pick_settings(z, "zoo.seed", "zoo.scorer_", "d2i.num_steps"),
+        STAGES["evaluate"]: pick_settings(z, "zoo.seed", "eval.disparity_floor"),
     }
 
 

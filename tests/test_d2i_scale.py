@@ -339,7 +339,22 @@ def test_generate_refuses_other_settings_in_the_same_folder(tmp_path, run_cli):
     torch.manual_seed(1)
     TinyBackend.create(16, (8, 16), 1, 2).save(tmp_path / "d2i")
     r = run_cli(*args, "--seed", "8")
-    assert r.code != 0 and "model.weights_sha256" in r.err
+    assert r.code != 0 and "model: other weights (sha256) than the folder's" in r.err
+
+
+def test_generate_compares_only_settings_both_sides_know(tmp_path):
+    """A setting a later version adds to the manifest does not refuse a folder an older one made (at its
+    default it reproduces the older output); a changed model fingerprint is one changed value."""
+    from bridgedepth.d2i.generate import check_output_settings
+    from bridgedepth.data.shards import MANIFEST
+
+    out = tmp_path / "gen"
+    out.mkdir()
+    old = {"seed": 7, "num_steps": 4, "model": {"weights_sha256": "a", "files": 1}}
+    (out / MANIFEST).write_text(json.dumps({"meta": {"stage": "generate", "settings": old}}))
+    check_output_settings(out, {**old, "new_option": True}, overwrite=False)
+    with pytest.raises(InputError, match="other weights"):
+        check_output_settings(out, {**old, "model": {"lora_sha256": "b", "base": old["model"]}}, overwrite=False)
 
 
 # ---- 9. a model folder's own settings win ----------------------------------------------------------

@@ -33,7 +33,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..config import Config, save_resolved
+from ..config import Config, changed_settings, describe_changes, save_resolved
 from ..data.refs import REF_FIELD, make_ref
 from ..data.shards import SOURCE_CONTEXT
 from ..errors import InputError
@@ -151,15 +151,13 @@ class Generator:
         return o
 
 
-def _settings_diff(old: dict, new: dict, prefix: str = "") -> list[str]:
-    out = []
-    for k in sorted(set(old) | set(new)):
-        a, b = old.get(k), new.get(k)
-        if isinstance(a, dict) and isinstance(b, dict):
-            out += _settings_diff(a, b, f"{prefix}{k}.")
-        elif a != b:
-            out.append(f"{prefix}{k}: {a!r} in the folder, {b!r} now")
-    return out
+def _comparable(settings: dict) -> dict:
+    """Generation settings as compared on a rerun: the model fingerprint (whose keys vary with the kind
+    of model) as one value, so that another model is a changed value, never a key one side lacks."""
+    import json
+
+    model = settings.get("model")
+    return {**settings, "model": json.dumps(model, sort_keys=True)} if isinstance(model, dict) else settings
 
 
 def check_output_settings(out: Path, settings: dict, overwrite: bool) -> None:
@@ -172,11 +170,13 @@ def check_output_settings(out: Path, settings: dict, overwrite: bool) -> None:
     if old.get("stage") != "generate":
         raise InputError(f"{out}: holds a {old.get('stage') or 'non-generated'} dataset, not generated images; "
                          f"choose another --out")
-    diff = _settings_diff(old.get("settings") or {}, settings)
-    if not diff:
+    changes = changed_settings(_comparable(old.get("settings") or {}), _comparable(settings))
+    if not changes:
         return
     if not overwrite:
-        raise InputError(f"{out}: its shards were generated with other settings ({'; '.join(diff)}); "
+        diff = describe_changes(changes, limit=6, form="{key}: {old!r} in the folder, {new!r} now",
+                                named={"model": "model: other weights (sha256) than the folder's"})
+        raise InputError(f"{out}: its shards were generated with other settings ({diff}); "
                          f"use another --out, or --overwrite to regenerate them")
     for f in out.iterdir():
         if f.name.startswith("shard-") or f.name == MANIFEST:

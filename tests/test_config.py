@@ -94,3 +94,7 @@ def test_changed_settings_compares_the_keys_both_sides_know():
     assert text == "the data (and 1 more)"
     assert describe_changes([("k", 1, 2)], form="{key}: {old!r} in the folder, {new!r} now") == \
         "k: 1 in the folder, 2 now"
+    # weight digests (a model's identity) are shown by their first digits, other text as it is
+    a, b = "13fe2d95" + "0" * 56, "8047b34c" + "f" * 56
+    assert describe_changes([("foundation.depth", a, b), ("name", "x" * 64, "y")]) == \
+        f"foundation.depth: sha256:{a[:12]} -> sha256:{b[:12]}; name: {'x' * 64!r} -> 'y'"

@@ -512,8 +512,21 @@ def describe_changes(changes: list[tuple[str, Any, Any]], *, limit: int = 4,
     """The first ``limit`` of :func:`changed_settings`' changes as text: ``form`` filled per change, or
     the fixed text ``named[key]`` (for values such as weight digests that mean nothing to a reader)."""
     named = named or {}
-    shown = "; ".join(named.get(k) or form.format(key=k, old=a, new=b) for k, a, b in changes[:limit])
+    shown = "; ".join(named.get(k) or form.format(key=k, old=_short(a), new=_short(b)) for k, a, b in changes[:limit])
     return shown + (f" (and {len(changes) - limit} more)" if len(changes) > limit else "")
+
+
+class _Digest(str):
+    """A sha256 hex digest as a reader needs it: its first 12 digits."""
+
+    def __repr__(self) -> str:
+        return f"sha256:{self[:12]}"
+
+
+def _short(v: Any) -> Any:
+    if isinstance(v, str) and len(v) == 64 and all(c in "0123456789abcdef" for c in v):
+        return _Digest(v)
+    return v
 
 
 def _deep_merge(base: dict, over: dict) -> dict:

@@ -413,6 +413,11 @@ def row_config(cfg: Config, stage: str, steps: int, k: int | None = None) -> Con
     return _with(cfg, stage=stage, steps=steps, val_every=0, **seed)
 
 
+def foundations_settings(d: DemoConfig, from_scratch: bool) -> dict:
+    """The foundations stage's settings: shipped, or built from the ``demo.zoo_preset`` recipe."""
+    return {"from_scratch": bool(from_scratch), "demo.zoo_preset": d.zoo_preset if from_scratch else None}
+
+
 def stage_settings(cfg: Config, foundations: dict[str, str], *, from_scratch: bool = False,
                    fixtures: dict[str, dict] | None = None, seeds: int | None = None) -> dict[str, dict]:
     """Each stage's name -> the configuration values (flat keys) and models its result depends on: a
@@ -420,8 +425,8 @@ def stage_settings(cfg: Config, foundations: dict[str, str], *, from_scratch: bo
     its outputs (``StageRunner``), so ``--set label.ssim_threshold=0.5`` relabels and retrains what
     reads the labels but keeps the scenes, the D2I fine-tune and the generated images. Left out:
     ``RERUN_FREE``. The foundations count by :func:`model_identity`, not by path. ``seeds``: name
-    the rows of this many seeds (default ``demo.seeds``). tests/test_demo_stage_settings.py checks
-    that every stage reads only what it declares here."""
+    the rows of this many seeds (default ``demo.seeds``). tests/test_demo.py checks, while the fast
+    demo runs, that every stage reads only configuration values it declares here."""
     from .demo_report import d2i_finetune_stage
 
     def pick(c: Config, *keys: str) -> dict:
@@ -434,7 +439,7 @@ def stage_settings(cfg: Config, foundations: dict[str, str], *, from_scratch: bo
     gen = pick(cfg, "generate.", "d2i.")
     lab = {**pick(cfg, "label.", "model.input_size"), **teacher}
     out = {
-        FOUNDATIONS_STAGE: {"from_scratch": bool(from_scratch), "demo.zoo_preset": d.zoo_preset if from_scratch else None},
+        FOUNDATIONS_STAGE: foundations_settings(d, from_scratch),
         SCENES_STAGE: pick(cfg, "seed", "demo.train_scenes", "demo.val_scenes", "demo.test_scenes",
                            "demo.photo_scenes", "demo.gen_sources", "demo.scene_size", "scenes.kind",
                            "scenes.samples_per_shard"),
@@ -530,11 +535,11 @@ def run_demo(cfg: Config, out: str | os.PathLike = "runs/demo", *, fixtures_root
 
     old = runner.done.get(FOUNDATIONS_STAGE)
     if old is not None and "settings" not in old:  # a folder from before stages recorded their settings
-        was = bool(old.get("summary", {}).get("from_scratch"))
-        runner.adopt_settings(FOUNDATIONS_STAGE, {"from_scratch": was, "demo.zoo_preset": d.zoo_preset if was else None})
+        runner.adopt_settings(FOUNDATIONS_STAGE, foundations_settings(d, old.get("summary", {}).get("from_scratch")))
     foundations = runner.run(FOUNDATIONS_STAGE, foundations_stage,
-                             settings={"from_scratch": bool(from_scratch),
-                                       "demo.zoo_preset": d.zoo_preset if from_scratch else None})["foundations"]
+                             settings=foundations_settings(d, from_scratch))["foundations"]
+    if not from_scratch:  # the shipped models where this checkout has them (a moved folder's record is stale)
+        foundations = resolve_foundations(cfg, out, from_scratch=False, progress=progress, log=log)
     cfg.finetune.reward.aesthetic_model = cfg.finetune.reward.aesthetic_model or foundations["aesthetic"]
     adopt_old_settings(runner, out / "config.yaml", foundations, from_scratch=from_scratch, fixtures=fixtures, log=log)
     settings = stage_settings(cfg, foundations, from_scratch=from_scratch, fixtures=fixtures)

@@ -49,9 +49,14 @@ def _classes(root: type = Config, prefix: str = "") -> dict[type, str]:
 
 
 class ConfigReads:
-    def __init__(self):
+    """``derivations``: names of functions that derive a stage's configuration from other keys (the zoo's
+    ``_depth_cfg`` makes ``train.lr`` of ``zoo.depth_lr``): their reads are not counted, the derived
+    configuration's are."""
+
+    def __init__(self, derivations: tuple[str, ...] = ()):
         self.reads: dict[str, set[str]] = defaultdict(set)
         self.current: str | None = None
+        self.derivations = frozenset(derivations)
         self._patched: list[type] = []
 
     @contextlib.contextmanager
@@ -73,8 +78,8 @@ class ConfigReads:
 
             def getattribute(obj, name, _names=names, _nested=nested, _prefix=prefix, _leaf=leaf):
                 if tracker.current is not None and name in _names and name not in _nested:
-                    caller = sys._getframe(1).f_code.co_filename
-                    if caller not in _IGNORED_CALLERS:
+                    code = sys._getframe(1).f_code
+                    if code.co_filename not in _IGNORED_CALLERS and code.co_name not in tracker.derivations:
                         key = _prefix[:-3] if _leaf else f"{_prefix}{name}"
                         tracker.reads[tracker.current].add(key)
                 return object.__getattribute__(obj, name)
@@ -91,13 +96,13 @@ class ConfigReads:
 
 
 @contextlib.contextmanager
-def stage_reads(monkeypatch):
+def stage_reads(monkeypatch, derivations: tuple[str, ...] = ()):
     """Within: every ``StageRunner.run`` (and the in-process stages of ``run_parallel``) records the
     configuration values its stage function reads and the ``settings`` it declares. Yields
     ``(reads, declared)``: stage name -> set of keys, stage name -> declared settings (None: none)."""
     from bridgedepth.stages import StageRunner
 
-    tracker, declared = ConfigReads(), {}
+    tracker, declared = ConfigReads(derivations), {}
     run = StageRunner.run
 
     def tracked(self, name, fn, outputs=(), inputs=(), settings=None):

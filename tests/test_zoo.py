@@ -253,7 +253,20 @@ def test_zoo_fast_build_installs_loadable_models_with_cards(tmp_path, monkeypatc
         model_path("depth")
     cfg = load_config("zoo-fast")
     logs: list[str] = []
-    res = build(cfg, tmp_path / "build", install=True, progress=False, log=logs.append)
+    from config_reads import stage_reads
+
+    with stage_reads(monkeypatch, derivations=("_depth_cfg", "_d2i_cfg")) as (reads, declared):
+        res = build(cfg, tmp_path / "build", install=True, progress=False, log=logs.append)
+    # every stage declares each value it reads (zoo.build.stage_settings), but for what changes no
+    # weights: threads, device, cadences, memory layout, and the validation's disparity floor, which
+    # only changes the depth stage's reported validation figure (the cards are measured by the
+    # evaluate stage, which declares it)
+    free = (".save_every", ".val_every", ".val_limit", ".val", ".channels_last", ".gradient_checkpointing",
+            "device", "data.num_workers", "zoo.threads")
+    undeclared = {n: sorted(k for k in keys if k not in (declared[n] or {}) and not k.endswith(free))
+                  for n, keys in reads.items()}
+    undeclared["2 depth foundation (teacher on the synthetic look)"].remove("eval.disparity_floor")
+    assert len(reads) >= 4 and not any(undeclared.values()), undeclared
     assert len(res["installed"]) == 3
     q = res["quality"]
     assert set(q) == {"depth", "d2i", "aesthetic"}

@@ -78,7 +78,9 @@ def _depth_cfg(cfg: Config) -> Config:
     return c
 
 
-def _d2i_cfg(cfg: Config, photo_count: int) -> Config:
+def _d2i_cfg(cfg: Config, photo_count: int | None = None) -> Config:
+    """The D2I foundation's pretraining configuration, derived from the ``zoo`` section (``photo_count``:
+    the photographs it may read, default ``zoo.photo_scenes``)."""
     z = cfg.zoo
     c = copy.deepcopy(cfg)
     d = c.d2i
@@ -87,7 +89,7 @@ def _d2i_cfg(cfg: Config, photo_count: int) -> Config:
     d.prediction_type, d.pretrain_condition = z.d2i_prediction, "pseudo"
     d.pretrain_ema = z.d2i_ema
     d.pretrain_steps, d.pretrain_batch_size, d.pretrain_lr = z.d2i_steps, z.d2i_batch_size, z.d2i_lr
-    d.pretrain_max_samples = photo_count
+    d.pretrain_max_samples = z.photo_scenes if photo_count is None else photo_count
     d.num_steps = z.d2i_sampling_steps
     d.save_every = max(50, z.d2i_steps // 20)
     d.seed = z.seed
@@ -109,7 +111,7 @@ def stage_settings(cfg: Config) -> dict[str, dict]:
     change what is learnt)."""
     z = flatten(to_dict(cfg))
     depth = flatten(to_dict(_depth_cfg(cfg)))
-    d2i = flatten(to_dict(_d2i_cfg(cfg, cfg.zoo.photo_scenes)))
+    d2i = flatten(to_dict(_d2i_cfg(cfg)))
     return {
         STAGES["scenes"]: pick_settings(z, "zoo.seed", "zoo.scene_size", "zoo.teacher_scenes", "zoo.val_scenes",
                                         "zoo.photo_scenes"),
@@ -300,7 +302,7 @@ def build(cfg: Config, out: str | os.PathLike = "runs/zoo", *, install: bool = F
     def d2i():
         from ..d2i.pretrain import pretrain
 
-        summary = pretrain(_d2i_cfg(cfg, z.photo_scenes), out / "photos_labelled", out / "d2i", progress=progress)
+        summary = pretrain(_d2i_cfg(cfg), out / "photos_labelled", out / "d2i", progress=progress)
         return {**summary, "torch_threads": torch.get_num_threads()}
 
     runner.run(STAGES["d2i"], d2i, outputs=(out / "d2i",), inputs=(out / "photos_labelled",),

@@ -493,9 +493,10 @@ def adopt_old_settings(runner: StageRunner, saved: Path, foundations: dict[str, 
     settings = stage_settings(old, foundations, from_scratch=from_scratch, fixtures=fixtures, seeds=seeds)
     for k in range(1, seeds):  # an evaluation of fewer seeds than the rows
         settings.setdefault(evaluate_stage(k), settings[evaluate_stage(seeds)])
-    for name, values in settings.items():
-        runner.adopt_settings(name, values)
-    log(f"{saved.parent}: made before the stages recorded their settings; took them from {saved.name}")
+    adopted = [name for name, values in settings.items() if runner.adopt_settings(name, values)]
+    if adopted:  # (the records of stage groups carry no settings: they are looked at on every run)
+        log(f"{saved.parent}: {len(adopted)} stage(s) made before stages recorded their settings; "
+            f"took them from {saved.name}")
 
 
 def run_demo(cfg: Config, out: str | os.PathLike = "runs/demo", *, fixtures_root: str | None = None,

@@ -96,13 +96,16 @@ class StageRunner:
         self.log(f"[{name}] finished in {dt:.1f} s")
         return summary
 
-    def adopt_settings(self, name: str, settings: dict) -> None:
+    def adopt_settings(self, name: str, settings: dict) -> bool:
         """Give a record from before settings were recorded the settings it was made with (read by the
-        caller from the configuration saved with that build), so that :meth:`run` can compare them."""
+        caller from the configuration saved with that build), so that :meth:`run` can compare them.
+        Whether it did (False: no such record, or it has its settings)."""
         rec = self.done.get(name)
         if rec is not None and "settings" not in rec:
             rec["settings"] = _jsonable(settings)
             self._write()
+            return True
+        return False
 
     def rename(self, match: Callable[[str], bool], name: str) -> None:
         """Give the record of a stage whose name varies with its settings (``match`` tells its names

@@ -115,19 +115,24 @@ def test_demo_fast_end_to_end_and_resume(tmp_path, run_cli, shared_data, monkeyp
     assert res["labels"]["0"]["gt_pixel_fraction"] > 0 and "hybrid 0" in res["rows"] and "pseudo" in res["rows"]
     assert "| 0 |" in study and "vs finetune_pseudo" in study
 
-    # another label setting in the same folder: the labels are made again, and the rows, metric stages
-    # and evaluation that read them; the scenes, the D2I fine-tune, the generated images and the rows
-    # that do not read the labels are kept
+    # another mask setting in the same folder: the labels are made again, and the hybrid fine-tunes, the
+    # metric stages and the evaluation that read the masks; the scenes, the D2I fine-tune, the generated
+    # images, the rows that do not read the labels and those that read only their pseudo-labels (the
+    # same images and labels as before) are kept
+    pseudo_before = json.loads((out / "stages.json").read_text())["4a label"]["summary"]["pseudo_labels"]
     relabel = run_cli(*args, "--seeds", 2, "--set", "label.ssim_threshold=0.0")
     assert relabel.code == 0, relabel
+    assert json.loads((out / "stages.json").read_text())["4a label"]["summary"]["pseudo_labels"] == pseudo_before
     for name in ("4a label", "4b label (untuned D2I)"):
         assert f"[{name}] done before with other settings (label.ssim_threshold: 0.85 -> 0.0)" in relabel.out, name
-    for name in ("5 row generated_pseudo (seed 0)", "5 row finetune_hybrid (seed 1)", "5 row no_rl_d2i (seed 1)",
-                 "6a metric fine-tune", "7a evaluate (2 seeds)"):
+    for name in ("5 row finetune_hybrid (seed 0)", "5 row finetune_hybrid (seed 1)", "6a metric fine-tune",
+                 "6b scale head", "7a evaluate (2 seeds)"):
         assert f"[{name}] done before, but its input" in relabel.out, name
     for name in ("1 scenes", "2 D2I reward fine-tune (depth 0.9 + aesthetic 0.1)", "3a generate (reward-tuned D2I)",
                  "4c teacher pseudo-labels for real-look images (DA-V2 style)", "5 row source_only (seed 0)",
-                 "5 row oracle (seed 1)", "5 row dav2_style (seed 0)", "7b D2I geometric consistency on the test depth maps"):
+                 "5 row oracle (seed 1)", "5 row dav2_style (seed 0)", "5 row generated_pseudo (seed 0)",
+                 "5 row finetune_pseudo (seed 1)", "5 row no_rl_d2i (seed 1)",
+                 "7b D2I geometric consistency on the test depth maps"):
         assert f"[{name}] done already" in relabel.out, name
     lab = json.loads((out / "metrics.json").read_text())["label"]
     assert lab["accepted_fraction"] > 0 and lab["gt_pixel_fraction"] > 0  # SSIM > 0 admits the images

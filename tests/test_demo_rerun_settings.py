@@ -130,3 +130,33 @@ def test_an_unreadable_old_config_is_an_error_naming_it(tmp_path):
     (out / "stages.json").write_text(json.dumps({SCENES_STAGE: {"seconds": 1.0, "settings": {}}}))
     adopt_old_settings(StageRunner(out, lambda m: None), out / "config.yaml", SHIPPED, from_scratch=False,
                        fixtures={}, log=lambda m: None)
+
+
+def test_pseudo_label_identity_follows_images_and_labels_not_masks(tmp_path):
+    """A row trained on pseudo-labels depends on the labelled set's images and labels only: a relabel
+    that changes masks, crops or acceptance keeps its identity, another label or image does not."""
+    import numpy as np
+
+    from bridgedepth.data.shards import write_dataset
+    from bridgedepth.pipeline import pseudo_labels_identity, reads_pseudo_only, row_recipes
+
+    rng = np.random.default_rng(0)
+    rgb = rng.integers(0, 255, (3, 8, 8, 3), dtype=np.uint8)
+    pseudo = rng.random((3, 8, 8)).astype(np.float16)
+
+    def labelled(name, mask_value=True, accepted=False, bump=0.0, shade=0):
+        def make(i):
+            p = pseudo[i] + np.float16(bump if i == 1 else 0)
+            return {"__key__": f"s{i}", "rgb": rgb[i] + np.uint8(shade if i == 2 else 0), "pseudo": p,
+                    "mask": np.full((8, 8), mask_value), "meta": {"accepted": accepted}}
+        write_dataset(tmp_path / name, 3, make, samples_per_shard=2, progress=False)
+        return pseudo_labels_identity(tmp_path / name)
+
+    base = labelled("a")
+    assert labelled("b", mask_value=False, accepted=True) == base
+    assert labelled("c", bump=0.5) != base and labelled("d", shade=1) != base
+    recipes = row_recipes(tmp_path, load_config("tiny").demo)
+    assert [r for r, (data, *_) in recipes.items() if reads_pseudo_only(data, "labelled")] == \
+        ["generated_pseudo", "finetune_pseudo"]
+    assert not reads_pseudo_only(recipes["finetune_hybrid"][0], "labelled")
+    assert reads_pseudo_only(recipes["no_rl_d2i"][0], "labelled_no_rl")

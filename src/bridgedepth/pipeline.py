@@ -315,6 +315,37 @@ def hybrid_statistics(labelled: Path) -> dict:
             "gt_pixel_fraction": gt / sup if sup else 0.0}
 
 
+# the labelled sets and what of them a row reads as pseudo-labels only (its images and the teacher's
+# labels, not the similarity masks, crops or acceptance that only the hybrid target reads)
+LABELLED_SETS = {"labelled": "generated", "labelled_no_rl": "generated_no_rl"}
+PSEUDO_FIELDS = ("rgb", "pseudo")
+
+
+def pseudo_labels_identity(labelled: Path) -> str:
+    """What a row trained on pseudo-labels reads of a labelled set, as one value: every sample's shard,
+    key, image and pseudo-label, in order (their stored bytes). A relabel with other mask settings
+    leaves it unchanged, so those rows are not retrained for it; another teacher or other images
+    change it."""
+    import hashlib
+
+    from .data.shards import iter_shard_members, require_complete
+
+    m = require_complete(labelled, "rerun the labelling")
+    h = hashlib.sha256()
+    for sh in m.shards:
+        for members in iter_shard_members(labelled / sh.name):
+            for name in sorted(members):
+                if name.split(".")[1:2] and name.split(".")[1] in PSEUDO_FIELDS:
+                    h.update(f"{sh.name}/{name}={hashlib.sha256(members[name]).hexdigest()}\n".encode())
+    return h.hexdigest()
+
+
+def reads_pseudo_only(data: list, name: str) -> bool:
+    """Whether a row's mixture reads the labelled set ``name`` as pseudo-labels only."""
+    targets = {t.target for t in data if Path(t.path).name == name}
+    return targets == {"pseudo"}
+
+
 # ------------------------------------------------------------------------------------------------
 # The demo
 # ------------------------------------------------------------------------------------------------
@@ -596,15 +627,17 @@ def run_demo(cfg: Config, out: str | os.PathLike = "runs/demo", *, fixtures_root
     def lab(src, dest):
         def fn():
             summary = label(cfg, teacher, out / src, out / dest, progress=progress).to_json()
-            summary.update(hybrid_statistics(out / dest))
+            summary.update(hybrid_statistics(out / dest), pseudo_labels=pseudo_labels_identity(out / dest))
             return summary
 
         return fn
 
     # the generated samples refer to their source scenes (depth, valid, render) in scenes/gen
-    for src, dest in (("generated", "labelled"), ("generated_no_rl", "labelled_no_rl")):
-        runner.run(LABEL_STAGES[dest], lab(src, dest), outputs=(out / dest,), inputs=(out / src, sc / "gen"),
-                   settings=settings[LABEL_STAGES[dest]])
+    pseudo_ids = {}
+    for dest, src in LABELLED_SETS.items():
+        summary = runner.run(LABEL_STAGES[dest], lab(src, dest), outputs=(out / dest,), inputs=(out / src, sc / "gen"),
+                             settings=settings[LABEL_STAGES[dest]])
+        pseudo_ids[dest] = summary.get("pseudo_labels") or pseudo_labels_identity(out / dest)  # (older records)
 
     def photos():
         from .mde.predictor import Predictor
@@ -635,11 +668,25 @@ def run_demo(cfg: Config, out: str | os.PathLike = "runs/demo", *, fixtures_root
             data, init_row, steps, stage = recipes[row]
             init = str(base / init_row / "last") if init_row else teacher
             after = (row_stage(init_row, k),) if init_row else ()
-            reads = (*(Path(t.path) for t in data), *((base / init_row,) if init_row else ()))
+            reads = [*(Path(t.path) for t in data), *((base / init_row,) if init_row else ())]
+            row_settings = dict(settings[row_stage(row, k)])
+            for name in LABELLED_SETS:
+                if not reads_pseudo_only(data, name):
+                    continue
+                # a row reading a labelled set as pseudo-labels depends on its images and labels, not on
+                # the folder: a relabel with other mask settings keeps it
+                key, stage_name = f"labels.{name}", row_stage(row, k)
+                row_settings[key] = pseudo_ids[name]
+                before = runner.recorded_settings(stage_name)
+                if before is not None and key not in before:  # a record from before this rule:
+                    if runner.input_remade_since(stage_name, out / name):
+                        continue  # its labels were remade since: the folder rule remakes it this once
+                    runner.add_setting(stage_name, key, pseudo_ids[name])  # made with today's labels
+                reads.remove(out / name)
             jobs.append(ParallelStage(row_stage(row, k), train_stage,
                                       (row_config(cfg, stage, steps, k), data, str(base / row), init,
                                        progress and workers == 1, threads), after,
-                                      outputs=(base / row,), inputs=reads, settings=settings[row_stage(row, k)]))
+                                      outputs=(base / row,), inputs=tuple(reads), settings=row_settings))
     hybrid_last = out / "rows" / "seed0" / "finetune_hybrid" / "last"
     metric_data = [TrainData(str(sc / "train"), "metric")]
     for dest, (name, stage) in METRIC_STAGES.items():

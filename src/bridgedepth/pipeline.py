@@ -455,7 +455,9 @@ def stage_settings(cfg: Config, foundations: dict[str, str], *, from_scratch: bo
     rerun in the same folder makes a stage again when they differ, and then the stages that read
     its outputs (``StageRunner``), so ``--set label.ssim_threshold=0.5`` relabels and retrains what
     reads the labels but keeps the scenes, the D2I fine-tune and the generated images. Left out:
-    ``RERUN_FREE``. The foundations count by :func:`model_identity`, not by path. ``seeds``: name
+    ``RERUN_FREE``. The foundations count by :func:`model_identity`, not by path. A row that reads a
+    labelled set as pseudo-labels only gets, when the run reaches it, ``labels.<set>``: the
+    :func:`pseudo_labels_identity` of what it reads, in place of the folder as an input. ``seeds``: name
     the rows of this many seeds (default ``demo.seeds``). tests/test_demo.py checks, while the fast
     demo runs, that every stage reads only configuration values it declares here."""
     from .demo_report import d2i_finetune_stage

@@ -160,3 +160,19 @@ def test_pseudo_label_identity_follows_images_and_labels_not_masks(tmp_path):
         ["generated_pseudo", "finetune_pseudo"]
     assert not reads_pseudo_only(recipes["finetune_hybrid"][0], "labelled")
     assert reads_pseudo_only(recipes["no_rl_d2i"][0], "labelled_no_rl")
+
+
+def test_a_pseudo_label_row_recorded_before_the_identity_keeps_the_folder_rule(tmp_path):
+    """A row recorded without ``labels.<set>`` does not know which labels it was made with: the labelled
+    folder stays its input (a relabel retrains it once, then it is recorded with the identity); a new
+    row, or one recorded with it, depends on the identity alone."""
+    from bridgedepth.pipeline import depends_on_labels_identity
+
+    r = StageRunner(tmp_path, lambda m: None)
+    key = "labels.labelled"
+    assert depends_on_labels_identity(r, "new row", key)  # no record
+    r.run("old row", lambda: None, settings={"train.lr": 1e-4})
+    r.run("row", lambda: None, settings={"train.lr": 1e-4, key: "abc"})
+    assert r.recorded_settings("old row") == {"train.lr": 1e-4} and r.recorded_settings("nope") is None
+    assert not depends_on_labels_identity(r, "old row", key)
+    assert depends_on_labels_identity(r, "row", key)

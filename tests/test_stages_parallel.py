@@ -315,18 +315,3 @@ def test_a_stage_named_by_its_settings_keeps_one_record_in_its_place(tmp_path):
     assert [n for n in r.done if n.startswith("2 fine-tune")] == ["2 fine-tune (0.0)"]
     assert json.loads((tmp_path / "stages.json").read_text()) == r.done
 
-
-def test_a_setting_declared_later_is_added_to_a_record_that_was_made_with_it(tmp_path):
-    """A stage that starts depending on a value instead of a folder (the demo's pseudo-label rows): its
-    record from before gets the value it was made with, unless the folder was remade since (then the
-    folder rule remakes it this once)."""
-    a = tmp_path / "labels"
-    r = StageRunner(tmp_path, log=lambda m: None)
-    r.run("label", lambda: a.mkdir(), outputs=(a,), settings={"t": 1})
-    r.run("row", lambda: None, inputs=(a,), settings={"lr": 1})
-    assert r.recorded_settings("row") == {"lr": 1} and r.recorded_settings("nope") is None
-    assert not r.input_remade_since("row", a)
-    assert r.add_setting("row", "labels", "id1") and not r.add_setting("row", "labels", "id2")
-    assert json.loads((tmp_path / "stages.json").read_text())["row"]["settings"] == {"lr": 1, "labels": "id1"}
-    r.run("label", lambda: None, outputs=(a,), settings={"t": 2})  # remade after the row
-    assert r.input_remade_since("row", a) and not r.input_remade_since("label", a)

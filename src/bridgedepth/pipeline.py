@@ -315,27 +315,30 @@ def hybrid_statistics(labelled: Path) -> dict:
             "gt_pixel_fraction": gt / sup if sup else 0.0}
 
 
-# the labelled sets and what of them a row reads as pseudo-labels only (its images and the teacher's
-# labels, not the similarity masks, crops or acceptance that only the hybrid target reads)
+# the labelled sets (and the generated sets they label)
 LABELLED_SETS = {"labelled": "generated", "labelled_no_rl": "generated_no_rl"}
-PSEUDO_FIELDS = ("rgb", "pseudo")
 
 
 def pseudo_labels_identity(labelled: Path) -> str:
     """What a row trained on pseudo-labels reads of a labelled set, as one value: every sample's shard,
-    key, image and pseudo-label, in order (their stored bytes). A relabel with other mask settings
-    leaves it unchanged, so those rows are not retrained for it; another teacher or other images
-    change it."""
+    key and the fields a pseudo-label target decodes (``data.targets.TARGET_FIELDS``: the image and
+    the label) as stored, in order. Their ``meta`` is left out: of it only the hybrid target reads
+    something (acceptance, crop), as it alone reads the similarity mask. So a relabel with other mask
+    settings leaves it unchanged and those rows are not retrained for it; another teacher or other
+    images change it."""
     import hashlib
 
     from .data.shards import iter_shard_members, require_complete
+    from .data.targets import TARGET_FIELDS
 
+    fields = set(TARGET_FIELDS["pseudo"]) - {"meta"}
     m = require_complete(labelled, "rerun the labelling")
     h = hashlib.sha256()
     for sh in m.shards:
         for members in iter_shard_members(labelled / sh.name):
             for name in sorted(members):
-                if name.split(".")[1:2] and name.split(".")[1] in PSEUDO_FIELDS:
+                parts = name.split(".")  # key.field.ext
+                if len(parts) > 2 and parts[1] in fields:
                     h.update(f"{sh.name}/{name}={hashlib.sha256(members[name]).hexdigest()}\n".encode())
     return h.hexdigest()
 
@@ -344,6 +347,15 @@ def reads_pseudo_only(data: list, name: str) -> bool:
     """Whether a row's mixture reads the labelled set ``name`` as pseudo-labels only."""
     targets = {t.target for t in data if Path(t.path).name == name}
     return targets == {"pseudo"}
+
+
+def depends_on_labels_identity(runner: StageRunner, stage: str, key: str) -> bool:
+    """Whether a row that reads a labelled set as pseudo-labels may depend on that set's identity
+    (setting ``key``) instead of on the folder: a new stage, or one recorded with the key. A record
+    from before this rule does not know the identity it was made with, so the folder stays its input
+    until the row is remade (its first relabel retrains it once)."""
+    rec = runner.recorded_settings(stage)
+    return rec is None or key in rec
 
 
 # ------------------------------------------------------------------------------------------------
@@ -419,7 +431,7 @@ def model_identity(path: str | os.PathLike | None) -> str | None:
         return None if path is None else str(path)
     p = Path(path)
     h = hashlib.sha256()
-    for rel, digest in weights_sha256(p).items():
+    for rel, digest in weights_sha256(p).items():  # (as weights_digest, which this extends with the JSON files)
         h.update(f"{rel}={digest}\n".encode())
     for f in sorted(p.rglob("*.json")):
         if f.name != "card.json":  # the model card's wall time and the like, not the model
@@ -672,19 +684,13 @@ def run_demo(cfg: Config, out: str | os.PathLike = "runs/demo", *, fixtures_root
             after = (row_stage(init_row, k),) if init_row else ()
             reads = [*(Path(t.path) for t in data), *((base / init_row,) if init_row else ())]
             row_settings = dict(settings[row_stage(row, k)])
-            for name in LABELLED_SETS:
-                if not reads_pseudo_only(data, name):
-                    continue
-                # a row reading a labelled set as pseudo-labels depends on its images and labels, not on
-                # the folder: a relabel with other mask settings keeps it
-                key, stage_name = f"labels.{name}", row_stage(row, k)
+            for name in (n for n in LABELLED_SETS if reads_pseudo_only(data, n)):
+                # it depends on the set's images and labels, not on the folder: a relabel with other
+                # mask settings keeps it
+                key = f"labels.{name}"
                 row_settings[key] = pseudo_ids[name]
-                before = runner.recorded_settings(stage_name)
-                if before is not None and key not in before:  # a record from before this rule:
-                    if runner.input_remade_since(stage_name, out / name):
-                        continue  # its labels were remade since: the folder rule remakes it this once
-                    runner.add_setting(stage_name, key, pseudo_ids[name])  # made with today's labels
-                reads.remove(out / name)
+                if depends_on_labels_identity(runner, row_stage(row, k), key):
+                    reads.remove(out / name)
             jobs.append(ParallelStage(row_stage(row, k), train_stage,
                                       (row_config(cfg, stage, steps, k), data, str(base / row), init,
                                        progress and workers == 1, threads), after,

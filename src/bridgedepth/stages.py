@@ -120,26 +120,10 @@ class StageRunner:
         self.done = {(name if n == keep else n): r for n, r in self.done.items() if n == keep or n not in found}
         self._write()
 
-    def add_setting(self, name: str, key: str, value: Any) -> bool:
-        """Record that the finished stage ``name`` was made with ``key`` = ``value``, where its record
-        predates that setting (a later version declared it) and the caller knows the value it was made
-        with. Whether it added it (False: no record, no settings, or the key is there already)."""
-        rec = self.done.get(name)
-        if rec is None or "settings" not in rec or key in rec["settings"]:
-            return False
-        rec["settings"][key] = _jsonable(value)
-        self._write()
-        return True
-
     def recorded_settings(self, name: str) -> dict | None:
         """The settings the finished stage ``name`` was recorded with (None: no record, or none kept)."""
         rec = self.done.get(name)
         return None if rec is None or "settings" not in rec else dict(rec["settings"])
-
-    def input_remade_since(self, name: str, path: Path) -> bool:
-        """Whether ``path`` was remade by a stage recorded after the finished stage ``name``: what the
-        rule of its ``inputs`` would make it run again for."""
-        return name in self.done and self._remade_after(name, Path(path))
 
     def _skip(self, name: str) -> dict:
         rec = self.done[name]

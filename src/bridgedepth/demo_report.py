@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from .config import Config
+from .config import Config, LabelConfig
 from .report import Table, image_grid, img_tag, write_html
 
 BANNER = (
@@ -300,7 +300,7 @@ def _separated(rows: dict, a: str, b: str, bench: str) -> bool | None:
 
 
 D2I_FINETUNE_STAGE = "2 D2I reward fine-tune"
-PAPER_SSIM_THRESHOLD = 0.85  # the paper's similarity threshold (label.ssim_threshold's default)
+PAPER_SSIM_THRESHOLD = LabelConfig().ssim_threshold  # the paper's similarity threshold: the default
 
 
 def d2i_finetune_stage(cfg: Config) -> str:

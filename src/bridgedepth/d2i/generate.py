@@ -33,7 +33,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..config import Config, changed_settings, describe_changes, save_resolved
+from ..config import Config, changed_settings, save_resolved
 from ..data.refs import REF_FIELD, make_ref
 from ..data.shards import SOURCE_CONTEXT
 from ..errors import InputError
@@ -162,25 +162,12 @@ def _comparable(settings: dict) -> dict:
 
 def check_output_settings(out: Path, settings: dict, overwrite: bool) -> None:
     """Refuse (or, with ``overwrite``, clear) an output folder whose shards were made with other settings."""
-    from ..data.shards import MANIFEST, _read_manifest_json
+    from ..data.shards import check_rerun_output
 
-    if not (out / MANIFEST).exists():
-        return
-    old = _read_manifest_json(out).get("meta", {}) or {}
-    if old.get("stage") != "generate":
-        raise InputError(f"{out}: holds a {old.get('stage') or 'non-generated'} dataset, not generated images; "
-                         f"choose another --out")
-    changes = changed_settings(_comparable(old.get("settings") or {}), _comparable(settings))
-    if not changes:
-        return
-    if not overwrite:
-        diff = describe_changes(changes, limit=6, form="{key}: {old!r} in the folder, {new!r} now",
-                                named={"model": "model: other weights (sha256) than the folder's"})
-        raise InputError(f"{out}: its shards were generated with other settings ({diff}); "
-                         f"use another --out, or --overwrite to regenerate them")
-    for f in out.iterdir():
-        if f.name.startswith("shard-") or f.name == MANIFEST:
-            f.unlink()
+    check_rerun_output(out, "generate", "generated images",
+                       lambda meta: changed_settings(_comparable(meta.get("settings") or {}), _comparable(settings)),
+                       overwrite, made="generated", redo="regenerate them",
+                       named={"model": "model: other weights (sha256) than the folder's"})
 
 
 def generate(cfg: Config, d2i_dir: str | os.PathLike, source_dir: str | os.PathLike, out_dir: str | os.PathLike,

@@ -538,6 +538,34 @@ def rebuild_manifest(
     return m
 
 
+def check_rerun_output(out: Path, stage: str, what: str, compare: Callable[[dict], list], overwrite: bool, *,
+                       made: str, redo: str, named: dict[str, str] | None = None, extra: tuple[str, ...] = ()) -> None:
+    """Refuse, or with ``overwrite`` clear, an output folder that another job made, or this job with other
+    settings: a rerun skips finished shards, so it would mix old and new work under the new settings.
+    ``stage``: what the manifest's ``meta.stage`` must say (``what`` names it for the message);
+    ``compare(meta)``: the :func:`~bridgedepth.config.changed_settings` between what the folder's
+    manifest recorded and this run; ``made`` / ``redo``: the job's verbs for the message; ``named``:
+    fixed texts for values that mean nothing to a reader; ``extra``: files the job writes beside its
+    shards, cleared with them."""
+    from ..config import describe_changes
+
+    if not (out / MANIFEST).exists():
+        return
+    meta = _read_manifest_json(out).get("meta", {}) or {}
+    if meta.get("stage") != stage:
+        raise InputError(f"{out}: holds a {meta.get('stage') or 'different'} dataset, not {what}; choose another --out")
+    changes = compare(meta)
+    if not changes:
+        return
+    if not overwrite:
+        shown = describe_changes(changes, limit=6, form="{key}: {old!r} in the folder, {new!r} now", named=named)
+        raise InputError(f"{out}: its shards were {made} with other settings ({shown}); a rerun would mix old and "
+                         f"new work. Use another --out, or --overwrite to {redo}")
+    for f in out.iterdir():
+        if f.name.startswith("shard-") or f.name in (MANIFEST, *extra):
+            f.unlink()
+
+
 def _read_manifest_json(d: Path) -> dict:
     try:
         with open(d / MANIFEST, encoding="utf-8") as f:

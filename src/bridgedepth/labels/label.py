@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..config import Config, LabelConfig, changed_settings, describe_changes, save_resolved, to_dict
+from ..config import Config, LabelConfig, changed_settings, save_resolved, to_dict
 from ..errors import InputError
 
 # 1: mask in the original's grid (resized to the generated size when they differed)
@@ -235,29 +235,19 @@ def check_label_output(out: Path, settings: dict, teacher_dir: str | os.PathLike
     settings: a rerun skips finished shards, so it would mix old and new labels under the new
     config.yaml. Folders from before settings were recorded are compared on what they recorded (the
     teacher's path and the label settings)."""
-    from ..data.shards import MANIFEST, _read_manifest_json
+    from ..data.shards import check_rerun_output
 
-    if not (out / MANIFEST).exists():
-        return
-    old = _read_manifest_json(out).get("meta", {}) or {}
-    if old.get("stage") != "label":
-        raise InputError(f"{out}: holds a {old.get('stage') or 'non-labelled'} dataset, not labels; choose another --out")
-    if isinstance(old.get("settings"), dict):
-        was, now = old["settings"], settings
-    else:  # labelled before settings were recorded: what it did record
-        was = {"teacher": (old.get("teacher") or {}).get("path"), "label": old.get("label") or {}}
-        now = {"teacher": str(Path(teacher_dir).resolve()), "label": settings["label"]}
-    changes = changed_settings(was, now)  # keys only one side has (LABEL_FREE, newer ones) are not compared
-    if not changes:
-        return
-    if not overwrite:
-        shown = describe_changes(changes, form="{key}: {old!r} in the folder, {new!r} now",
-                                 named={"teacher_weights": "the teacher's weights (another or a retrained teacher)"})
-        raise InputError(f"{out}: its shards were labelled with other settings ({shown}); a rerun would mix old "
-                         f"and new labels. Use another --out, or --overwrite to label them again")
-    for f in out.iterdir():
-        if f.name.startswith("shard-") or f.name in (MANIFEST, "label_summary.json"):
-            f.unlink()
+    def compare(old: dict) -> list:
+        if isinstance(old.get("settings"), dict):
+            was, now = old["settings"], settings
+        else:  # labelled before settings were recorded: what it did record
+            was = {"teacher": (old.get("teacher") or {}).get("path"), "label": old.get("label") or {}}
+            now = {"teacher": str(Path(teacher_dir).resolve()), "label": settings["label"]}
+        return changed_settings(was, now)  # keys only one side has (LABEL_FREE, newer ones) are not compared
+
+    check_rerun_output(out, "label", "labels", compare, overwrite, made="labelled", redo="label them again",
+                       named={"teacher_weights": "the teacher's weights (another or a retrained teacher)"},
+                       extra=("label_summary.json",))
 
 
 def _label_rank(teacher_dir, generated_dir, out_dir, cfg: LabelConfig, device, input_size, rank, world_size,

@@ -133,3 +133,23 @@ def test_convert_everything_skipped_is_a_failure(tmp_path, run_cli):
     np.save(seq / "000000_left_depth.npy", np.ones((4, 4), np.float32))
     r = run_cli("sources", "convert", "tartanair", "--root", tmp_path / "src", "--out", tmp_path / "o")
     assert r.code == 1 and "0 of 1 samples read, 1 skipped" in r.out and "000000_left.png" in r.out
+
+
+def test_convert_compares_the_fields_both_runs_recorded(tmp_path):
+    """A field a later version records is not a difference (an older folder resumes); the adapter
+    options compare whole, so an option added to the command line is one."""
+    import json
+
+    import pytest
+
+    from bridgedepth.data.shards import MANIFEST
+    from bridgedepth.data.sources.convert import _check_existing
+    from bridgedepth.errors import InputError
+
+    out = tmp_path / "cv"
+    out.mkdir()
+    old = {"source": "folder", "root": "/data/nyu", "options": {}}
+    (out / MANIFEST).write_text(json.dumps({"meta": old, "num_inputs": 3, "samples_per_shard": 256}))
+    _check_existing(out, {**old, "recorded_later": "x"}, 3, 256)
+    with pytest.raises(InputError, match=r"options: '\{\}' in the folder, '\{\"stride\": 2\}' now"):
+        _check_existing(out, {**old, "options": {"stride": 2}}, 3, 256)

@@ -33,12 +33,19 @@ def _check_existing(out: Path, meta: dict, count: int, samples_per_shard: int) -
     old = man.get("meta") or {}
     if "source" not in old or "root" not in old:
         raise InputError(f"{out}: holds a dataset that was not converted from a source; use another --out")
-    was = {**{k: old.get(k) for k in meta}, "frames": man.get("num_inputs"),
+    from ...config import changed_settings, describe_changes
+
+    def one_value(d: dict) -> dict:  # the adapter options compare whole: their keys vary by adapter
+        return {k: json.dumps(v, sort_keys=True) if isinstance(v, dict) else v for k, v in d.items()}
+
+    # keys both sides know (the shared rule: a field a later version records is not a difference)
+    was = {**one_value({k: old[k] for k in meta if k in old}), "frames": man.get("num_inputs"),
            "samples per shard": man.get("samples_per_shard")}
-    now = {**meta, "frames": count, "samples per shard": samples_per_shard}
-    diff = [f"{k}: {was[k]!r} in the folder, {now[k]!r} now" for k in now if was.get(k) != now[k]]
-    if diff:
-        raise InputError(f"{out}: already holds shards converted with other options ({'; '.join(diff)}); a rerun "
+    now = {**one_value(meta), "frames": count, "samples per shard": samples_per_shard}
+    changes = changed_settings(was, now)
+    if changes:
+        diff = describe_changes(changes, limit=len(changes), form="{key}: {old!r} in the folder, {new!r} now")
+        raise InputError(f"{out}: already holds shards converted with other options ({diff}); a rerun "
                          f"would keep its complete shards and mix two datasets. Use another --out or delete it")
 
 

@@ -15,7 +15,6 @@ Checkpoints are Hugging Face directories (``config.json`` + ``model.safetensors`
 from __future__ import annotations
 
 import contextlib
-
 import json
 import os
 import shutil

@@ -268,6 +268,7 @@ class LabelConfig:
     refine_side: int = 160  # ECC works on a copy whose shorter side is this (never upscaled)
     refine_iters: int = 30
     refine_max_shift: float = 8.0  # px: reject a refinement that moves an image corner further
+    refine_inlier_fraction: float = 0.1  # refine only a model whose RANSAC inliers are at least this fraction of the matches
     max_homography_scale: float = 8.0  # reject homographies scaling area by more than this (or 1/this)
     max_perspective: float = 2.0  # reject homographies whose projective scale varies more than this over the image (or that fold it)
     morph_kernel: int = 3  # square kernel of the opening and the closing

@@ -135,20 +135,28 @@ def _vstats(r1, r2, o, k, wc, t1, t2):
 
 
 @nb.njit(inline="always", **_JIT)
-def _vcompare(r1, r2, r3, o, k, wc, mo, vo, centre, c1, c2, s):
-    """Output row ``o`` of the per-channel SSIM from the rings of filtered ``u``, ``u^2``, ``u v`` and
-    the reference's mean ``mo`` and variance ``vo`` of that row."""
-    two = centre / centre + centre / centre  # 2 in the working dtype
-    f1 = r1.ravel()
-    f2 = r2.ravel()
-    f3 = r3.ravel()
+def _vrow(r, o, k, wc, dst):
+    """Output row ``o`` of the vertical filter of one ring into ``dst``."""
+    f = r.ravel()
     for m in range(wc):
-        a1 = _vtap(f1, o, m, k, wc)
-        a2 = _vtap(f2, o, m, k, wc)
-        a3 = _vtap(f3, o, m, k, wc)
+        dst[m] = _vtap(f, o, m, k, wc)
+
+
+@nb.njit(inline="always", **_JIT)
+def _vcompare(r1, r2, r3, o, k, wc, mo, vo, centre, c1, c2, s, t1, t2, t3):
+    """Output row ``o`` of the per-channel SSIM from the rings of filtered ``u``, ``u^2``, ``u v`` and
+    the reference's mean ``mo`` and variance ``vo`` of that row. One ring at a time into the scratch
+    rows ``t1..t3``, then the formula: a loop over all three rings holds 33 row pointers, more than
+    the registers (15 % slower on a 518x518 RGB comparison, same floats)."""
+    two = centre / centre + centre / centre  # 2 in the working dtype
+    _vrow(r1, o, k, wc, t1)
+    _vrow(r2, o, k, wc, t2)
+    _vrow(r3, o, k, wc, t3)
+    for m in range(wc):
+        a1 = t1[m]
         my = mo[m]
-        vx = a2 - a1 * a1  # E[xc^2] - E[xc]^2
-        vxy = a3 - a1 * my  # E[xc yc] - E[xc] E[yc]
+        vx = t2[m] - a1 * a1  # E[xc^2] - E[xc]^2
+        vxy = t3[m] - a1 * my  # E[xc yc] - E[xc] E[yc]
         ex = a1 + centre
         ey = my + centre
         num = (two * ex * ey + c1) * (two * vxy + c2)
@@ -161,6 +169,10 @@ def _channel_mean(s, k, c, w, orow):
     if c == 1:
         for j in range(w):
             orow[j] = s[j]
+    elif c == 3:  # the stride spelled out: LLVM vectorises it (the general loop stays scalar)
+        inv3 = 1.0 / c
+        for j in range(w):
+            orow[j] = (s[3 * j] + s[3 * j + 1] + s[3 * j + 2]) * inv3
     else:
         inv_c = 1.0 / c
         for j in range(w):
@@ -211,6 +223,9 @@ def compare(x, y, mu, var, k, centre, c1, c2, out):
     r2 = np.zeros((TAPS, wc), mu.dtype)
     r3 = np.zeros((TAPS, wc), mu.dtype)
     s = np.empty(wc, mu.dtype)
+    t1 = np.empty(wc, mu.dtype)
+    t2 = np.empty(wc, mu.dtype)
+    t3 = np.empty(wc, mu.dtype)
     for i in range(h + 2 * RADIUS):
         src = _reflect(i - RADIUS, h)
         _load_two(x[src].ravel(), y[src].ravel(), cols, centre, c, w, p1, p2, p3)
@@ -219,5 +234,5 @@ def compare(x, y, mu, var, k, centre, c1, c2, out):
         _hfilter(p3, k, c, r3[i % TAPS])
         if i >= 2 * RADIUS:
             o = i - 2 * RADIUS
-            _vcompare(r1, r2, r3, o, k, wc, mu[o], var[o], centre, c1, c2, s)
+            _vcompare(r1, r2, r3, o, k, wc, mu[o], var[o], centre, c1, c2, s, t1, t2, t3)
             _channel_mean(s, k, c, w, out[o])

@@ -509,6 +509,8 @@ class MaskComputer:
             return hmat, False
         new = np.linalg.inv(sm) @ np.linalg.inv(w2) @ sm
         new /= new[2, 2]
+        if not homog:
+            new[2] = (0.0, 0.0, 1.0)  # affine by construction: no rounding residue in the last row
         if self._homography_ok(new, (h, w)) or _corner_shift(hmat, new, h, w) > cfg.refine_max_shift:
             return hmat, False
         return new, True
@@ -619,7 +621,7 @@ class MaskComputer:
             if why:
                 notes.append(f"registration failed: {why}")
                 hmat, model = None, None
-            elif cfg.refine == "ecc":
+            elif cfg.refine == "ecc" and inliers_n >= cfg.refine_inlier_fraction * matches_n:
                 with _stage(clock, "refine"):
                     hmat, refined = self._refine(hmat, model, g_gen, st)
         if hmat is not None:
@@ -676,15 +678,16 @@ class MaskComputer:
             # an all-255 image (per-channel interpolation), i.e. the cover, at little extra cost
             # (colour only: OpenCV's 2-channel warp rounds differently from its 1-channel warp)
             kw = dict(flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+            warp = _warp_function(hmat)
             if gen.ndim == 3:
-                reg = cv2.warpPerspective(self._with_alpha(gen), hmat, (w, h), **kw)
+                reg = warp(self._with_alpha(gen), hmat, (w, h), **kw)
                 cover = reg[:, :, 3] == 255
                 # contiguous RGB for the SSIM kernels: cvtColor drops alpha in 0.03 ms, where a
                 # NumPy copy of the strided reg[:, :, :3] took 0.9 ms
                 reg = cv2.cvtColor(reg, cv2.COLOR_RGBA2RGB)
             else:
-                reg = cv2.warpPerspective(gen, hmat, (w, h), **kw)
-                cover = cv2.warpPerspective(self._ones(h, w), hmat, (w, h), **kw) == 255
+                reg = warp(gen, hmat, (w, h), **kw)
+                cover = warp(self._ones(h, w), hmat, (w, h), **kw) == 255
         with _stage(clock, "ssim"):
             self.ssim.compare(reg, out=s_reg)
             return (s_reg > self.cfg.ssim_threshold) & cover
@@ -720,6 +723,19 @@ class MaskComputer:
         if self._ones_buf is None or self._ones_buf.shape != (h, w):
             self._ones_buf = np.full((h, w), 255, np.uint8)
         return self._ones_buf
+
+
+def _warp_affine(img: np.ndarray, hmat: np.ndarray, size: tuple[int, int], **kw) -> np.ndarray:
+    return cv2.warpAffine(img, np.ascontiguousarray(hmat[:2]), size, **kw)
+
+
+def _warp_function(hmat: np.ndarray):
+    """``cv2.warpAffine`` (on the top two rows) for a 3x3 map whose last row is exactly (0, 0, 1),
+    ``cv2.warpPerspective`` otherwise. Both round source coordinates to 1/32 px, so an affine map
+    gives the same pixels either way (tests) at a quarter less time (no division per pixel)."""
+    if hmat[2, 0] == 0.0 and hmat[2, 1] == 0.0 and hmat[2, 2] == 1.0:
+        return _warp_affine
+    return cv2.warpPerspective
 
 
 @contextmanager

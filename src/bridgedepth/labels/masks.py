@@ -731,8 +731,10 @@ def _warp_affine(img: np.ndarray, hmat: np.ndarray, size: tuple[int, int], **kw)
 
 def _warp_function(hmat: np.ndarray):
     """``cv2.warpAffine`` (on the top two rows) for a 3x3 map whose last row is exactly (0, 0, 1),
-    ``cv2.warpPerspective`` otherwise. Both round source coordinates to 1/32 px, so an affine map
-    gives the same pixels either way (tests) at a quarter less time (no division per pixel)."""
+    ``cv2.warpPerspective`` otherwise: a quarter less time on a 518x518 RGBA warp (no division per
+    pixel). Both round source coordinates to 1/32 px, by different arithmetic: on an affine map they
+    agree but for one grey level on a few pixels (139 of 307,200 for a 3 % zoom of a 640x480 frame;
+    none on 200 random small motions of a 518x518 window)."""
     if hmat[2, 0] == 0.0 and hmat[2, 1] == 0.0 and hmat[2, 2] == 1.0:
         return _warp_affine
     return cv2.warpPerspective

@@ -14,7 +14,7 @@ a mild perspective warp, or an unrelated image. Each implementation runs ``--rou
 all pairs; the best round counts (the machine is shared). Also prints the agreement of the final
 masks with the reference and where our time goes, per stage.
 
-    PYTHONPATH=src python benchmarks/bench_masks.py [--pairs 24] [--rounds 3] [--threads 1] [--workers 1]
+    PYTHONPATH=src python benchmarks/bench_masks.py [--pairs 24] [--rounds 2] [--fast-rounds 6] [--threads 1] [--workers 2]
     PYTHONPATH=src python benchmarks/bench_masks.py --overlays docs/images   # the pictures in docs/labels.md
 """
 
@@ -247,6 +247,32 @@ def worker_share(items: list, part: int, workers: int, whole: bool) -> list:
     return items[k:] + items[:k]
 
 
+def _worker_state(n: int, grouped: bool, cfg):
+    """This worker process's pairs (or groups) and mask computer, made once."""
+    from bridgedepth.labels.masks import MaskComputer
+
+    key = (n, grouped)
+    if key not in _WORKER_STATE:
+        _WORKER_STATE[key] = make_groups(n) if grouped else make_pairs(n)
+        _WORKER_STATE["comp"] = MaskComputer(cfg)
+    return _WORKER_STATE[key], _WORKER_STATE["comp"]
+
+
+def _warm_worker(n: int, grouped: bool, cfg) -> None:
+    """Pool initializer: every worker makes its pairs and one mask before any round is timed. The
+    first mask of a fresh process loads the Numba kernels from their cache (about 0.5 s here, as long
+    as a whole timed round), and the untimed round 0 of :func:`run_parallel` does not reach every
+    worker for sure: the pool may hand both of its tasks to one process."""
+    import cv2 as _cv2
+
+    _cv2.setNumThreads(1)
+    items, comp = _worker_state(n, grouped, cfg)
+    if grouped:
+        comp.masks(*items[0])
+    else:
+        comp(items[0][1], items[0][2])
+
+
 def _worker(args):
     """Masks of this worker's share of the pairs (or groups), built here from the same seeds as the
     parent's, so that no image crosses a pipe: the timing is the computation, as in ``bridge label``,
@@ -255,13 +281,8 @@ def _worker(args):
     import cv2 as _cv2
 
     _cv2.setNumThreads(1)
-    from bridgedepth.labels.masks import MaskComputer
-
-    key = (n, grouped)
-    if key not in _WORKER_STATE:
-        _WORKER_STATE[key] = make_groups(n) if grouped else make_pairs(n)
-        _WORKER_STATE["comp"] = MaskComputer(cfg)
-    items, comp = worker_share(_WORKER_STATE[key], part, workers, whole), _WORKER_STATE["comp"]
+    items, comp = _worker_state(n, grouped, cfg)
+    items = worker_share(items, part, workers, whole)
     t = time.perf_counter()
     if grouped:
         for gens, orig in items:
@@ -285,9 +306,10 @@ def run_parallel(n, cfg, workers, rounds, grouped=False, whole=False):
     count = max(1, n // 4) * 4 if grouped else n  # make_groups(n): n // 4 originals with 4 images each
     if whole:
         count *= workers
-    with mp.get_context("spawn").Pool(workers) as pool:  # fork + OpenCV threads can deadlock
+    ctx = mp.get_context("spawn")  # fork + OpenCV threads can deadlock
+    with ctx.Pool(workers, initializer=_warm_worker, initargs=(n, grouped, cfg)) as pool:
         best = float("inf")
-        for r in range(rounds + 1):  # round 0 warms up (pairs, JIT cache, buffers)
+        for r in range(rounds + 1):  # round 0 warms up the rest (buffers, caches)
             times = pool.map(_worker, [(n, k, workers, grouped, cfg, whole) for k in range(workers)], chunksize=1)
             if r:
                 best = min(best, max(times))
@@ -354,6 +376,9 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--pairs", type=int, default=24)
     ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--fast-rounds", type=int, default=6,
+                    help="rounds of the grouped, threaded and multi-process rows of ours (a round of 24 pairs "
+                         "takes 0.2-0.5 s there: best of 2 varied by 1.5x between runs on a shared VM)")
     ap.add_argument("--threads", type=int, default=1, help="cv2.setNumThreads for the timed loops")
     ap.add_argument("--workers", type=int, default=2, help="also time ours over N processes (1: skip)")
     ap.add_argument("--variants", action="store_true", help="also time ORB on a half-size copy")
@@ -368,7 +393,8 @@ def main() -> None:
     cv2.setNumThreads(a.threads)
     pairs = make_pairs(a.pairs)
     n = len(pairs)
-    print(f"{n} pairs of {SIZE}x{SIZE} from {DATA / 'rgbd'}; best of {a.rounds} rounds; "
+    print(f"{n} pairs of {SIZE}x{SIZE} from {DATA / 'rgbd'}; best of {a.rounds} rounds ({a.fast_rounds} for the "
+          "grouped, threaded and multi-process rows); "
           f"cv2 threads {a.threads}; os.cpu_count() {os.cpu_count()}; load {os.getloadavg()[0]:.1f}")
 
     ref_rate, ref_cpu, ref_masks, ref_clock = run_reference(pairs, a.rounds)
@@ -396,18 +422,18 @@ def main() -> None:
     eq = [float(np.mean(m == r)) for m, r in zip(f32[2], f64[2])]
     print(f"float32 masks equal to float64 masks: mean {np.mean(eq):.5f}, worst pair {min(eq):.5f} (goal >= 0.999)")
     groups = make_groups(n)
-    rate = run_groups(groups, LabelConfig(), a.rounds)
-    single = run_ours([(None, g, o) for gens, o in groups for g in gens], LabelConfig(), a.rounds)[0]
+    rate = run_groups(groups, LabelConfig(), a.fast_rounds)
+    single = run_ours([(None, g, o) for gens, o in groups for g in gens], LabelConfig(), a.fast_rounds)[0]
     print(f"ours, 4 generated per original  : {rate:7.1f} pairs/s with MaskComputer.masks() "
           f"(original's ORB + SSIM statistics shared) vs {single:7.1f} pairs/s one pair at a time")
     threaded = par = par_whole = par_grouped = None
     if a.workers > 1:
-        threaded = run_threads(groups, LabelConfig(), a.workers, a.rounds)
+        threaded = run_threads(groups, LabelConfig(), a.workers, a.fast_rounds)
         print(f"ours, 4 per original, {a.workers} threads in one process (similarity_mask_pairs, batches of 8): "
               f"{threaded:7.1f} pairs/s")
-        par = run_parallel(n, LabelConfig(), a.workers, a.rounds)
-        par_whole = run_parallel(n, LabelConfig(), a.workers, a.rounds, whole=True)
-        par_grouped = run_parallel(n, LabelConfig(), a.workers, a.rounds, grouped=True)
+        par = run_parallel(n, LabelConfig(), a.workers, a.fast_rounds)
+        par_whole = run_parallel(n, LabelConfig(), a.workers, a.fast_rounds, whole=True)
+        par_grouped = run_parallel(n, LabelConfig(), a.workers, a.fast_rounds, grouped=True)
         print(f"ours (float32) over {a.workers} processes: {par_whole:7.1f} pairs/s one pair per original "
               f"(every worker the whole mix), {par:7.1f} with the {n} pairs split by parity, "
               f"{par_grouped:7.1f} with 4 generated per original;   ratio vs 1-process reference "
@@ -431,7 +457,8 @@ def main() -> None:
                      "threads_grouped_4_per_original": threaded,
                      "opencv_ssim_single_process_wall": got[variants[2][0]][0],
                      "float32_vs_float64_mask_equal_worst": min(eq),
-                     "stages_ms": {k: 1e3 * v / n for k, v in f32[3].items()}, "pairs": n, "rounds": a.rounds})
+                     "stages_ms": {k: 1e3 * v / n for k, v in f32[3].items()}, "pairs": n, "rounds": a.rounds,
+                     "fast_rounds": a.fast_rounds})
 
 
 if __name__ == "__main__":

@@ -131,6 +131,34 @@ def test_model_and_refinement_are_configurable(pairs):
         assert {"model", "refined", "target_homography"} <= set(r.stats())
 
 
+def test_only_credible_models_are_refined(shared_data, pairs, monkeypatch):
+    """ECC refines a model only when at least `refine_inlier_fraction` (10 %) of the matches are its
+    inliers. Between unrelated real frames RANSAC still finds models of 4-10 chance inliers among
+    120-150 matches (23 of the fixture pairs); ECC from there ran all its iterations (about 15 ms)
+    and was refused every time, so skipping it changes no mask."""
+    calls = []
+    real = MaskComputer._refine
+
+    def counting(self, *a):
+        calls.append(1)
+        return real(self, *a)
+
+    monkeypatch.setattr(MaskComputer, "_refine", counting)
+    gen = read_image(shared_data / "rgbd/open3d/color/00000.jpg")
+    orig = read_image(shared_data / "rgbd/nyu_sync/rgb/rgb_00050.jpg")
+    timings: dict = {}
+    weak = MaskComputer(LabelConfig())(gen, orig, timings=timings)
+    assert weak.model is not None and 0 < weak.inliers < 0.1 * weak.orb_matches, weak.stats()
+    assert not calls and "refine" not in timings and weak.refined is False
+    everything = MaskComputer(LabelConfig(refine_inlier_fraction=0.0))(gen, orig)
+    assert len(calls) == 1 and everything.refined is False  # tried, refused
+    assert np.array_equal(everything.mask, weak.mask) and everything.stats() == weak.stats()
+    # a credible model (a real motion) is still refined
+    name, g, o, _ = pairs[2]
+    r = MaskComputer(LabelConfig())(g, o)
+    assert r.inliers >= 0.1 * r.orb_matches and len(calls) == 2, name
+
+
 def test_spread_keypoints_covers_the_grid():
     rng = np.random.default_rng(0)
     # 900 strong keypoints in the top-left corner, 100 weak ones spread over the image

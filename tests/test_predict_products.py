@@ -138,6 +138,28 @@ def test_every_readable_image_format_is_predicted_from_a_folder(micro_ckpt, shar
     assert {".ppm", ".jpg", ".png", ".webp", ".tif"} <= IMAGE_SUFFIXES
 
 
+def test_depth_maps_given_as_photographs_are_named(micro_ckpt, images, shared_data, tmp_path, run_cli):
+    """A folder of KITTI depth maps (single-channel 16-bit PNGs) given to `bridge predict` by mistake
+    is predicted (a grey 16-bit photograph is legal) but named in a note and in the manifest; the
+    colour images beside it are not."""
+    import shutil
+
+    d = tmp_path / "mixed"
+    d.mkdir()
+    shutil.copy(shared_data / "rgbd/kitti_annotated/depth/0000000005.png", d / "kitti_depth.png")
+    shutil.copy(images / "good0.png", d / "photo.png")
+    r = run_cli("predict", d, "--model", micro_ckpt, "--out", tmp_path / "o", "--outputs", "npy")
+    assert r.code == 0, r
+    assert "1 input(s) look like depth maps" in r.err and "kitti_depth.png" in r.err, r.err
+    man = json.loads((tmp_path / "o" / "predictions.json").read_text())
+    warned = {Path(e["input"]).name: e.get("warning") for e in man["images"]}
+    assert warned["photo.png"] is None
+    assert "depth map" in warned["kitti_depth.png"] and "16-bit PNG" in warned["kitti_depth.png"]
+    # colour images alone: no note
+    r = run_cli("predict", images / "good1.png", "--model", micro_ckpt, "--out", tmp_path / "o2", "--outputs", "npy")
+    assert r.code == 0 and "depth map" not in r.err
+
+
 # ------------------------------------------------------------------------------------------------
 # point clouds
 # ------------------------------------------------------------------------------------------------

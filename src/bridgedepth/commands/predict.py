@@ -122,6 +122,22 @@ def collect_inputs(items: list[str], failures: list | None = None) -> list[Path]
     return out
 
 
+def depth_like(path: Path) -> str | None:
+    """Why an input looks like a depth map rather than a photograph, or None: single-channel 16-bit
+    images are how KITTI, NYUv2, ScanNet and most depth sensors store depth (millimetres
+    or 1/256 m), and read as a photograph (16 -> 8 bit, grey) they give a dark, flat picture. Grey
+    16-bit photographs exist (scientific and infrared cameras), so the input is still predicted."""
+    from ..io.image import image_info
+
+    try:
+        info = image_info(path)
+    except InputError:
+        return None  # the read reports it
+    if len(info["shape"]) == 2 and info["bits"] == 16:
+        return f"a single-channel 16-bit {info['format']}: depth maps are stored so, photographs rarely"
+    return None
+
+
 def output_paths(out_dir: Path, stem: str, kinds: list[str], metric: bool) -> dict[str, Path]:
     tag = "depth" if metric else "disp"
     names = {"color": f"{stem}_color.png", "png16": f"{stem}_{tag}16.png", "npy": f"{stem}_{tag}.npy",
@@ -286,6 +302,7 @@ def run(args) -> int:
     skipped = len(images) - len(todo)
     done: list[dict] = []
     notes: set[str] = set()
+    depth_maps: list[Path] = []  # inputs that look like depth maps (see depth_like)
     t0 = time.perf_counter()
     with tqdm(total=len(todo), desc="predict", unit="img", disable=None if todo else True) as bar:
         for i in range(0, len(todo), args.batch_size):
@@ -311,7 +328,12 @@ def run(args) -> int:
                                      [f"bridgedepth: {scale_note}", f"source {p.name}"])
                     else:
                         res.save(target, kind, grayscale=args.grayscale)
-                done.append({"input": str(p), "outputs": {k: str(v) for k, v in outs.items()}})
+                entry = {"input": str(p), "outputs": {k: str(v) for k, v in outs.items()}}
+                why = depth_like(p)
+                if why:
+                    entry["warning"] = f"looks like a depth map, not a photograph ({why})"
+                    depth_maps.append(p)
+                done.append(entry)
             bar.update(len(chunk))
     dt = time.perf_counter() - t0
     video_summaries = []
@@ -349,6 +371,12 @@ def run(args) -> int:
 
         with atomic_write(out_dir / MANIFEST, "w") as f:
             json.dump(manifest, f, indent=1)
+    if depth_maps:
+        more = f" and {len(depth_maps) - 1} more" if len(depth_maps) > 1 else ""
+        notes.add(f"{len(depth_maps)} input(s) look like depth maps, not photographs ({depth_maps[0]}{more}: "
+                  "single-channel 16-bit images, as KITTI, NYUv2 and ScanNet store depth); they were predicted "
+                  "as grey photographs (16 -> 8 bit). Give the colour images instead"
+                  + (f"; the list is in {out_dir / MANIFEST} ('warning')" if not video_file else ""))
     for n in sorted(notes):
         print(f"note: {n}", file=sys.stderr)
     for item, why in failures:

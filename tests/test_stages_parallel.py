@@ -315,3 +315,47 @@ def test_a_stage_named_by_its_settings_keeps_one_record_in_its_place(tmp_path):
     assert [n for n in r.done if n.startswith("2 fine-tune")] == ["2 fine-tune (0.0)"]
     assert json.loads((tmp_path / "stages.json").read_text()) == r.done
 
+
+
+def test_a_source_edit_under_a_running_job_stops_it_before_the_next_stage(tmp_path):
+    """A staged job (`bridge demo`, `bridge zoo build`) stops with SourceChanged, naming the file, before
+    a stage would import other code than the stages before it ran: in this process and, through the
+    check each worker makes as its stage starts, in worker processes."""
+    from bridgedepth.stages import SourceChanged, _checked, source_state
+
+    src = tmp_path / "pkg"
+    (src / "sub").mkdir(parents=True)
+    (src / "mod.py").write_text("x = 1\n")
+    (src / "sub" / "conf.yaml").write_text("a: 1\n")
+    (src / "notes.txt").write_text("not watched\n")
+    out = tmp_path / "run"
+    out.mkdir()
+    ran = []
+    r = StageRunner(out, lambda m: None, source_root=src)
+    r.run("one", lambda: ran.append("one"))
+    (src / "notes.txt").write_text("still not watched\n")
+    r.run("two", lambda: ran.append("two"))
+    (src / "sub" / "conf.yaml").write_text("a: 2  # edited\n")
+    with pytest.raises(SourceChanged, match=r"sub/conf.yaml.*stopped before three"):
+        r.run("three", lambda: ran.append("three"))
+    assert ran == ["one", "two"]
+    # run again: a fresh runner takes the new source as its own and goes on
+    again = StageRunner(out, lambda m: None, source_root=src)
+    again.run("one", lambda: ran.append("one"))
+    again.run("three", lambda: ran.append("three"))
+    assert ran == ["one", "two", "three"]
+    # parallel stages: checked before each is handed to a worker ...
+    f = str(tmp_path)
+    (src / "mod.py").write_text("x = 2\n")
+    with pytest.raises(SourceChanged, match="mod.py"):
+        again.run_parallel("g", [ParallelStage("p", jobs.timed, ("p", f, 0.0)),
+                                 ParallelStage("q", jobs.timed, ("q", f, 0.0))], workers=2)
+    # ... and by the worker as its stage starts (a worker imports the package afresh)
+    state = source_state(src)
+    assert _checked(state, str(src), "w", jobs.timed, "w", f, 0.0)["pid"] == os.getpid()
+    (src / "mod.py").write_text("x = 3  # edited again\n")
+    with pytest.raises(SourceChanged, match="stopped before w"):
+        _checked(state, str(src), "w", jobs.timed, "w", f, 0.0)
+    # not watched at all: no check
+    StageRunner(out, lambda m: None, source_root=None).run("four", lambda: ran.append("four"))
+    assert ran[-1] == "four"

@@ -14,6 +14,12 @@ A finished stage runs again, rather than being skipped, when what it made can no
 In the last two cases its outputs inside the runner's folder are removed first, so that it starts
 afresh instead of resuming from work made from the old input or with the old settings; the stages
 that read those outputs are then remade in turn.
+
+The runner also stops, with :class:`SourceChanged`, before a stage that would run on other code than
+the stages before it: bridgedepth's own source files (``.py``, ``.yaml``) are compared with what they
+were when the runner was made, before every stage and again in every worker process as the stage
+starts (a worker imports the package afresh). A source file edited under a running ``bridge demo``
+once made its evaluation stage import half old, half new code.
 """
 
 from __future__ import annotations
@@ -30,6 +36,55 @@ from typing import Any, Callable
 import numpy as np
 
 from .config import changed_settings, describe_changes
+from .errors import BridgeError
+
+
+SOURCE_ROOT = Path(__file__).resolve().parent  # the bridgedepth package
+SOURCE_SUFFIXES = (".py", ".yaml")
+
+
+class SourceChanged(BridgeError, RuntimeError):
+    """bridgedepth's source files changed while a staged job was running (the CLI prints it, exit 2)."""
+
+
+def source_state(root: Path = SOURCE_ROOT) -> dict[str, tuple[int, int]]:
+    """``{relative path: (mtime in ns, size)}`` of the source files under ``root`` (a stat per file:
+    about 1 ms for the package)."""
+    out = {}
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = [d for d in dirnames if d != "__pycache__" and not d.startswith(".")]
+        for f in filenames:
+            if f.endswith(SOURCE_SUFFIXES):
+                q = os.path.join(dirpath, f)
+                try:
+                    st = os.stat(q)
+                except OSError:
+                    continue
+                out[os.path.relpath(q, root)] = (st.st_mtime_ns, st.st_size)
+    return out
+
+
+def check_source(expected: dict, root: Path = SOURCE_ROOT, before: str = "") -> None:
+    """Raise :class:`SourceChanged` naming the files that differ from ``expected`` (see
+    :func:`source_state`); ``before`` names the stage that was about to run."""
+    now = source_state(root)
+    if now == expected:
+        return
+    changed = sorted(k for k in set(now) | set(expected) if now.get(k) != expected.get(k))
+    more = f" and {len(changed) - 3} more" if len(changed) > 3 else ""
+    where = f" (stopped before {before})" if before else ""
+    raise SourceChanged(
+        f"bridgedepth's source changed while this run was going: {', '.join(changed[:3])}{more} under {root}"
+        f"{where}. The stages so far ran the old code and the next would import the new, mixing two versions "
+        "in one result. Run the same command again to go on with the new code (finished stages are kept; "
+        "remake any whose code changed, e.g. by deleting its output).")
+
+
+def _checked(expected: dict, root: str, name: str, fn: Callable[..., dict | None], *args) -> dict | None:
+    """A worker process's stage: ``fn(*args)`` after checking that the source it imported is the one
+    the runner started with."""
+    check_source(expected, Path(root), before=name)
+    return fn(*args)
 
 
 @dataclass
@@ -68,12 +123,19 @@ class StageRunner:
     """Runs named stages once: a finished stage leaves a record in ``stages.json`` and is skipped on a
     rerun (its own outputs are resumable too, so an interrupted stage continues where it stopped)."""
 
-    def __init__(self, out: Path, log: Callable[[str], None] = print):
+    def __init__(self, out: Path, log: Callable[[str], None] = print, source_root: Path | None = SOURCE_ROOT):
         self.out = out
         self.path = out / "stages.json"
         self.log = log
         self.done: dict[str, dict] = json.loads(self.path.read_text()) if self.path.exists() else {}
         self.records: list[StageRecord] = []
+        # the source the stages must all run (None: not watched); see the module doc
+        self.source_root = None if source_root is None else Path(source_root)
+        self.source = None if source_root is None else source_state(self.source_root)
+
+    def _check_source(self, name: str) -> None:
+        if self.source is not None:
+            check_source(self.source, self.source_root, before=name)
 
     def run(self, name: str, fn: Callable[[], dict | None], outputs: tuple = (), inputs: tuple = (),
             settings: dict | None = None) -> dict:
@@ -86,6 +148,7 @@ class StageRunner:
         removed first, so that they are made afresh rather than resumed."""
         if not self._needs_run(name, outputs, inputs, settings):
             return self._skip(name)
+        self._check_source(name)
         rec = self.done.get(name)
         self.log(f"[{name}] running ...")
         t0, c0 = time.perf_counter(), _cpu_seconds()
@@ -301,8 +364,11 @@ class StageRunner:
                                 out[st.name] = self._skip(st.name)
                                 finished.add(st.name)
                                 continue
+                            self._check_source(st.name)
                             self.log(f"[{st.name}] running (worker process) ...")
-                            running[ex.submit(st.fn, *st.args)] = (st, time.perf_counter())
+                            job = (ex.submit(_checked, self.source, str(self.source_root), st.name, st.fn, *st.args)
+                                   if self.source is not None else ex.submit(st.fn, *st.args))
+                            running[job] = (st, time.perf_counter())
                         if not running:
                             if pending and not any(ready(s) for s in pending):  # a cycle among the rest
                                 raise ValueError(f"stages {[s.name for s in pending]} wait on each other")

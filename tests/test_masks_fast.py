@@ -97,6 +97,38 @@ def test_one_warp_with_alpha_gives_the_separate_cover(pairs):
     assert a.dtype == bool and 0.0 < a.mean() < 1.0
 
 
+def test_affine_maps_warp_with_warpaffine_as_with_warpperspective(pairs, monkeypatch):
+    """Affine registrations are warped with cv2.warpAffine (no division per pixel): the same pixels as
+    cv2.warpPerspective but for one grey level where the two round a coordinate differently, and the
+    same masks; a map with perspective terms still takes warpPerspective."""
+    from bridgedepth.labels import masks as M
+
+    rng = np.random.default_rng(3)
+    kw = dict(flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+    img = M.MaskComputer(LabelConfig())._with_alpha(pairs[0][1]).copy()
+    differ = total = 0
+    for _ in range(20):
+        a = cv2.getRotationMatrix2D(tuple(rng.uniform(0, 518, 2)), rng.uniform(-4, 4), rng.uniform(0.96, 1.04))
+        a[:, 2] += rng.uniform(-10, 10, 2)
+        hm = np.vstack([a, [0.0, 0.0, 1.0]])
+        assert M._warp_function(hm) is M._warp_affine
+        d = np.abs(M._warp_affine(img, hm, (518, 518), **kw).astype(int)
+                   - cv2.warpPerspective(img, hm, (518, 518), **kw).astype(int))
+        assert d.max() <= 1
+        differ += int((d.max(axis=2) > 0).sum())
+        total += d.shape[0] * d.shape[1]
+    assert differ <= 1e-3 * total
+    hm = np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [1e-6, 0.0, 1.0]])
+    assert M._warp_function(hm) is cv2.warpPerspective
+    # the pipeline's masks and statistics on the shifted and recoloured pairs, either way
+    fast = [MaskComputer(LabelConfig())(g, o) for g, o in pairs[:2]]
+    monkeypatch.setattr(M, "_warp_function", lambda hm: cv2.warpPerspective)
+    plain = [MaskComputer(LabelConfig())(g, o) for g, o in pairs[:2]]
+    for f, p in zip(fast, plain):
+        assert f.model in ("similarity", "affine")
+        assert np.mean(f.mask == p.mask) >= 0.999 and f.inliers == p.inliers
+
+
 def test_consecutive_calls_with_one_original_reuse_it_safely(pairs):
     """The seeds of one depth map arrive one call at a time: the original's keypoints and SSIM
     statistics are reused, results equal a fresh computer's, and a changed array is noticed."""

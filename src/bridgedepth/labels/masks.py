@@ -7,8 +7,9 @@ Per (generated, original) RGB pair, in the original's pixel grid (the grid of it
    brute-force Hamming matching with cross-check; at least ``min_matches`` matches, else mask A is
    empty. A robust model choice: RANSAC similarity and affine fits (and a homography when the affine
    fit is credible); a more general model is used only when it has clearly more *precise* inliers
-   (residual < ``precise_threshold``) than the simpler one. The chosen model is then refined by ECC
-   on a small grey copy (``refine``). Warp the generated image onto the original; mask A =
+   (residual < ``precise_threshold``) than the simpler one. The chosen model, when credible (at least
+   ``refine_inlier_fraction`` of the matches are its inliers), is then refined by ECC on a small grey
+   copy (``refine``). Warp the generated image onto the original; mask A =
    SSIM(registered, original) > threshold, restricted to pixels the warp fills entirely from inside
    the generated image;
 2. direct: mask B = SSIM(size-matched generated, original) > threshold;

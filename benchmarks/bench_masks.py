@@ -378,7 +378,7 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--fast-rounds", type=int, default=6,
                     help="rounds of the grouped, threaded and multi-process rows of ours (a round of 24 pairs "
-                         "takes 0.2-0.5 s there: best of 2 varied by 1.5x between runs on a shared VM)")
+                         "takes 0.2-0.5 s there: best of 2 varied by 1.4x between runs on a shared VM)")
     ap.add_argument("--threads", type=int, default=1, help="cv2.setNumThreads for the timed loops")
     ap.add_argument("--workers", type=int, default=2, help="also time ours over N processes (1: skip)")
     ap.add_argument("--variants", action="store_true", help="also time ORB on a half-size copy")

@@ -122,17 +122,12 @@ def collect_inputs(items: list[str], failures: list | None = None) -> list[Path]
     return out
 
 
-def depth_like(path: Path) -> str | None:
-    """Why an input looks like a depth map rather than a photograph, or None: single-channel 16-bit
-    images are how KITTI, NYUv2, ScanNet and most depth sensors store depth (millimetres
-    or 1/256 m), and read as a photograph (16 -> 8 bit, grey) they give a dark, flat picture. Grey
-    16-bit photographs exist (scientific and infrared cameras), so the input is still predicted."""
-    from ..io.image import image_info
-
-    try:
-        info = image_info(path)
-    except InputError:
-        return None  # the read reports it
+def depth_like(info: dict) -> str | None:
+    """Why an input (its :func:`bridgedepth.io.image.image_info`) looks like a depth map rather than a
+    photograph, or None: single-channel 16-bit images are how KITTI, NYUv2, ScanNet and most depth
+    sensors store depth (millimetres or 1/256 m), and read as a photograph (16 -> 8 bit, grey) they
+    give a dark, flat picture. Grey 16-bit photographs exist (scientific and infrared cameras), so the
+    input is still predicted."""
     if len(info["shape"]) == 2 and info["bits"] == 16:
         return f"a single-channel 16-bit {info['format']}: depth maps are stored so, photographs rarely"
     return None
@@ -247,7 +242,8 @@ def run(args) -> int:
     from tqdm import tqdm
 
     from ..io.pointcloud import Intrinsics, depth_to_ply
-    from ..mde.predictor import describe_values, read_rgb
+    from ..io.image import read_image_info
+    from ..mde.predictor import describe_values
 
     kinds = [k.strip() for k in args.outputs.split(",") if k.strip()]
     bad = [k for k in kinds if k not in OUTPUT_KINDS]
@@ -309,11 +305,12 @@ def run(args) -> int:
             chunk = []
             for p, outs in todo[i : i + args.batch_size]:
                 try:
-                    chunk.append((p, outs, read_rgb(p)))
+                    # as read_rgb reads a photograph (EXIF orientation), with the header's facts
+                    chunk.append((p, outs, *read_image_info(p, orient=True)))
                 except InputError as e:
                     failures.append((str(p), str(e)))
-            results = predictor.predict_batch([rgb for _, _, rgb in chunk]) if chunk else []
-            for (p, outs, _), res in zip(chunk, results):
+            results = predictor.predict_batch([rgb for _, _, rgb, _ in chunk]) if chunk else []
+            for (p, outs, _, info), res in zip(chunk, results):
                 for kind, target in outs.items():
                     if kind == "ply":
                         h, w = res.values.shape
@@ -329,7 +326,7 @@ def run(args) -> int:
                     else:
                         res.save(target, kind, grayscale=args.grayscale)
                 entry = {"input": str(p), "outputs": {k: str(v) for k, v in outs.items()}}
-                why = depth_like(p)
+                why = depth_like(info)
                 if why:
                     entry["warning"] = f"looks like a depth map, not a photograph ({why})"
                     depth_maps.append(p)

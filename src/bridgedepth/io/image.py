@@ -117,12 +117,18 @@ def read_image(path, *, orient: bool = False) -> np.ndarray:
     sideways with Orientation 6): for photographs given to a model (``bridge predict``,
     ``bridgedepth.load(...).predict(path)``, the web app). Off by default, for paired data: an RGB-D
     frame's colour image stays aligned with its depth map as stored."""
+    return read_image_info(path, orient=orient)[0]
+
+
+def read_image_info(path, *, orient: bool = False) -> tuple[np.ndarray, dict]:
+    """:func:`read_image` and :func:`image_info` of one file from one read."""
     p = Path(path)
     data = read_file_bytes(p, "image file")
     im = _open(p, data)
+    info = _info(im)  # before decoding: Pillow's tile list is gone after load()
     rgb = _pixels(p, data, im)
     o = exif_orientation(im) if orient else 1  # the EXIF block is parsed only when asked for
-    return np.ascontiguousarray(_ORIENT[o](rgb)) if o != 1 else rgb
+    return (np.ascontiguousarray(_ORIENT[o](rgb)) if o != 1 else rgb), info
 
 
 def _pixels(p: Path, data: bytes, im) -> np.ndarray:
@@ -165,8 +171,10 @@ def image_info(path) -> dict:
     """Header facts without decoding the pixels: format, mode (``RGB;16`` for 16-bit colour),
     bits per sample, shape [H, W, channels] as stored."""
     p = Path(path)
-    data = read_file_bytes(p, "image file")
-    im = _open(p, data)
+    return _info(_open(p, read_file_bytes(p, "image file")))
+
+
+def _info(im) -> dict:
     bands = len(im.getbands())
     mode = im.mode
     bits = 8
